@@ -1,0 +1,116 @@
+//! In-process backend: a mutex-protected map with lazy expiry, running the
+//! same compare-and-set protocol as the Redis store script.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Backend, Fetched, Result, Store};
+use crate::entry::{self, TOKEN_LEN, Token};
+
+struct Value {
+    bytes: Vec<u8>,
+    expires: Option<Instant>,
+}
+
+impl Value {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|e| e > now)
+    }
+}
+
+#[derive(Default)]
+struct Map {
+    values: HashMap<String, Value>,
+    writes_since_sweep: usize,
+}
+
+impl Map {
+    fn get(&self, key: &str, now: Instant) -> Option<&[u8]> {
+        self.values
+            .get(key)
+            .filter(|v| v.live(now))
+            .map(|v| v.bytes.as_slice())
+    }
+
+    fn set(&mut self, key: &str, bytes: Vec<u8>, ttl: Option<Duration>, now: Instant) {
+        self.writes_since_sweep += 1;
+        if self.writes_since_sweep > 1024 && self.writes_since_sweep > self.values.len() / 2 {
+            self.values.retain(|_, v| v.live(now));
+            self.writes_since_sweep = 0;
+        }
+        let expires = ttl.map(|t| now + t);
+        self.values.insert(key.to_owned(), Value { bytes, expires });
+    }
+}
+
+/// See the module docs.
+#[derive(Default)]
+pub(crate) struct MemoryBackend {
+    map: Mutex<Map>,
+}
+
+impl MemoryBackend {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
+        // A poisoned lock means a panic elsewhere while holding it; the map
+        // itself is always consistent, so keep serving.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Backend for MemoryBackend {
+    async fn fetch(&self, entry_key: &str, generation_key: &str) -> Result<Fetched> {
+        let map = self.lock();
+        let now = Instant::now();
+        Ok(Fetched {
+            entry: map.get(entry_key, now).map(<[u8]>::to_vec),
+            generation: map.get(generation_key, now).map(<[u8]>::to_vec),
+        })
+    }
+
+    async fn store(&self, s: Store<'_>) -> Result<bool> {
+        let mut map = self.lock();
+        let now = Instant::now();
+        let generation = match map
+            .get(s.generation_key, now)
+            .filter(|g| g.len() == TOKEN_LEN)
+        {
+            Some(g) if Some(g) == s.seen_generation => g.to_vec(),
+            Some(_) => return Ok(false),
+            None if s.seen_generation.is_some() => return Ok(false),
+            None => {
+                let g = s.fresh_generation.to_vec();
+                map.set(s.generation_key, g.clone(), None, now);
+                g
+            }
+        };
+        let current = map.get(s.entry_key, now);
+        let matches = match (s.expect, current) {
+            (None, None) => true,
+            (Some(prefix), Some(cur)) => cur.starts_with(prefix),
+            _ => false,
+        };
+        if !matches {
+            return Ok(false);
+        }
+        map.set(
+            s.entry_key,
+            entry::assemble(&generation, s.tail),
+            Some(s.ttl),
+            now,
+        );
+        Ok(true)
+    }
+
+    async fn set_generation(&self, generation_key: &str, token: &Token) -> Result<()> {
+        let mut map = self.lock();
+        map.set(generation_key, token.to_vec(), None, Instant::now());
+        Ok(())
+    }
+
+    async fn put_tombstone(&self, entry_key: &str, tombstone: &[u8], ttl: Duration) -> Result<()> {
+        let mut map = self.lock();
+        map.set(entry_key, tombstone.to_vec(), Some(ttl), Instant::now());
+        Ok(())
+    }
+}

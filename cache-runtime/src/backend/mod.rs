@@ -1,0 +1,125 @@
+//! Storage backends behind one trait: Redis (the default) and an in-process
+//! memory store with the same semantics, for unit tests of user code and for
+//! machines without Redis. Both run the same protocol (see `entry.rs`): a
+//! read returns the entry and the namespace generation together; a store is
+//! a compare-and-set on both.
+
+pub(crate) mod memory;
+pub(crate) mod redis;
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::entry::Token;
+
+/// What one read returned: the entry bytes and the namespace generation.
+#[derive(Debug, Default)]
+pub(crate) struct Fetched {
+    pub entry: Option<Vec<u8>>,
+    pub generation: Option<Vec<u8>>,
+}
+
+/// A compare-and-set store of one entry.
+pub(crate) struct Store<'a> {
+    pub entry_key: &'a str,
+    pub generation_key: &'a str,
+    /// What the entry key must still hold: `None` = nothing, else an identity prefix.
+    pub expect: Option<&'a [u8]>,
+    /// The generation the reader saw before computing (`None`: there was none).
+    pub seen_generation: Option<&'a [u8]>,
+    /// Installed as the generation when there is none yet.
+    pub fresh_generation: Token,
+    pub ttl: Duration,
+    /// Entry bytes after magic and generation.
+    pub tail: &'a [u8],
+}
+
+#[derive(Debug)]
+pub(crate) enum BackendError {
+    Redis(::redis::RedisError),
+    Timeout,
+    Unavailable(&'static str),
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendError::Redis(e) => write!(f, "{e}"),
+            BackendError::Timeout => f.write_str("operation timed out"),
+            BackendError::Unavailable(why) => f.write_str(why),
+        }
+    }
+}
+
+impl From<::redis::RedisError> for BackendError {
+    fn from(e: ::redis::RedisError) -> Self {
+        if e.is_timeout() {
+            BackendError::Timeout
+        } else {
+            BackendError::Redis(e)
+        }
+    }
+}
+
+pub(crate) type Result<T> = std::result::Result<T, BackendError>;
+
+/// The operations the cache needs from a store.
+pub(crate) trait Backend: Send + Sync {
+    /// The entry and the generation, in one round trip.
+    fn fetch(
+        &self,
+        entry_key: &str,
+        generation_key: &str,
+    ) -> impl Future<Output = Result<Fetched>> + Send;
+    /// Compare-and-set store; `Ok(false)` when the guard refused it.
+    fn store(&self, store: Store<'_>) -> impl Future<Output = Result<bool>> + Send;
+    /// Replaces the namespace generation (namespace invalidation).
+    fn set_generation(
+        &self,
+        generation_key: &str,
+        token: &Token,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Overwrites one entry with a tombstone (key invalidation).
+    fn put_tombstone(
+        &self,
+        entry_key: &str,
+        tombstone: &[u8],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The backend a cache was built with.
+pub(crate) enum AnyBackend {
+    Redis(redis::RedisBackend),
+    Memory(memory::MemoryBackend),
+}
+
+impl Backend for AnyBackend {
+    async fn fetch(&self, entry_key: &str, generation_key: &str) -> Result<Fetched> {
+        match self {
+            AnyBackend::Redis(b) => b.fetch(entry_key, generation_key).await,
+            AnyBackend::Memory(b) => b.fetch(entry_key, generation_key).await,
+        }
+    }
+
+    async fn store(&self, store: Store<'_>) -> Result<bool> {
+        match self {
+            AnyBackend::Redis(b) => b.store(store).await,
+            AnyBackend::Memory(b) => b.store(store).await,
+        }
+    }
+
+    async fn set_generation(&self, generation_key: &str, token: &Token) -> Result<()> {
+        match self {
+            AnyBackend::Redis(b) => b.set_generation(generation_key, token).await,
+            AnyBackend::Memory(b) => b.set_generation(generation_key, token).await,
+        }
+    }
+
+    async fn put_tombstone(&self, entry_key: &str, tombstone: &[u8], ttl: Duration) -> Result<()> {
+        match self {
+            AnyBackend::Redis(b) => b.put_tombstone(entry_key, tombstone, ttl).await,
+            AnyBackend::Memory(b) => b.put_tombstone(entry_key, tombstone, ttl).await,
+        }
+    }
+}

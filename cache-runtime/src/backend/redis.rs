@@ -1,0 +1,279 @@
+//! Redis backend on a deadpool-redis pool.
+//!
+//! deadpool-redis recycles a connection with `UNWATCH` + `PING` on every
+//! `pool.get()`, which would double the cost of a hit. A redis-rs
+//! multiplexed connection is shared by any number of tasks, so the backend
+//! checks a few connections out of the pool once and keeps them in slots;
+//! the hit path clones one (an `Arc` clone) and pays exactly one round trip.
+//! A connection that breaks is detached from the pool and its slot is
+//! refilled in a background task, so a caller never waits for a reconnect
+//! longer than the operation timeout.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use deadpool_redis::{Manager, Pool, Runtime};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Script};
+use tokio::sync::Notify;
+
+use super::{Backend, BackendError, Fetched, Result, Store};
+use crate::entry::Token;
+
+/// Compare-and-set store. KEYS: entry, generation. ARGV: expect mode ("0":
+/// key must be empty, "1": key must start with ARGV[2]), expected prefix,
+/// generation seen before computing ("" = none), fresh generation, PX
+/// milliseconds, entry tail. Returns 1 when stored, 0 when refused.
+const STORE_SCRIPT: &str = r"
+local g = redis.call('GET', KEYS[2])
+if g and string.len(g) ~= 16 then g = false end
+if not g then
+  if ARGV[3] ~= '' then return 0 end
+  redis.call('SET', KEYS[2], ARGV[4])
+  g = ARGV[4]
+elseif g ~= ARGV[3] then
+  return 0
+end
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '0' then
+  if cur then return 0 end
+elseif (not cur) or string.sub(cur, 1, string.len(ARGV[2])) ~= ARGV[2] then
+  return 0
+end
+redis.call('SET', KEYS[1], '\202' .. g .. ARGV[6], 'PX', ARGV[5])
+return 1
+";
+
+pub(crate) struct RedisConfig {
+    pub url: String,
+    pub connections: usize,
+    pub op_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+struct Slot {
+    /// (epoch, connection): the epoch tells a stale "this broke" report from
+    /// one about the current connection.
+    conn: RwLock<Option<(u64, MultiplexedConnection)>>,
+    connecting: AtomicBool,
+    /// Woken when a connect attempt for this slot ends.
+    connected: Notify,
+}
+
+struct Shared {
+    pool: Pool,
+    slots: Box<[Slot]>,
+    epoch: AtomicU64,
+    connect_timeout: Duration,
+}
+
+pub(crate) struct RedisBackend {
+    shared: Arc<Shared>,
+    next: AtomicUsize,
+    op_timeout: Duration,
+    store_script: Script,
+}
+
+impl RedisBackend {
+    /// Builds the pool; no I/O.
+    pub(crate) fn new(cfg: RedisConfig) -> std::result::Result<Self, String> {
+        let conn_cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(cfg.connect_timeout))
+            .set_response_timeout(Some(cfg.op_timeout));
+        let manager = Manager::new_with_config(cfg.url.as_str(), conn_cfg)
+            .map_err(|e| format!("invalid Redis URL: {e}"))?;
+        let connections = cfg.connections.max(1);
+        let pool = Pool::builder(manager)
+            // The kept connections plus headroom for reconnects in flight.
+            .max_size(connections * 2)
+            .wait_timeout(Some(cfg.connect_timeout))
+            .create_timeout(Some(cfg.connect_timeout))
+            .recycle_timeout(Some(cfg.connect_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| format!("cannot build the Redis pool: {e}"))?;
+        let slots = (0..connections)
+            .map(|_| Slot {
+                conn: RwLock::new(None),
+                connecting: AtomicBool::new(false),
+                connected: Notify::new(),
+            })
+            .collect();
+        Ok(RedisBackend {
+            shared: Arc::new(Shared {
+                pool,
+                slots,
+                epoch: AtomicU64::new(0),
+                connect_timeout: cfg.connect_timeout,
+            }),
+            next: AtomicUsize::new(0),
+            op_timeout: cfg.op_timeout,
+            store_script: Script::new(STORE_SCRIPT),
+        })
+    }
+
+    /// A connection from a slot: a clone of a kept multiplexed connection, or
+    /// (slot empty) one being established in the background, waited for at
+    /// most the operation timeout.
+    async fn conn(&self) -> Result<(usize, u64, MultiplexedConnection)> {
+        let n = self.shared.slots.len();
+        let i = if n == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Relaxed) % n
+        };
+        if let Some((epoch, c)) = read_slot(&self.shared.slots[i]) {
+            return Ok((i, epoch, c));
+        }
+        self.reconnect(i).await
+    }
+
+    async fn reconnect(&self, i: usize) -> Result<(usize, u64, MultiplexedConnection)> {
+        let slot = &self.shared.slots[i];
+        if slot
+            .connecting
+            .compare_exchange(false, true, Relaxed, Relaxed)
+            .is_err()
+        {
+            // Another caller is connecting this slot: wait for it (bounded).
+            let notified = slot.connected.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if slot.connecting.load(Relaxed) {
+                let _ = tokio::time::timeout(self.op_timeout, notified).await;
+            }
+            return read_slot(slot)
+                .map(|(epoch, c)| (i, epoch, c))
+                .ok_or(BackendError::Unavailable("cannot connect to Redis"));
+        }
+        let shared = Arc::clone(&self.shared);
+        let task = tokio::spawn(async move {
+            let got = tokio::time::timeout(shared.connect_timeout, shared.pool.get()).await;
+            let slot = &shared.slots[i];
+            let result = match got {
+                Ok(Ok(obj)) => {
+                    // Detach it from the pool: it lives in the slot until it breaks.
+                    let conn = deadpool_redis::Connection::take(obj);
+                    let epoch = shared.epoch.fetch_add(1, Relaxed) + 1;
+                    if let Ok(mut w) = slot.conn.write() {
+                        *w = Some((epoch, conn.clone()));
+                    }
+                    Ok((i, epoch, conn))
+                }
+                Ok(Err(e)) => Err(BackendError::Unavailable(pool_error(&e))),
+                Err(_) => Err(BackendError::Timeout),
+            };
+            slot.connecting.store(false, Relaxed);
+            slot.connected.notify_waiters();
+            result
+        });
+        match tokio::time::timeout(self.op_timeout, task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_join)) => Err(BackendError::Unavailable("connect task failed")),
+            Err(_) => Err(BackendError::Timeout),
+        }
+    }
+
+    /// Forgets a connection that broke (so the next call reconnects).
+    fn check(&self, slot: usize, epoch: u64, err: &redis::RedisError) {
+        if !(err.is_unrecoverable_error() || err.is_connection_dropped() || err.is_io_error()) {
+            return;
+        }
+        if let Ok(mut w) = self.shared.slots[slot].conn.write()
+            && w.as_ref().is_some_and(|(e, _)| *e == epoch)
+        {
+            *w = None;
+            tracing::debug!(slot, error = %err, "cachet: dropped a broken Redis connection");
+        }
+    }
+
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let (slot, epoch, conn) = self.conn().await?;
+        match op(conn).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                self.check(slot, epoch, &e);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+fn read_slot(slot: &Slot) -> Option<(u64, MultiplexedConnection)> {
+    slot.conn.read().ok()?.clone()
+}
+
+fn pool_error(e: &deadpool_redis::PoolError) -> &'static str {
+    use deadpool_redis::PoolError;
+    match e {
+        PoolError::Timeout(_) => "timed out connecting to Redis",
+        PoolError::Backend(_) => "cannot connect to Redis",
+        PoolError::Closed => "the Redis pool is closed",
+        PoolError::NoRuntimeSpecified => "no async runtime for the Redis pool",
+        PoolError::PostCreateHook(_) => "Redis connection setup failed",
+    }
+}
+
+impl Backend for RedisBackend {
+    async fn fetch(&self, entry_key: &str, generation_key: &str) -> Result<Fetched> {
+        self.run(|mut c| async move {
+            let (entry, generation): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("MGET")
+                .arg(entry_key)
+                .arg(generation_key)
+                .query_async(&mut c)
+                .await?;
+            Ok(Fetched { entry, generation })
+        })
+        .await
+    }
+
+    async fn store(&self, s: Store<'_>) -> Result<bool> {
+        let px = u64::try_from(s.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let script = &self.store_script;
+        self.run(|mut c| async move {
+            let stored: i64 = script
+                .key(s.entry_key)
+                .key(s.generation_key)
+                .arg(if s.expect.is_some() { "1" } else { "0" })
+                .arg(s.expect.unwrap_or_default())
+                .arg(s.seen_generation.unwrap_or_default())
+                .arg(&s.fresh_generation[..])
+                .arg(px)
+                .arg(s.tail)
+                .invoke_async(&mut c)
+                .await?;
+            Ok(stored == 1)
+        })
+        .await
+    }
+
+    async fn set_generation(&self, generation_key: &str, token: &Token) -> Result<()> {
+        self.run(|mut c| async move {
+            redis::cmd("SET")
+                .arg(generation_key)
+                .arg(&token[..])
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn put_tombstone(&self, entry_key: &str, tombstone: &[u8], ttl: Duration) -> Result<()> {
+        let px = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.run(|mut c| async move {
+            redis::cmd("SET")
+                .arg(entry_key)
+                .arg(tombstone)
+                .arg("PX")
+                .arg(px)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+}

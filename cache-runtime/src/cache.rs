@@ -1,0 +1,1046 @@
+//! [`Cache`], its builder, and the [`Namespace`] handle that gets, computes
+//! and invalidates entries.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::backend::memory::MemoryBackend;
+use crate::backend::redis::{RedisBackend, RedisConfig};
+use crate::backend::{AnyBackend, Backend, Store};
+use crate::breaker::Breaker;
+use crate::codec::{Codec, CodecKind};
+use crate::entry::{self, Found, IDENTITY_LEN, Meta, TOKEN_LEN};
+use crate::error::Error;
+use crate::key;
+use crate::stats::{self, Counters, Stats, Status, bump};
+
+/// A handle to a cache: cheap to clone (an `Arc`), shared by every task.
+///
+/// Build one with [`Cache::builder`], then either [`install`](crate::install)
+/// it for the macros or pass it explicitly (`#[cached(cache = &self.cache)]`,
+/// or the by-hand API of [`Cache::namespace`]).
+///
+/// ```
+/// # async fn demo() {
+/// use cachet::Cache;
+/// use std::time::Duration;
+///
+/// let cache = Cache::builder().memory().prefix("docs").build().unwrap();
+/// let flights = cache.namespace("flight_count").ttl(Duration::from_secs(60));
+/// let n: i64 = flights.get_or_compute(&("FRA", "JFK"), async { 1234 }).await;
+/// assert_eq!(n, 1234);
+/// // Second call: served from the cache, the future is never polled.
+/// let n: i64 = flights.get_or_compute(&("FRA", "JFK"), async { unreachable!() }).await;
+/// assert_eq!(n, 1234);
+/// # }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo());
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: AnyBackend,
+    breaker: Breaker,
+    prefix: String,
+    default_ttl: Duration,
+    codec: CodecKind,
+    guard_ttl: Duration,
+    max_value_bytes: usize,
+    retry_for: Duration,
+    description: String,
+    namespaces: RwLock<HashMap<String, Arc<NsState>>>,
+    retry: Mutex<RetryQueue>,
+}
+
+/// Per-namespace state shared by every call of the namespace.
+struct NsState {
+    name: String,
+    generation_key: String,
+    counters: Counters,
+    /// A namespace invalidation is queued for retry: reads bypass the cache.
+    pending_namespace: AtomicBool,
+    /// Number of queued key invalidations of this namespace.
+    pending_keys: AtomicUsize,
+}
+
+#[derive(Default)]
+struct RetryQueue {
+    namespaces: HashMap<String, Arc<NsState>>,
+    keys: HashMap<String, Arc<NsState>>,
+    since: Option<Instant>,
+    worker: bool,
+}
+
+const MAX_QUEUED_KEYS: usize = 10_000;
+
+/// What an invalidation did. It never fails the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Invalidation {
+    /// It reached the cache: no reader will see the old entries.
+    Done,
+    /// The cache could not be reached; the invalidation is queued and retried
+    /// in the background. Until it lands, this process reads the affected
+    /// entries from the source, and other processes may serve old entries
+    /// for at most their TTL.
+    Queued,
+}
+
+impl Cache {
+    /// A builder with the defaults: Redis at `$REDIS_URL` (else
+    /// `redis://127.0.0.1:6379`), prefix `cachet`, TTL 5 minutes, operation
+    /// timeout 100 ms, postcard codec.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cache = cachet::Cache::builder()
+    ///     .redis_url("redis://127.0.0.1:6379")
+    ///     .prefix("flightdb")
+    ///     .default_ttl(Duration::from_secs(300))
+    ///     .build()
+    ///     .unwrap(); // no I/O yet: connects on first use
+    /// assert_eq!(cache.prefix(), "flightdb");
+    /// ```
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// The key prefix: every key this cache writes starts with `"{prefix}:"`.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The TTL used when a call gives none.
+    pub fn default_ttl(&self) -> Duration {
+        self.inner.default_ttl
+    }
+
+    /// A handle for one namespace: get-or-compute, invalidate. Cheap; make
+    /// one per call. The name must be 1 to 64 characters of
+    /// `[A-Za-z0-9_.-]`; calls on an invalid name bypass the cache (and log
+    /// an error).
+    ///
+    /// ```
+    /// # async fn demo() {
+    /// let cache = cachet::Cache::builder().memory().build().unwrap();
+    /// let airports = cache.namespace("airport");
+    /// let name: String = airports.get_or_compute(&"FRA", async { "Frankfurt".to_string() }).await;
+    /// assert_eq!(name, "Frankfurt");
+    /// airports.invalidate_key(&"FRA").await;
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo());
+    /// ```
+    pub fn namespace<'c>(&'c self, name: &'c str) -> Namespace<'c> {
+        Namespace {
+            cache: self,
+            name,
+            version: 1,
+            ttl: None,
+            unless: NoFilter,
+        }
+    }
+
+    /// The Redis key an entry of `ns` with this key value and schema version
+    /// is stored under (`{prefix}:{ns}:v{version}:{args}`), for inspection
+    /// with `redis-cli`.
+    ///
+    /// ```
+    /// let cache = cachet::Cache::builder().memory().prefix("flightdb").build().unwrap();
+    /// let key = cache.entry_key("flight_count", 1, &("FRA", "JFK")).unwrap();
+    /// assert_eq!(key, "flightdb:flight_count:v1:FRA:JFK");
+    /// ```
+    pub fn entry_key<K: Serialize + ?Sized>(
+        &self,
+        ns: &str,
+        version: u32,
+        key: &K,
+    ) -> Result<String, key::KeyError> {
+        let mut out = key::entry_key_prefix(&self.inner.prefix, ns, version);
+        key::write_args(&mut out, key)?;
+        Ok(out)
+    }
+
+    /// Counters of this process: hits, misses, errors and hit ratio, per
+    /// namespace and in total.
+    pub fn stats(&self) -> Stats {
+        let map = read(&self.inner.namespaces);
+        Stats::from_namespaces(
+            map.values()
+                .map(|ns| (ns.name.clone(), ns.counters.snapshot()))
+                .collect::<BTreeMap<_, _>>(),
+        )
+    }
+
+    /// Are invalidations waiting to be retried? (They are retried in the
+    /// background until they land or the retry period ends.)
+    pub fn has_queued_invalidations(&self) -> bool {
+        let q = lock(&self.inner.retry);
+        !q.namespaces.is_empty() || !q.keys.is_empty()
+    }
+
+    fn state(&self, ns: &str) -> Option<Arc<NsState>> {
+        if let Some(s) = read(&self.inner.namespaces).get(ns) {
+            return Some(Arc::clone(s));
+        }
+        if let Err(msg) = key::validate_name("namespace", ns) {
+            tracing::error!("cachet: {msg}; the call bypasses the cache");
+            return None;
+        }
+        let mut map = self
+            .inner
+            .namespaces
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let state = map.entry(ns.to_owned()).or_insert_with(|| {
+            Arc::new(NsState {
+                name: ns.to_owned(),
+                generation_key: key::generation_key(&self.inner.prefix, ns),
+                counters: Counters::default(),
+                pending_namespace: AtomicBool::new(false),
+                pending_keys: AtomicUsize::new(0),
+            })
+        });
+        Some(Arc::clone(state))
+    }
+
+    /// The core of every cached call: read, on a miss compute and store.
+    /// `value_of` picks the cacheable value out of the output (`Ok` of a
+    /// `Result`), `from_value` builds an output from a cached value.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn run<K, T, R, U, Fut>(
+        &self,
+        ns: &str,
+        version: u32,
+        ttl: Option<Duration>,
+        key: &K,
+        unless: &U,
+        fut: Fut,
+        value_of: fn(&R) -> Option<&T>,
+        from_value: fn(T) -> R,
+    ) -> R
+    where
+        K: Serialize + ?Sized,
+        T: Serialize + DeserializeOwned,
+        U: Filter<T>,
+        Fut: Future<Output = R>,
+    {
+        let entry_key = self.entry_key(ns, version, key);
+        self.run_key(ns, entry_key, ttl, unless, fut, value_of, from_value)
+            .await
+    }
+
+    /// [`run`](Self::run) with the entry key already built (the macros build
+    /// it before the body's future takes ownership of the arguments).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn run_key<T, R, U, Fut>(
+        &self,
+        ns: &str,
+        entry_key: Result<String, key::KeyError>,
+        ttl: Option<Duration>,
+        unless: &U,
+        fut: Fut,
+        value_of: fn(&R) -> Option<&T>,
+        from_value: fn(T) -> R,
+    ) -> R
+    where
+        T: Serialize + DeserializeOwned,
+        U: Filter<T>,
+        Fut: Future<Output = R>,
+    {
+        let inner = &*self.inner;
+        let Some(state) = self.state(ns) else {
+            return bypass(None, fut).await;
+        };
+        let entry_key = match entry_key {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(namespace = ns, error = %e, "cachet: the call bypasses the cache");
+                bump(&state.counters.errors);
+                return bypass(Some(&state), fut).await;
+            }
+        };
+        if state.pending_namespace.load(Relaxed)
+            || (state.pending_keys.load(Relaxed) > 0
+                && lock(&inner.retry).keys.contains_key(&entry_key))
+        {
+            // An invalidation of this entry has not landed yet: do not trust the cache.
+            return bypass(Some(&state), fut).await;
+        }
+        if !inner.breaker.allow() {
+            return bypass(Some(&state), fut).await;
+        }
+        let fetched = match inner.backend.fetch(&entry_key, &state.generation_key).await {
+            Ok(f) => {
+                inner.breaker.success();
+                f
+            }
+            Err(e) => {
+                inner.breaker.failure(&e);
+                bump(&state.counters.errors);
+                return bypass(Some(&state), fut).await;
+            }
+        };
+        let generation = fetched.generation.filter(|g| g.len() == TOKEN_LEN);
+        // What the key must still hold when we store (at most 33 bytes).
+        let expect: Option<Vec<u8>> = match entry::classify(
+            fetched.entry.as_deref(),
+            generation.as_deref(),
+        ) {
+            Found::Live { payload, .. } => match inner.codec.decode::<T>(payload) {
+                Ok(value) => {
+                    bump(&state.counters.hits);
+                    stats::report(Status::Hit);
+                    return from_value(value);
+                }
+                Err(e) => {
+                    tracing::debug!(key = %entry_key, error = %e, "cachet: stored value does not decode; recomputing");
+                    bump(&state.counters.decode_errors);
+                    fetched
+                        .entry
+                        .as_deref()
+                        .map(|b| b[..b.len().min(IDENTITY_LEN)].to_vec())
+                }
+            },
+            Found::Miss { expect, corrupt } => {
+                if corrupt {
+                    tracing::debug!(key = %entry_key, "cachet: foreign bytes under a cache key; recomputing");
+                    bump(&state.counters.decode_errors);
+                }
+                expect.map(<[u8]>::to_vec)
+            }
+        };
+        drop(fetched.entry);
+        bump(&state.counters.misses);
+        let started = Instant::now();
+        let out = fut.await;
+        let elapsed = started.elapsed();
+        if let Some(value) = value_of(&out)
+            && !unless.skip(value)
+        {
+            self.store(
+                &state,
+                &entry_key,
+                expect.as_deref(),
+                generation.as_deref(),
+                ttl.unwrap_or(inner.default_ttl),
+                elapsed,
+                value,
+            )
+            .await;
+        }
+        stats::report(Status::Miss);
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store<T: Serialize>(
+        &self,
+        state: &NsState,
+        entry_key: &str,
+        expect: Option<&[u8]>,
+        seen_generation: Option<&[u8]>,
+        ttl: Duration,
+        elapsed: Duration,
+        value: &T,
+    ) {
+        let inner = &*self.inner;
+        if elapsed >= inner.guard_ttl {
+            // A key invalidation's tombstone lives for guard_ttl; a
+            // computation that took longer cannot prove it saw no write.
+            tracing::debug!(
+                key = entry_key,
+                ?elapsed,
+                "cachet: not stored: computed for longer than the invalidation guard"
+            );
+            bump(&state.counters.stores_rejected);
+            return;
+        }
+        let ttl = jitter(ttl);
+        let meta = Meta {
+            expires_at_ms: entry::unix_ms().saturating_add(ttl.as_millis() as u64),
+            compute_ms: u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX),
+        };
+        let mut tail = entry::entry_tail(meta, 64);
+        if let Err(e) = inner.codec.encode(value, &mut tail) {
+            tracing::warn!(key = entry_key, error = %e, "cachet: value does not encode; not stored");
+            bump(&state.counters.errors);
+            return;
+        }
+        if tail.len() > inner.max_value_bytes {
+            tracing::debug!(
+                key = entry_key,
+                bytes = tail.len(),
+                "cachet: value larger than max_value_bytes; not stored"
+            );
+            bump(&state.counters.stores_rejected);
+            return;
+        }
+        let store = Store {
+            entry_key,
+            generation_key: &state.generation_key,
+            expect,
+            seen_generation,
+            fresh_generation: entry::token(),
+            ttl,
+            tail: &tail,
+        };
+        match inner.backend.store(store).await {
+            Ok(true) => bump(&state.counters.stores),
+            Ok(false) => bump(&state.counters.stores_rejected),
+            Err(e) => {
+                inner.breaker.failure(&e);
+                bump(&state.counters.errors);
+            }
+        }
+    }
+
+    async fn invalidate_namespace(&self, state: &Arc<NsState>) -> Invalidation {
+        let inner = &*self.inner;
+        if inner.breaker.allow() {
+            match inner
+                .backend
+                .set_generation(&state.generation_key, &entry::token())
+                .await
+            {
+                Ok(()) => {
+                    inner.breaker.success();
+                    bump(&state.counters.invalidations);
+                    return Invalidation::Done;
+                }
+                Err(e) => {
+                    inner.breaker.failure(&e);
+                    bump(&state.counters.errors);
+                }
+            }
+        }
+        self.enqueue(state, None)
+    }
+
+    async fn invalidate_entry(&self, state: &Arc<NsState>, entry_key: String) -> Invalidation {
+        let inner = &*self.inner;
+        if inner.breaker.allow() {
+            match inner
+                .backend
+                .put_tombstone(&entry_key, &entry::tombstone(), inner.guard_ttl)
+                .await
+            {
+                Ok(()) => {
+                    inner.breaker.success();
+                    bump(&state.counters.invalidations);
+                    return Invalidation::Done;
+                }
+                Err(e) => {
+                    inner.breaker.failure(&e);
+                    bump(&state.counters.errors);
+                }
+            }
+        }
+        self.enqueue(state, Some(entry_key))
+    }
+
+    /// Queues an invalidation (of the namespace, or of one entry key) and
+    /// makes sure a retry worker runs.
+    fn enqueue(&self, state: &Arc<NsState>, entry_key: Option<String>) -> Invalidation {
+        let mut q = lock(&self.inner.retry);
+        match entry_key {
+            Some(k) if q.keys.len() < MAX_QUEUED_KEYS => {
+                if q.keys.insert(k, Arc::clone(state)).is_none() {
+                    state.pending_keys.fetch_add(1, Relaxed);
+                }
+            }
+            Some(_) | None => {
+                // Too many queued keys: invalidating the whole namespace is
+                // the bounded-memory equivalent.
+                state.pending_namespace.store(true, Relaxed);
+                q.namespaces.insert(state.name.clone(), Arc::clone(state));
+            }
+        }
+        bump(&state.counters.invalidations_queued);
+        q.since.get_or_insert_with(Instant::now);
+        if !q.worker {
+            q.worker = true;
+            tracing::warn!(
+                namespace = %state.name,
+                "cachet: invalidation could not reach Redis; queued and retrying in the background"
+            );
+            let cache = self.clone();
+            tokio::spawn(async move { cache.retry_worker().await });
+        }
+        Invalidation::Queued
+    }
+
+    async fn retry_worker(self) {
+        let inner = &*self.inner;
+        let mut backoff = Duration::from_millis(25);
+        loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            let (namespaces, keys, since) = {
+                let q = lock(&inner.retry);
+                let ns: Vec<_> = q.namespaces.values().cloned().collect();
+                let keys: Vec<_> = q
+                    .keys
+                    .iter()
+                    .map(|(k, s)| (k.clone(), Arc::clone(s)))
+                    .collect();
+                (ns, keys, q.since)
+            };
+            for state in namespaces {
+                bump(&state.counters.invalidation_retries);
+                let landed = inner
+                    .backend
+                    .set_generation(&state.generation_key, &entry::token())
+                    .await
+                    .is_ok();
+                if landed {
+                    let mut q = lock(&inner.retry);
+                    q.namespaces.remove(&state.name);
+                    state.pending_namespace.store(false, Relaxed);
+                    bump(&state.counters.invalidations);
+                    tracing::info!(namespace = %state.name, "cachet: queued namespace invalidation landed");
+                }
+            }
+            for (k, state) in keys {
+                bump(&state.counters.invalidation_retries);
+                let landed = inner
+                    .backend
+                    .put_tombstone(&k, &entry::tombstone(), inner.guard_ttl)
+                    .await
+                    .is_ok();
+                if landed {
+                    let mut q = lock(&inner.retry);
+                    if q.keys.remove(&k).is_some() {
+                        state.pending_keys.fetch_sub(1, Relaxed);
+                    }
+                    bump(&state.counters.invalidations);
+                }
+            }
+            let mut q = lock(&inner.retry);
+            if q.namespaces.is_empty() && q.keys.is_empty() {
+                q.since = None;
+                q.worker = false;
+                return;
+            }
+            if since.is_some_and(|s| s.elapsed() >= inner.retry_for) {
+                let dropped: HashSet<String> = q
+                    .namespaces
+                    .keys()
+                    .cloned()
+                    .chain(q.keys.values().map(|s| s.name.clone()))
+                    .collect();
+                for state in q.namespaces.values().chain(q.keys.values()) {
+                    bump(&state.counters.invalidations_dropped);
+                    state.pending_namespace.store(false, Relaxed);
+                    state.pending_keys.store(0, Relaxed);
+                }
+                tracing::error!(
+                    namespaces = ?dropped,
+                    retry_for = ?inner.retry_for,
+                    "cachet: gave up queued invalidations; affected entries expire by their TTL"
+                );
+                q.namespaces.clear();
+                q.keys.clear();
+                q.since = None;
+                q.worker = false;
+                return;
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("backend", &self.inner.description)
+            .field("prefix", &self.inner.prefix)
+            .field("default_ttl", &self.inner.default_ttl)
+            .field("codec", &self.inner.codec.name())
+            .field("breaker_open", &self.inner.breaker.is_open())
+            .finish_non_exhaustive()
+    }
+}
+
+async fn bypass<R>(state: Option<&NsState>, fut: impl Future<Output = R>) -> R {
+    if let Some(s) = state {
+        bump(&s.counters.bypasses);
+    }
+    let out = fut.await;
+    stats::report(Status::Bypass);
+    out
+}
+
+/// Shortens a TTL by up to 5% so entries written together do not expire together.
+fn jitter(ttl: Duration) -> Duration {
+    let t = entry::token();
+    let r = t.iter().fold(0u32, |acc, &c| {
+        acc.wrapping_mul(31).wrapping_add(u32::from(c))
+    });
+    let permille = u64::from(r % 51); // 0..=50
+    let ms = ttl.as_millis() as u64;
+    Duration::from_millis(ms - ms * permille / 1000).max(Duration::from_millis(1))
+}
+
+pub(crate) fn plain_value<T>(value: &T) -> Option<&T> {
+    Some(value)
+}
+
+pub(crate) fn ok_value<T, E>(result: &Result<T, E>) -> Option<&T> {
+    result.as_ref().ok()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Decides which computed values are *not* stored (`unless`).
+pub trait Filter<T: ?Sized> {
+    /// `true`: return the value but do not store it.
+    fn skip(&self, value: &T) -> bool;
+}
+
+/// The default [`Filter`]: every value is stored.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoFilter;
+
+impl<T: ?Sized> Filter<T> for NoFilter {
+    #[inline]
+    fn skip(&self, _: &T) -> bool {
+        false
+    }
+}
+
+impl<T: ?Sized, F: Fn(&T) -> bool> Filter<T> for F {
+    #[inline]
+    fn skip(&self, value: &T) -> bool {
+        self(value)
+    }
+}
+
+/// One namespace of a [`Cache`], with the options of a call: the by-hand
+/// form of `#[cached]` and `#[invalidates]`. From [`Cache::namespace`].
+///
+/// ```
+/// # async fn demo() -> Result<(), std::io::Error> {
+/// use std::time::Duration;
+/// let cache = cachet::Cache::builder().memory().build().unwrap();
+/// let top = cache
+///     .namespace("top_routes")
+///     .ttl(Duration::from_secs(30))
+///     .version(2)
+///     .unless(|routes: &Vec<String>| routes.is_empty());
+/// let routes = top
+///     .get_or_try_compute(&("FRA", 10), async { Ok::<_, std::io::Error>(vec!["JFK".to_string()]) })
+///     .await?;
+/// assert_eq!(routes, ["JFK"]);
+/// cache.namespace("top_routes").invalidate().await;
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+/// ```
+#[derive(Clone, Copy)]
+pub struct Namespace<'c, U = NoFilter> {
+    cache: &'c Cache,
+    name: &'c str,
+    version: u32,
+    ttl: Option<Duration>,
+    unless: U,
+}
+
+impl<U> fmt::Debug for Namespace<'_, U> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Namespace")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'c, U> Namespace<'c, U> {
+    /// Time to live of stored entries (default: the cache's `default_ttl`).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Sets the TTL, or keeps the cache default for `None`.
+    pub fn ttl_opt(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Schema version, part of every key (default 1): bump it when the
+    /// value's type changes shape.
+    pub fn version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Values for which `filter` returns `true` are returned but not stored.
+    pub fn unless<F>(self, filter: F) -> Namespace<'c, F> {
+        Namespace {
+            cache: self.cache,
+            name: self.name,
+            version: self.version,
+            ttl: self.ttl,
+            unless: filter,
+        }
+    }
+
+    /// The value for `key`: from the cache, or by awaiting `compute` and
+    /// storing its output. Never fails: if the cache is unavailable,
+    /// `compute` runs uncached.
+    pub async fn get_or_compute<K, T, Fut>(&self, key: &K, compute: Fut) -> T
+    where
+        K: Serialize + ?Sized,
+        T: Serialize + DeserializeOwned,
+        U: Filter<T>,
+        Fut: Future<Output = T>,
+    {
+        self.cache
+            .run(
+                self.name,
+                self.version,
+                self.ttl,
+                key,
+                &self.unless,
+                compute,
+                plain_value,
+                std::convert::identity,
+            )
+            .await
+    }
+
+    /// Like [`get_or_compute`](Self::get_or_compute) for a fallible
+    /// computation: `Ok` values are cached, errors are returned as they are
+    /// and never cached.
+    pub async fn get_or_try_compute<K, T, E, Fut>(&self, key: &K, compute: Fut) -> Result<T, E>
+    where
+        K: Serialize + ?Sized,
+        T: Serialize + DeserializeOwned,
+        U: Filter<T>,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.cache
+            .run(
+                self.name,
+                self.version,
+                self.ttl,
+                key,
+                &self.unless,
+                compute,
+                ok_value,
+                Ok,
+            )
+            .await
+    }
+
+    /// Invalidates every entry of the namespace, in every process sharing
+    /// the Redis: one `SET` of a fresh generation token, O(1).
+    pub async fn invalidate(&self) -> Invalidation {
+        match self.cache.state(self.name) {
+            Some(state) => self.cache.invalidate_namespace(&state).await,
+            None => Invalidation::Done,
+        }
+    }
+
+    /// Invalidates the one entry a get with the same `key` (and version) uses.
+    pub async fn invalidate_key<K: Serialize + ?Sized>(&self, key: &K) -> Invalidation {
+        let entry_key = self.cache.entry_key(self.name, self.version, key);
+        self.cache
+            .invalidate_key_encoded(self.name, entry_key)
+            .await
+    }
+}
+
+impl Cache {
+    pub(crate) async fn invalidate_key_encoded(
+        &self,
+        ns: &str,
+        entry_key: Result<String, key::KeyError>,
+    ) -> Invalidation {
+        let Some(state) = self.state(ns) else {
+            return Invalidation::Done;
+        };
+        match entry_key {
+            Ok(k) => self.invalidate_entry(&state, k).await,
+            Err(e) => {
+                // No key can be built, so no entry can exist under one: but
+                // be safe and drop the whole namespace.
+                tracing::warn!(namespace = ns, error = %e, "cachet: invalidating the whole namespace");
+                self.invalidate_namespace(&state).await
+            }
+        }
+    }
+}
+
+/// Configures and builds a [`Cache`]. From [`Cache::builder`].
+#[derive(Clone)]
+pub struct CacheBuilder {
+    redis_url: Option<String>,
+    memory: bool,
+    prefix: String,
+    default_ttl: Duration,
+    op_timeout: Duration,
+    connect_timeout: Duration,
+    connections: usize,
+    codec: CodecKind,
+    breaker_threshold: u32,
+    breaker_cooldown: Duration,
+    guard_ttl: Duration,
+    max_value_bytes: usize,
+    retry_for: Duration,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        CacheBuilder {
+            redis_url: None,
+            memory: false,
+            prefix: "cachet".into(),
+            default_ttl: Duration::from_secs(300),
+            op_timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(1),
+            connections: 2,
+            codec: CodecKind::default(),
+            breaker_threshold: 3,
+            breaker_cooldown: Duration::from_millis(500),
+            guard_ttl: Duration::from_secs(300),
+            max_value_bytes: 4 << 20,
+            retry_for: Duration::from_secs(600),
+        }
+    }
+}
+
+impl fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("redis_url", &self.redis_url.as_deref().map(redact))
+            .field("memory", &self.memory)
+            .field("prefix", &self.prefix)
+            .field("default_ttl", &self.default_ttl)
+            .field("op_timeout", &self.op_timeout)
+            .field("codec", &self.codec.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CacheBuilder {
+    /// Redis URL (`redis://[user:pass@]host:port[/db]`). Default: `$REDIS_URL`,
+    /// else `redis://127.0.0.1:6379`.
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.redis_url = Some(url.into());
+        self.memory = false;
+        self
+    }
+
+    /// Use the in-process memory backend instead of Redis: same semantics
+    /// (TTL, namespaces, invalidation, stats) within one process.
+    pub fn memory(mut self) -> Self {
+        self.memory = true;
+        self
+    }
+
+    /// Key prefix (default `cachet`): 1 to 64 characters of `[A-Za-z0-9_.-]`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// TTL for calls that set none (default 5 minutes).
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// Longest a call waits for one Redis operation before running uncached
+    /// (default 100 ms). Also the Redis response timeout.
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// Timeout of one connection attempt (default 1 s). Connections are made
+    /// in the background; callers wait at most the operation timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Number of multiplexed Redis connections kept open (default 2, 1 to 64).
+    pub fn connections(mut self, n: usize) -> Self {
+        self.connections = n;
+        self
+    }
+
+    /// Value codec (default [`Postcard`](crate::codec::Postcard)).
+    pub fn codec<C: Codec>(mut self, _codec: C) -> Self {
+        self.codec = C::kind();
+        self
+    }
+
+    /// Consecutive Redis failures that open the circuit breaker (default 3),
+    /// and how long it stays open before one call probes (default 500 ms).
+    pub fn circuit_breaker(mut self, failures: u32, cooldown: Duration) -> Self {
+        self.breaker_threshold = failures;
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Lifetime of a key invalidation's tombstone (default 5 minutes). A
+    /// computation that takes longer than this is returned but not stored,
+    /// since it cannot prove no invalidation raced it.
+    pub fn invalidation_guard(mut self, guard: Duration) -> Self {
+        self.guard_ttl = guard;
+        self
+    }
+
+    /// Encoded values larger than this are not stored (default 4 MiB).
+    pub fn max_value_bytes(mut self, bytes: usize) -> Self {
+        self.max_value_bytes = bytes;
+        self
+    }
+
+    /// How long queued invalidations are retried (default 10 minutes).
+    pub fn invalidation_retry_for(mut self, period: Duration) -> Self {
+        self.retry_for = period;
+        self
+    }
+
+    /// Validates the configuration and creates the pool. No I/O: Redis is
+    /// first contacted by the first cached call.
+    pub fn build(self) -> Result<Cache, Error> {
+        key::validate_name("prefix", &self.prefix).map_err(Error::Config)?;
+        if self.default_ttl < Duration::from_millis(1) {
+            return Err(Error::Config("default_ttl must be at least 1 ms".into()));
+        }
+        if self.op_timeout < Duration::from_millis(1) {
+            return Err(Error::Config("op_timeout must be at least 1 ms".into()));
+        }
+        if !(1..=64).contains(&self.connections) {
+            return Err(Error::Config(format!(
+                "connections must be 1 to 64, got {}",
+                self.connections
+            )));
+        }
+        let (backend, description) = if self.memory {
+            (
+                AnyBackend::Memory(MemoryBackend::default()),
+                "memory".to_string(),
+            )
+        } else {
+            let url = self
+                .redis_url
+                .clone()
+                .or_else(|| std::env::var("REDIS_URL").ok())
+                .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+            let description = redact(&url);
+            let backend = RedisBackend::new(RedisConfig {
+                url,
+                connections: self.connections,
+                op_timeout: self.op_timeout,
+                connect_timeout: self.connect_timeout,
+            })
+            .map_err(|e| Error::Config(format!("{e} ({description})")))?;
+            (AnyBackend::Redis(backend), description)
+        };
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                backend,
+                breaker: Breaker::new(self.breaker_threshold, self.breaker_cooldown),
+                prefix: self.prefix,
+                default_ttl: self.default_ttl,
+                codec: self.codec,
+                guard_ttl: self.guard_ttl,
+                max_value_bytes: self.max_value_bytes,
+                retry_for: self.retry_for,
+                description,
+                namespaces: RwLock::new(HashMap::new()),
+                retry: Mutex::new(RetryQueue::default()),
+            }),
+        })
+    }
+}
+
+/// `redis://user:secret@host` -> `redis://user:***@host`.
+fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_string()
+            };
+            format!("{}{masked}{}", &url[..scheme_end], &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_passwords() {
+        assert_eq!(redact("redis://u:p@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact("rediss://:p%40x@h"), "rediss://:***@h");
+        assert_eq!(redact("redis://token@h"), "redis://***@h");
+        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact("nonsense"), "nonsense");
+    }
+
+    #[test]
+    fn builder_debug_hides_passwords() {
+        let b = Cache::builder().redis_url("redis://user:hunter2@127.0.0.1:6379");
+        let s = format!("{b:?}");
+        assert!(!s.contains("hunter2"), "{s}");
+        let c = b.build().unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn jitter_stays_within_five_percent_below() {
+        for _ in 0..1000 {
+            let j = jitter(Duration::from_secs(100));
+            assert!(
+                j <= Duration::from_secs(100) && j >= Duration::from_secs(95),
+                "{j:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn build_rejects_bad_config() {
+        assert!(
+            matches!(Cache::builder().prefix("a:b").build(), Err(Error::Config(m)) if m.contains("prefix"))
+        );
+        assert!(Cache::builder().prefix("").build().is_err());
+        assert!(Cache::builder().connections(0).build().is_err());
+        assert!(
+            Cache::builder()
+                .default_ttl(Duration::ZERO)
+                .build()
+                .is_err()
+        );
+        assert!(Cache::builder().redis_url("http://nope").build().is_err());
+    }
+}

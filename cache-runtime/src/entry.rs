@@ -1,0 +1,250 @@
+//! The bytes stored under an entry key, and the random tokens that make
+//! invalidation safe (see the README, "Consistency").
+//!
+//! ```text
+//! entry      0xCA | generation (16 hex) | nonce (16 hex) | expires_at_ms (u64 BE) | compute_ms (u32 BE) | codec payload
+//! tombstone  0xCB | nonce (16 hex)
+//! ```
+//!
+//! * The generation is the namespace generation the reader saw *before* it
+//!   computed the value. A namespace invalidation replaces the generation
+//!   token, so every older entry reads as a miss, and a slow reader that
+//!   started before the invalidation can only store an entry that is already
+//!   dead.
+//! * A key invalidation overwrites the entry with a tombstone carrying a fresh
+//!   nonce. A reader stores only if the key still holds exactly what it read
+//!   (nothing, the same tombstone, or the same dead entry: compared by the
+//!   33-byte identity prefix), so a reader that missed before the invalidation
+//!   cannot put its old value back (compare-and-set in one Lua script).
+//! * `expires_at_ms` (wall clock) and `compute_ms` are kept for
+//!   stale-while-revalidate and early refresh; Redis's own `PX` does expiry.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub(crate) const ENTRY_MAGIC: u8 = 0xCA;
+pub(crate) const TOMBSTONE_MAGIC: u8 = 0xCB;
+pub(crate) const TOKEN_LEN: usize = 16;
+/// magic + generation + nonce: what identifies one stored entry.
+pub(crate) const IDENTITY_LEN: usize = 1 + 2 * TOKEN_LEN;
+pub(crate) const HEADER_LEN: usize = IDENTITY_LEN + 8 + 4;
+
+/// A 64-bit random token as 16 lowercase hex digits.
+pub(crate) type Token = [u8; TOKEN_LEN];
+
+/// A fresh random token: a per-process seed from the OS, advanced with
+/// splitmix64 (unique within a process, unpredictable across processes).
+pub(crate) fn token() -> Token {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        if getrandom::fill(&mut bytes).is_err() {
+            // No OS randomness: fall back to time and pid, still unique per process.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            bytes = (nanos ^ (u64::from(std::process::id()) << 32)).to_le_bytes();
+        }
+        u64::from_le_bytes(bytes)
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut z = seed.wrapping_add(n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let mut out = [0u8; TOKEN_LEN];
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = HEX[((z >> (60 - 4 * i)) & 0xF) as usize];
+    }
+    out
+}
+
+/// What a read found under an entry key, judged against the namespace generation.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Found<'a> {
+    /// A live entry: the codec payload and the metadata.
+    Live { payload: &'a [u8], meta: Meta },
+    /// Nothing usable. `expect` is what the key must still hold for a store to
+    /// go through: `None` for an empty key, else the identity prefix.
+    Miss {
+        expect: Option<&'a [u8]>,
+        corrupt: bool,
+    },
+}
+
+/// Metadata stored with every entry.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub(crate) struct Meta {
+    #[allow(dead_code)] // read by stale-while-revalidate / early refresh
+    pub expires_at_ms: u64,
+    #[allow(dead_code)]
+    pub compute_ms: u32,
+}
+
+/// Classifies the stored bytes. `generation` is the namespace's current
+/// generation token (None when the key does not exist).
+pub(crate) fn classify<'a>(stored: Option<&'a [u8]>, generation: Option<&[u8]>) -> Found<'a> {
+    let Some(bytes) = stored else {
+        return Found::Miss {
+            expect: None,
+            corrupt: false,
+        };
+    };
+    let identity_len = bytes.len().min(IDENTITY_LEN);
+    let expect = Some(&bytes[..identity_len]);
+    match bytes.first() {
+        Some(&ENTRY_MAGIC) if bytes.len() >= HEADER_LEN => {
+            let live = generation.is_some_and(|g| g == &bytes[1..1 + TOKEN_LEN]);
+            if !live {
+                return Found::Miss {
+                    expect,
+                    corrupt: false,
+                };
+            }
+            let mut expires = [0u8; 8];
+            expires.copy_from_slice(&bytes[IDENTITY_LEN..IDENTITY_LEN + 8]);
+            let mut compute = [0u8; 4];
+            compute.copy_from_slice(&bytes[IDENTITY_LEN + 8..HEADER_LEN]);
+            Found::Live {
+                payload: &bytes[HEADER_LEN..],
+                meta: Meta {
+                    expires_at_ms: u64::from_be_bytes(expires),
+                    compute_ms: u32::from_be_bytes(compute),
+                },
+            }
+        }
+        Some(&TOMBSTONE_MAGIC) if bytes.len() == 1 + TOKEN_LEN => Found::Miss {
+            expect,
+            corrupt: false,
+        },
+        // Foreign bytes, a truncated entry, or a format we do not know.
+        _ => Found::Miss {
+            expect,
+            corrupt: true,
+        },
+    }
+}
+
+/// The part of an entry after magic and generation: the store script
+/// prepends `0xCA` and the generation it checked.
+pub(crate) fn entry_tail(meta: Meta, payload_len: usize) -> Vec<u8> {
+    let mut tail = Vec::with_capacity(TOKEN_LEN + 12 + payload_len);
+    tail.extend_from_slice(&token());
+    tail.extend_from_slice(&meta.expires_at_ms.to_be_bytes());
+    tail.extend_from_slice(&meta.compute_ms.to_be_bytes());
+    tail
+}
+
+/// A fresh tombstone for a key invalidation.
+pub(crate) fn tombstone() -> Vec<u8> {
+    let mut t = Vec::with_capacity(1 + TOKEN_LEN);
+    t.push(TOMBSTONE_MAGIC);
+    t.extend_from_slice(&token());
+    t
+}
+
+/// A full entry, as the store script would write it (used by the memory backend and tests).
+pub(crate) fn assemble(generation: &[u8], tail: &[u8]) -> Vec<u8> {
+    let mut e = Vec::with_capacity(1 + generation.len() + tail.len());
+    e.push(ENTRY_MAGIC);
+    e.extend_from_slice(generation);
+    e.extend_from_slice(tail);
+    e
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> Meta {
+        Meta {
+            expires_at_ms: 1_700_000_000_000,
+            compute_ms: 41,
+        }
+    }
+
+    #[test]
+    fn tokens_are_hex_and_distinct() {
+        let a = token();
+        let b = token();
+        assert_ne!(a, b);
+        assert!(
+            a.iter()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        let many: std::collections::HashSet<_> = (0..10_000).map(|_| token()).collect();
+        assert_eq!(many.len(), 10_000);
+    }
+
+    #[test]
+    fn live_entry_round_trips() {
+        let g = token();
+        let mut tail = entry_tail(meta(), 3);
+        tail.extend_from_slice(b"abc");
+        let e = assemble(&g, &tail);
+        assert_eq!(
+            classify(Some(&e), Some(&g)),
+            Found::Live {
+                payload: b"abc",
+                meta: meta()
+            }
+        );
+    }
+
+    #[test]
+    fn older_generation_or_missing_generation_is_a_miss() {
+        let g = token();
+        let e = assemble(&g, &entry_tail(meta(), 0));
+        let other = token();
+        for current in [Some(&other[..]), None] {
+            match classify(Some(&e), current) {
+                Found::Miss { expect, corrupt } => {
+                    assert_eq!(expect, Some(&e[..IDENTITY_LEN]));
+                    assert!(!corrupt);
+                }
+                f => panic!("{f:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn tombstones_foreign_and_truncated_bytes_are_misses() {
+        let t = tombstone();
+        assert_eq!(
+            classify(Some(&t), None),
+            Found::Miss {
+                expect: Some(&t[..]),
+                corrupt: false
+            }
+        );
+        for foreign in [&b""[..], b"hello", b"\xCA short", &[0xCA; 40]] {
+            match classify(Some(foreign), Some(&token())) {
+                Found::Miss { corrupt, expect } => {
+                    assert!(corrupt || foreign.len() >= HEADER_LEN, "{foreign:?}");
+                    assert_eq!(
+                        expect.map(<[u8]>::len),
+                        Some(foreign.len().min(IDENTITY_LEN))
+                    );
+                }
+                f => panic!("{f:?}"),
+            }
+        }
+        assert_eq!(
+            classify(None, None),
+            Found::Miss {
+                expect: None,
+                corrupt: false
+            }
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! The process-wide default cache used by `#[cached]` and `#[invalidates]`
+//! when they have no `cache = ...` option.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use crate::Cache;
+
+static INSTALLED: OnceLock<Cache> = OnceLock::new();
+
+/// Installs `cache` as the process-wide default used by the macros.
+///
+/// The first call wins and returns `true`; later calls keep the first cache,
+/// log a warning and return `false`. Functions with a `cache = <expr>`
+/// option do not use the installed cache.
+///
+/// ```
+/// let cache = cachet::Cache::builder().memory().prefix("docs").build().unwrap();
+/// cachet::install(cache.clone());
+/// assert_eq!(cachet::installed().map(|c| c.prefix()), Some("docs"));
+/// ```
+pub fn install(cache: Cache) -> bool {
+    let mut fresh = false;
+    INSTALLED.get_or_init(|| {
+        fresh = true;
+        cache
+    });
+    if !fresh {
+        tracing::warn!("cachet::install called twice: keeping the first cache");
+    }
+    fresh
+}
+
+/// The installed default cache, if any (see [`install`]).
+pub fn installed() -> Option<&'static Cache> {
+    INSTALLED.get()
+}
+
+/// The installed cache; warns once per process when there is none.
+pub(crate) fn installed_or_warn() -> Option<&'static Cache> {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let cache = INSTALLED.get();
+    if cache.is_none() && !WARNED.swap(true, Relaxed) {
+        tracing::warn!(
+            "cachet: no cache installed (cachet::install) and no `cache = ...` option: \
+             cached functions run uncached"
+        );
+    }
+    cache
+}
