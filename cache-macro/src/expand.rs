@@ -55,7 +55,7 @@ fn cache_expr(krate: &TokenStream, cache: Option<&Expr>) -> TokenStream {
     match cache {
         Some(e) => quote_spanned! {e.span()=>
             #krate::__private::resolve(::core::option::Option::Some(
-                #krate::__private::as_cache(&(#e))
+                #krate::__private::as_cache(#e)
             ))
         },
         None => quote!(#krate::__private::resolve(::core::option::Option::None)),

@@ -1,7 +1,6 @@
 //! Support for the code `#[cached]` and `#[invalidates]` generate. Not
 //! public API.
 
-use std::borrow::Borrow;
 use std::convert::identity;
 use std::future::Future;
 use std::time::Duration;
@@ -23,10 +22,10 @@ pub fn resolve(explicit: Option<&Cache>) -> Option<&Cache> {
     }
 }
 
-/// `cache = <expr>` accepts a `Cache`, a `&Cache` or an `Arc<Cache>`.
+/// `cache = <expr>` takes a `&Cache` (deref coercion also accepts `&Arc<Cache>`).
 #[inline]
-pub fn as_cache<C: Borrow<Cache> + ?Sized>(c: &C) -> &Cache {
-    c.borrow()
+pub fn as_cache(c: &Cache) -> &Cache {
+    c
 }
 
 /// Helps closure type inference for `unless = |v| ...`.

@@ -1,0 +1,533 @@
+//! The core behaviour of `#[cached]` and `#[invalidates]`, run on the Redis
+//! backend (the machine's redis-server, each test under its own prefix) and
+//! on the memory backend: the same scenarios, the same assertions.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cachet::{Cache, Status, cached, invalidates, with_status};
+use serde::{Deserialize, Serialize};
+use support::{Backend, Calls, cache};
+
+on_every_backend!(
+    miss_then_hit,
+    str_and_string_share_a_key,
+    errors_are_returned_unchanged_and_not_cached,
+    option_values_and_unless,
+    version_is_part_of_the_key,
+    ttl_expiry,
+    methods_with_self_and_explicit_cache,
+    skip_and_custom_key,
+    namespace_invalidation,
+    key_invalidation,
+    failed_write_does_not_invalidate,
+    stale_set_race_namespace,
+    stale_set_race_key,
+    colliding_looking_arguments_get_distinct_entries,
+    stats_per_namespace,
+    by_hand_api,
+    large_values_are_not_stored,
+);
+
+#[cached(ns = "count", ttl = "5m", cache = cache, skip(cache, calls))]
+async fn count(cache: &Cache, calls: &Calls, from: &str, to: &str) -> Result<i64, String> {
+    calls.hit();
+    Ok((from.len() * 100 + to.len()) as i64)
+}
+
+async fn miss_then_hit(b: Backend) {
+    let c = cache(b, "miss_then_hit");
+    let calls = Calls::default();
+    let (r, s) = with_status(count(&c, &calls, "FRA", "JFK")).await;
+    assert_eq!((r, s), (Ok(303), Status::Miss));
+    let (r, s) = with_status(count(&c, &calls, "FRA", "JFK")).await;
+    assert_eq!((r, s), (Ok(303), Status::Hit));
+    assert_eq!(calls.get(), 1, "the body ran once");
+    let (_, s) = with_status(count(&c, &calls, "FRA", "LHR")).await;
+    assert_eq!(s, Status::Miss, "other arguments, other entry");
+}
+
+#[cached(ns = "owned", cache = cache, skip(cache, calls))]
+async fn by_string(cache: &Cache, calls: &Calls, code: String) -> usize {
+    calls.hit();
+    code.len()
+}
+
+#[cached(ns = "owned", cache = cache, skip(cache, calls))]
+async fn by_str(cache: &Cache, calls: &Calls, code: &str) -> usize {
+    calls.hit();
+    code.len()
+}
+
+async fn str_and_string_share_a_key(b: Backend) {
+    let c = cache(b, "str_string");
+    let calls = Calls::default();
+    assert_eq!(by_string(&c, &calls, "FRA".to_string()).await, 3);
+    let (v, s) = with_status(by_str(&c, &calls, "FRA")).await;
+    assert_eq!((v, s), (3, Status::Hit), "&str finds what String stored");
+    assert_eq!(calls.get(), 1);
+}
+
+/// An error type that is neither Serialize nor Clone: errors are passed
+/// through as they are.
+#[derive(Debug, PartialEq)]
+struct DbError(&'static str);
+
+#[cached(ns = "flaky", cache = cache, skip(cache, calls))]
+async fn flaky(cache: &Cache, calls: &Calls, id: u32) -> Result<String, DbError> {
+    if calls.hit() <= 2 {
+        return Err(DbError("connection reset"));
+    }
+    Ok(format!("flight {id}"))
+}
+
+async fn errors_are_returned_unchanged_and_not_cached(b: Backend) {
+    let c = cache(b, "errors");
+    let calls = Calls::default();
+    let (r, s) = with_status(flaky(&c, &calls, 7)).await;
+    assert_eq!((r, s), (Err(DbError("connection reset")), Status::Miss));
+    assert_eq!(flaky(&c, &calls, 7).await, Err(DbError("connection reset")));
+    assert_eq!(flaky(&c, &calls, 7).await, Ok("flight 7".into()));
+    let (r, s) = with_status(flaky(&c, &calls, 7)).await;
+    assert_eq!((r, s), (Ok("flight 7".into()), Status::Hit));
+    assert_eq!(calls.get(), 3, "errors were not cached, the Ok was");
+    let st = c.stats().namespaces["flaky"];
+    assert_eq!((st.misses, st.hits, st.stores), (3, 1, 1));
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Airport {
+    iata: String,
+    name: String,
+}
+
+#[cached(ns = "airport", cache = cache, skip(cache, calls), unless = Option::is_none)]
+async fn airport(cache: &Cache, calls: &Calls, code: &str) -> Option<Airport> {
+    calls.hit();
+    (code == "FRA").then(|| Airport {
+        iata: code.into(),
+        name: "Frankfurt".into(),
+    })
+}
+
+#[cached(ns = "maybe", cache = cache, skip(cache, calls))]
+async fn maybe(cache: &Cache, calls: &Calls, code: &str) -> Option<u32> {
+    calls.hit();
+    (code == "yes").then_some(1)
+}
+
+async fn option_values_and_unless(b: Backend) {
+    let c = cache(b, "option");
+    let calls = Calls::default();
+    // unless = Option::is_none: a None is returned but not stored.
+    assert_eq!(airport(&c, &calls, "XXX").await, None);
+    let (v, s) = with_status(airport(&c, &calls, "XXX")).await;
+    assert_eq!((v, s), (None, Status::Miss));
+    assert_eq!(calls.get(), 2);
+    assert!(airport(&c, &calls, "FRA").await.is_some());
+    let (v, s) = with_status(airport(&c, &calls, "FRA")).await;
+    assert_eq!(
+        (v.map(|a| a.name), s),
+        (Some("Frankfurt".into()), Status::Hit)
+    );
+    // Without unless, a None is a value like any other.
+    let calls = Calls::default();
+    assert_eq!(maybe(&c, &calls, "no").await, None);
+    let (v, s) = with_status(maybe(&c, &calls, "no")).await;
+    assert_eq!((v, s), (None, Status::Hit));
+}
+
+#[cached(ns = "schema", version = 1, cache = cache, skip(cache))]
+async fn schema_v1(cache: &Cache, id: u32) -> u32 {
+    id
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Wider {
+    id: u32,
+    label: String,
+}
+
+#[cached(ns = "schema", version = 2, cache = cache, skip(cache))]
+async fn schema_v2(cache: &Cache, id: u32) -> Wider {
+    Wider {
+        id,
+        label: format!("#{id}"),
+    }
+}
+
+async fn version_is_part_of_the_key(b: Backend) {
+    let c = cache(b, "version");
+    assert_eq!(schema_v1(&c, 5).await, 5);
+    let (v, s) = with_status(schema_v2(&c, 5)).await;
+    assert_eq!(s, Status::Miss, "v2 does not read v1's entry");
+    assert_eq!(v.label, "#5");
+    assert_eq!(with_status(schema_v2(&c, 5)).await.1, Status::Hit);
+    assert_eq!(with_status(schema_v1(&c, 5)).await.1, Status::Hit);
+    assert_eq!(
+        c.entry_key("schema", 2, &(5u32,)).unwrap(),
+        format!("{}:schema:v2:5", c.prefix())
+    );
+}
+
+#[cached(ns = "short", ttl = "300ms", cache = cache, skip(cache, calls))]
+async fn short_lived(cache: &Cache, calls: &Calls) -> usize {
+    calls.hit()
+}
+
+async fn ttl_expiry(b: Backend) {
+    let c = cache(b, "ttl");
+    let calls = Calls::default();
+    assert_eq!(short_lived(&c, &calls).await, 1);
+    assert_eq!(short_lived(&c, &calls).await, 1, "cached");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let (v, s) = with_status(short_lived(&c, &calls)).await;
+    assert_eq!((v, s), (2, Status::Miss), "expired after the TTL");
+}
+
+struct FlightService {
+    cache: Cache,
+    name: String,
+    calls: Calls,
+}
+
+impl FlightService {
+    #[cached(ns = "svc_route", cache = &self.cache)]
+    async fn route(&self, from: &str, to: &str) -> String {
+        self.calls.hit();
+        format!("{}:{from}-{to}", self.name)
+    }
+
+    #[invalidates("svc_route", cache = &self.cache)]
+    async fn reroute(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+async fn methods_with_self_and_explicit_cache(b: Backend) {
+    let c = cache(b, "methods");
+    let a = FlightService {
+        cache: c.clone(),
+        name: "a".into(),
+        calls: Calls::default(),
+    };
+    let b2 = FlightService {
+        cache: c.clone(),
+        name: "b".into(),
+        calls: Calls::default(),
+    };
+    assert_eq!(a.route("FRA", "JFK").await, "a:FRA-JFK");
+    // `self` is not part of the key: another instance reads the same entry.
+    let (v, s) = with_status(b2.route("FRA", "JFK")).await;
+    assert_eq!((v.as_str(), s), ("a:FRA-JFK", Status::Hit));
+    assert_eq!(b2.calls.get(), 0);
+    b2.reroute().await.unwrap();
+    assert_eq!(b2.route("FRA", "JFK").await, "b:FRA-JFK");
+}
+
+struct Pool(u32);
+
+#[cached(ns = "custom_key", cache = cache, key = (from.to_uppercase(), to.to_uppercase()))]
+async fn custom_key(cache: &Cache, pool: &Pool, from: &str, to: &str) -> String {
+    format!("{}{from}{to}", pool.0)
+}
+
+#[cached(ns = "skipped", cache = cache, skip(cache, pool))]
+async fn skipped(cache: &Cache, pool: &Pool, id: u32) -> u32 {
+    pool.0 + id
+}
+
+async fn skip_and_custom_key(b: Backend) {
+    let c = cache(b, "skip");
+    assert_eq!(skipped(&c, &Pool(1), 10).await, 11);
+    let (v, s) = with_status(skipped(&c, &Pool(2), 10)).await;
+    assert_eq!(
+        (v, s),
+        (11, Status::Hit),
+        "skipped arguments are not in the key"
+    );
+    assert_eq!(custom_key(&c, &Pool(1), "fra", "jfk").await, "1frajfk");
+    let (v, s) = with_status(custom_key(&c, &Pool(9), "FRA", "JfK")).await;
+    assert_eq!(
+        (v.as_str(), s),
+        ("1frajfk", Status::Hit),
+        "the key expression decides"
+    );
+    let key = c
+        .entry_key("custom_key", 1, &("FRA".to_string(), "JFK".to_string()))
+        .unwrap();
+    assert!(key.ends_with(":custom_key:v1:FRA:JFK"), "{key}");
+}
+
+#[cached(ns = "ns_a", cache = cache, skip(cache, calls))]
+async fn in_a(cache: &Cache, calls: &Calls, n: u32) -> usize {
+    calls.hit() + n as usize
+}
+
+#[cached(ns = "ns_b", cache = cache, skip(cache, calls))]
+async fn in_b(cache: &Cache, calls: &Calls, n: u32) -> usize {
+    calls.hit() + n as usize
+}
+
+#[cached(ns = "ns_c", cache = cache, skip(cache, calls))]
+async fn in_c(cache: &Cache, calls: &Calls, n: u32) -> usize {
+    calls.hit() + n as usize
+}
+
+#[invalidates("ns_a", "ns_b", cache = cache)]
+async fn write_ab(cache: &Cache) -> Result<u32, String> {
+    Ok(1)
+}
+
+async fn namespace_invalidation(b: Backend) {
+    let c = cache(b, "ns_inval");
+    let (ca, cb, cc) = (Calls::default(), Calls::default(), Calls::default());
+    for n in 0..3 {
+        in_a(&c, &ca, n).await;
+        in_b(&c, &cb, n).await;
+        in_c(&c, &cc, n).await;
+    }
+    assert_eq!(write_ab(&c).await, Ok(1));
+    for n in 0..3 {
+        assert_eq!(with_status(in_a(&c, &ca, n)).await.1, Status::Miss);
+        assert_eq!(with_status(in_b(&c, &cb, n)).await.1, Status::Miss);
+        assert_eq!(
+            with_status(in_c(&c, &cc, n)).await.1,
+            Status::Hit,
+            "ns_c is not listed"
+        );
+    }
+    assert_eq!((ca.get(), cb.get(), cc.get()), (6, 6, 3));
+    assert_eq!(c.stats().namespaces["ns_a"].invalidations, 1);
+}
+
+#[cached(ns = "airport_name", cache = cache, skip(cache, db))]
+async fn airport_name(cache: &Cache, db: &Db, code: &str) -> String {
+    db.get(code)
+}
+
+#[invalidates(ns = "airport_name", key(code), cache = cache)]
+async fn rename_airport(cache: &Cache, db: &Db, code: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty name".into());
+    }
+    db.set(code, name);
+    Ok(())
+}
+
+/// A tiny "database".
+#[derive(Default)]
+struct Db(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+impl Db {
+    fn get(&self, k: &str) -> String {
+        self.0.lock().unwrap().get(k).cloned().unwrap_or_default()
+    }
+    fn set(&self, k: &str, v: &str) {
+        self.0.lock().unwrap().insert(k.into(), v.into());
+    }
+}
+
+async fn key_invalidation(b: Backend) {
+    let c = cache(b, "key_inval");
+    let db = Db::default();
+    db.set("FRA", "Frankfurt");
+    db.set("MUC", "Munich");
+    assert_eq!(airport_name(&c, &db, "FRA").await, "Frankfurt");
+    assert_eq!(airport_name(&c, &db, "MUC").await, "Munich");
+    rename_airport(&c, &db, "FRA", "Frankfurt am Main")
+        .await
+        .unwrap();
+    let (v, s) = with_status(airport_name(&c, &db, "FRA")).await;
+    assert_eq!((v.as_str(), s), ("Frankfurt am Main", Status::Miss));
+    assert_eq!(
+        with_status(airport_name(&c, &db, "FRA")).await.1,
+        Status::Hit
+    );
+    assert_eq!(
+        with_status(airport_name(&c, &db, "MUC")).await.1,
+        Status::Hit,
+        "only the one key was invalidated"
+    );
+}
+
+async fn failed_write_does_not_invalidate(b: Backend) {
+    let c = cache(b, "failed_write");
+    let db = Db::default();
+    db.set("FRA", "Frankfurt");
+    airport_name(&c, &db, "FRA").await;
+    assert!(rename_airport(&c, &db, "FRA", "").await.is_err());
+    assert_eq!(
+        with_status(airport_name(&c, &db, "FRA")).await.1,
+        Status::Hit
+    );
+    assert_eq!(c.stats().total.invalidations, 0);
+}
+
+/// A reader that is paused inside its body, after it read the database.
+struct Gate {
+    read_done: tokio::sync::Notify,
+    may_return: tokio::sync::Notify,
+}
+
+#[cached(ns = "race_ns", cache = cache, skip(cache, db, gate))]
+async fn slow_read(cache: &Cache, db: &Db, gate: Option<&Gate>, code: &str) -> String {
+    let v = db.get(code);
+    if let Some(g) = gate {
+        g.read_done.notify_one();
+        g.may_return.notified().await;
+    }
+    v
+}
+
+#[invalidates("race_ns", cache = cache)]
+async fn write_ns(cache: &Cache, db: &Db, code: &str, name: &str) -> Result<(), String> {
+    db.set(code, name);
+    Ok(())
+}
+
+/// The stale-set race, deterministically: the reader misses and reads the
+/// old value; the writer writes and invalidates; the reader then stores its
+/// old value. The next read must see the new value.
+async fn stale_set_race_namespace(b: Backend) {
+    let c = cache(b, "race_ns");
+    let db = Arc::new(Db::default());
+    db.set("FRA", "old");
+    let gate = Arc::new(Gate {
+        read_done: tokio::sync::Notify::new(),
+        may_return: tokio::sync::Notify::new(),
+    });
+    let reader = {
+        let (c, db, gate) = (c.clone(), db.clone(), gate.clone());
+        tokio::spawn(async move { slow_read(&c, &db, Some(&gate), "FRA").await })
+    };
+    gate.read_done.notified().await;
+    write_ns(&c, &db, "FRA", "new").await.unwrap();
+    gate.may_return.notify_one();
+    assert_eq!(
+        reader.await.unwrap(),
+        "old",
+        "the reader returns what it read"
+    );
+    let (v, s) = with_status(slow_read(&c, &db, None, "FRA")).await;
+    assert_eq!(v, "new", "no stale set: status {s:?}");
+    assert_eq!(c.stats().namespaces["race_ns"].stores_rejected, 1);
+}
+
+#[cached(ns = "race_key", cache = cache, skip(cache, db, gate))]
+async fn slow_read_key(cache: &Cache, db: &Db, gate: Option<&Gate>, code: &str) -> String {
+    let v = db.get(code);
+    if let Some(g) = gate {
+        g.read_done.notify_one();
+        g.may_return.notified().await;
+    }
+    v
+}
+
+#[invalidates(ns = "race_key", key(code), cache = cache)]
+async fn write_key(cache: &Cache, db: &Db, code: &str, name: &str) -> Result<(), String> {
+    db.set(code, name);
+    Ok(())
+}
+
+async fn stale_set_race_key(b: Backend) {
+    let c = cache(b, "race_key");
+    let db = Arc::new(Db::default());
+    db.set("FRA", "old");
+    // Twice: once from an empty key, once from a key that holds a tombstone.
+    for round in ["first", "second"] {
+        let gate = Arc::new(Gate {
+            read_done: tokio::sync::Notify::new(),
+            may_return: tokio::sync::Notify::new(),
+        });
+        let reader = {
+            let (c, db, gate) = (c.clone(), db.clone(), gate.clone());
+            tokio::spawn(async move { slow_read_key(&c, &db, Some(&gate), "FRA").await })
+        };
+        gate.read_done.notified().await;
+        let new = format!("new-{round}");
+        write_key(&c, &db, "FRA", &new).await.unwrap();
+        gate.may_return.notify_one();
+        reader.await.unwrap();
+        assert_eq!(slow_read_key(&c, &db, None, "FRA").await, new, "{round}");
+        // Leave the key holding a tombstone for the second round.
+        write_key(&c, &db, "FRA", &new).await.unwrap();
+    }
+}
+
+#[cached(ns = "pair", cache = cache, skip(cache))]
+async fn pair(cache: &Cache, a: &str, b: &str) -> String {
+    format!("{a}|{b}")
+}
+
+async fn colliding_looking_arguments_get_distinct_entries(b: Backend) {
+    let c = cache(b, "pairs");
+    assert_eq!(pair(&c, "a:b", "c").await, "a:b|c");
+    assert_eq!(pair(&c, "a", "b:c").await, "a|b:c");
+    assert_eq!(pair(&c, "a:b", "c").await, "a:b|c");
+    assert_eq!(pair(&c, "a", "b:c").await, "a|b:c");
+    let long = "x".repeat(10_000);
+    assert_eq!(pair(&c, &long, "1").await.len(), 10_002);
+    assert_eq!(with_status(pair(&c, &long, "1")).await.1, Status::Hit);
+    assert_eq!(with_status(pair(&c, &long, "2")).await.1, Status::Miss);
+}
+
+async fn stats_per_namespace(b: Backend) {
+    let c = cache(b, "stats");
+    let calls = Calls::default();
+    for _ in 0..3 {
+        count(&c, &calls, "A", "B").await.unwrap();
+    }
+    by_str(&c, &calls, "x").await;
+    let s = c.stats();
+    let n = s.namespaces["count"];
+    assert_eq!((n.hits, n.misses, n.errors, n.stores), (2, 1, 0, 1));
+    assert!((n.hit_ratio() - 2.0 / 3.0).abs() < 1e-9);
+    assert_eq!(s.total.hits, 2);
+    assert_eq!(s.total.misses, 2);
+    assert_eq!(s.namespaces.len(), 2);
+}
+
+async fn by_hand_api(b: Backend) {
+    let c = cache(b, "by_hand");
+    let ns = c.namespace("hand").ttl(Duration::from_secs(60));
+    let v: Vec<String> = ns
+        .get_or_compute(&(1, "x"), async { vec!["a".into()] })
+        .await;
+    assert_eq!(v, ["a"]);
+    let (v, s) = with_status(ns.get_or_compute(&(1, "x"), async { vec!["b".to_string()] })).await;
+    assert_eq!((v, s), (vec!["a".to_string()], Status::Hit));
+    assert_eq!(
+        ns.invalidate_key(&(1, "x")).await,
+        cachet::Invalidation::Done
+    );
+    let v: Vec<String> = ns
+        .get_or_compute(&(1, "x"), async { vec!["c".into()] })
+        .await;
+    assert_eq!(v, ["c"]);
+    assert_eq!(ns.invalidate().await, cachet::Invalidation::Done);
+    let r: Result<u8, &str> = ns.get_or_try_compute(&2, async { Err("no") }).await;
+    assert_eq!(r, Err("no"));
+    // An invalid namespace name bypasses the cache instead of failing.
+    let (v, s) = with_status(c.namespace("bad name").get_or_compute(&1, async { 7 })).await;
+    assert_eq!((v, s), (7, Status::Bypass));
+}
+
+async fn large_values_are_not_stored(b: Backend) {
+    let c = match b {
+        Backend::Redis => Cache::builder().redis_url(support::redis_url()),
+        Backend::Memory => Cache::builder().memory(),
+    }
+    .prefix(support::unique_prefix("large"))
+    .max_value_bytes(1024)
+    .build()
+    .unwrap();
+    let ns = c.namespace("big");
+    let big = ns.get_or_compute(&1, async { "y".repeat(5000) }).await;
+    assert_eq!(big.len(), 5000);
+    let (_, s) = with_status(ns.get_or_compute(&1, async { "y".repeat(5000) })).await;
+    assert_eq!(s, Status::Miss, "too large to store");
+    assert_eq!(c.stats().namespaces["big"].stores_rejected, 2);
+}

@@ -1,0 +1,451 @@
+//! Redis-only behaviour: several `Cache` instances sharing a Redis (as
+//! several processes would), failing open when the server is stopped,
+//! refusing or frozen, foreign bytes under a key, codecs, and the prefix
+//! being the only thing the cache touches. Tests that hurt the server start
+//! their own `redis-server` on a free loopback port.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use cachet::{Cache, Invalidation, Status, cached, with_status};
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use support::{Calls, RedisServer, raw, redis_url, unique_prefix};
+
+fn cache_at(url: &str, prefix: &str) -> Cache {
+    Cache::builder()
+        .redis_url(url)
+        .prefix(prefix)
+        .build()
+        .unwrap()
+}
+
+#[cached(ns = "shared", cache = cache, skip(cache, calls))]
+async fn shared(cache: &Cache, calls: &Calls, id: u32) -> u32 {
+    calls.hit();
+    id * 2
+}
+
+#[tokio::test]
+async fn two_instances_share_entries_and_invalidations() {
+    let prefix = unique_prefix("two_instances");
+    let (a, b) = (
+        cache_at(&redis_url(), &prefix),
+        cache_at(&redis_url(), &prefix),
+    );
+    let calls = Calls::default();
+    shared(&a, &calls, 1).await;
+    shared(&a, &calls, 2).await;
+    assert_eq!(with_status(shared(&b, &calls, 1)).await.1, Status::Hit);
+    // A namespace invalidation from the other instance.
+    assert_eq!(b.namespace("shared").invalidate().await, Invalidation::Done);
+    assert_eq!(with_status(shared(&a, &calls, 1)).await.1, Status::Miss);
+    assert_eq!(with_status(shared(&a, &calls, 2)).await.1, Status::Miss);
+    // A key invalidation from the other instance.
+    b.namespace("shared").invalidate_key(&(2u32,)).await;
+    assert_eq!(with_status(shared(&a, &calls, 1)).await.1, Status::Hit);
+    assert_eq!(with_status(shared(&a, &calls, 2)).await.1, Status::Miss);
+    assert_eq!(calls.get(), 5);
+}
+
+#[tokio::test]
+async fn keys_are_readable_and_carry_the_prefix() {
+    let server = RedisServer::start();
+    let prefix = "flightdb";
+    let c = cache_at(&server.url(), prefix);
+    shared(&c, &Calls::default(), 7).await;
+    c.namespace("airport")
+        .get_or_compute(&"FRA", async { "Frankfurt".to_string() })
+        .await;
+    c.namespace("airport").invalidate_key(&"MUC").await;
+    c.namespace("routes").invalidate().await;
+    let mut conn = raw(&server.url()).await;
+    let mut keys: Vec<String> = conn.keys("*").await.unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "flightdb:airport:gen",
+            "flightdb:airport:v1:FRA",
+            "flightdb:airport:v1:MUC",
+            "flightdb:routes:gen",
+            "flightdb:shared:gen",
+            "flightdb:shared:v1:7",
+        ],
+        "the cache wrote only under its prefix, with readable keys"
+    );
+    let ttl: i64 = conn.pttl("flightdb:shared:v1:7").await.unwrap();
+    assert!(
+        ttl > 280_000 && ttl <= 300_000,
+        "default TTL with jitter: {ttl}"
+    );
+    let gen_ttl: i64 = conn.pttl("flightdb:shared:gen").await.unwrap();
+    assert_eq!(gen_ttl, -1, "generation tokens do not expire");
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Flight {
+    id: i64,
+    from: String,
+    to: String,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Other {
+    names: Vec<String>,
+    flag: bool,
+}
+
+#[tokio::test]
+async fn foreign_bytes_and_old_schemas_are_misses_and_get_overwritten() {
+    let prefix = unique_prefix("foreign");
+    let c = cache_at(&redis_url(), &prefix);
+    let mut conn = raw(&redis_url()).await;
+    let ns = c.namespace("flight");
+    let key = c.entry_key("flight", 1, &7).unwrap();
+    let flight = || async {
+        Flight {
+            id: 7,
+            from: "FRA".into(),
+            to: "JFK".into(),
+        }
+    };
+    for garbage in [&b"hello"[..], b"", &[0xCA; 100], &[0xCB; 17]] {
+        let _: () = conn.set(&key, garbage).await.unwrap();
+        let (v, s) = with_status(ns.get_or_compute(&7, flight())).await;
+        assert_eq!((v.id, s), (7, Status::Miss), "{garbage:?}");
+        let (_, s) = with_status(ns.get_or_compute(&7, flight())).await;
+        assert_eq!(s, Status::Hit, "overwritten after {garbage:?}");
+    }
+    // A value stored by a function of another type under the same key.
+    c.namespace("other").invalidate().await;
+    let key_other = c.entry_key("other", 1, &1).unwrap();
+    let _: () = conn.del(&key_other).await.unwrap();
+    let o = c.namespace("other");
+    o.get_or_compute(&1, async {
+        Other {
+            names: vec!["x".into(); 3],
+            flag: true,
+        }
+    })
+    .await;
+    let (v, s) = with_status(o.get_or_compute(&1, async { 99u8 })).await;
+    assert_eq!((v, s), (99, Status::Miss), "old schema: miss, not an error");
+    let (v, s) = with_status(o.get_or_compute(&1, async { 0u8 })).await;
+    assert_eq!((v, s), (99, Status::Hit));
+    let st = c.stats();
+    // "hello" and "" are foreign; 0xCA.. parses as an entry of a dead
+    // generation and 0xCB.. as a tombstone: plain misses.
+    assert_eq!(st.namespaces["flight"].decode_errors, 2);
+    assert_eq!(st.namespaces["other"].decode_errors, 1);
+    assert_eq!(st.total.errors, 0);
+}
+
+#[cached(ns = "outage", cache = cache, skip(cache, calls))]
+async fn outage(cache: &Cache, calls: &Calls, id: u32) -> Result<u32, String> {
+    calls.hit();
+    Ok(id)
+}
+
+/// Calls `outage` for ids 0..n and returns the slowest call.
+async fn run_calls(c: &Cache, calls: &Calls, n: u32) -> (Duration, Vec<Status>) {
+    let mut slowest = Duration::ZERO;
+    let mut statuses = vec![];
+    for id in 0..n {
+        let started = Instant::now();
+        let (r, s) = with_status(outage(c, calls, id % 4)).await;
+        assert_eq!(r, Ok(id % 4), "a cache problem never fails the call");
+        slowest = slowest.max(started.elapsed());
+        statuses.push(s);
+    }
+    (slowest, statuses)
+}
+
+#[tokio::test]
+async fn fails_open_when_redis_is_killed_and_recovers_after_restart() {
+    let mut server = RedisServer::start();
+    let c = cache_at(&server.url(), "outage");
+    let calls = Calls::default();
+    let (_, s) = run_calls(&c, &calls, 8).await;
+    assert_eq!(s.iter().filter(|s| **s == Status::Hit).count(), 4);
+
+    server.kill();
+    let (slowest, s) = run_calls(&c, &calls, 50).await;
+    assert!(s.iter().all(|s| *s == Status::Bypass), "{s:?}");
+    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+    let st = c.stats().namespaces["outage"];
+    assert!(
+        st.errors <= 5,
+        "the breaker stops trying: {} errors",
+        st.errors
+    );
+
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, s) = run_calls(&c, &calls, 8).await;
+        if s[4..].iter().all(|s| *s == Status::Hit) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "caching did not resume: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn fails_open_when_nothing_listens() {
+    // A port that was free a moment ago: connection refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = cache_at(&format!("redis://127.0.0.1:{port}"), "refused");
+    let calls = Calls::default();
+    let started = Instant::now();
+    let (_, s) = run_calls(&c, &calls, 100).await;
+    assert!(s.iter().all(|s| *s == Status::Bypass));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(calls.get(), 100);
+    // The outage is a bypass, not a failure of invalidation either.
+    assert_eq!(
+        c.namespace("outage").invalidate().await,
+        Invalidation::Queued
+    );
+}
+
+#[tokio::test]
+async fn fails_open_within_the_op_timeout_when_redis_is_frozen() {
+    let server = RedisServer::start();
+    let c = Cache::builder()
+        .redis_url(server.url())
+        .prefix("frozen")
+        .op_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let calls = Calls::default();
+    run_calls(&c, &calls, 8).await;
+    server.freeze();
+    let started = Instant::now();
+    let (slowest, s) = run_calls(&c, &calls, 40).await;
+    assert!(s.iter().all(|s| *s == Status::Bypass), "{s:?}");
+    // Each call waits at most about one op timeout (plus scheduling slack).
+    assert!(
+        slowest < Duration::from_millis(400),
+        "slowest call {slowest:?}"
+    );
+    // The breaker opened: 40 calls did not each pay the timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    server.thaw();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, s) = run_calls(&c, &calls, 8).await;
+        if s[4..].iter().all(|s| *s == Status::Hit) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "caching did not resume: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn invalidation_during_an_outage_is_queued_and_lands_later() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let writer = Cache::builder()
+        .redis_url(&url)
+        .prefix("queued")
+        .op_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let other_process = cache_at(&url, "queued");
+    let calls = Calls::default();
+    outage(&writer, &calls, 1).await.unwrap();
+    outage(&other_process, &calls, 1).await.unwrap();
+    assert_eq!(calls.get(), 1);
+
+    server.freeze();
+    let started = Instant::now();
+    assert_eq!(
+        writer.namespace("outage").invalidate().await,
+        Invalidation::Queued,
+        "the write is not failed by its invalidation"
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(writer.has_queued_invalidations());
+    // Until it lands, this process does not trust the namespace.
+    let (_, s) = with_status(outage(&writer, &calls, 1)).await;
+    assert_eq!(s, Status::Bypass);
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.thaw();
+    let landed_after = Instant::now();
+    while writer.has_queued_invalidations() {
+        assert!(
+            landed_after.elapsed() < Duration::from_secs(5),
+            "never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let st = writer.stats().namespaces["outage"];
+    assert_eq!(st.invalidations_queued, 1);
+    assert!(st.invalidation_retries >= 1);
+    assert_eq!(st.invalidations, 1, "it landed");
+    // Every process now misses.
+    let (_, s) = with_status(outage(&other_process, &calls, 1)).await;
+    assert_eq!(s, Status::Miss);
+}
+
+#[tokio::test]
+async fn eviction_is_a_miss_never_an_error() {
+    let server =
+        RedisServer::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"]);
+    let c = cache_at(&server.url(), "evict");
+    let ns = c.namespace("blob");
+    for i in 0..400u32 {
+        let v = ns
+            .get_or_compute(&i, async move { vec![i as u8; 20_000] })
+            .await;
+        assert_eq!(v.len(), 20_000);
+    }
+    let st = c.stats().namespaces["blob"];
+    assert_eq!(st.errors, 0);
+    let mut hits = 0;
+    for i in 0..400u32 {
+        let (v, s) = with_status(ns.get_or_compute(&i, async move { vec![i as u8; 20_000] })).await;
+        assert_eq!(v[0], i as u8);
+        hits += usize::from(s == Status::Hit);
+    }
+    assert!(
+        hits < 400,
+        "2 MB cannot hold 8 MB: some entries were evicted"
+    );
+    assert_eq!(c.stats().namespaces["blob"].errors, 0);
+}
+
+#[cfg(feature = "json")]
+#[tokio::test]
+async fn json_values_are_readable_in_redis() {
+    let prefix = unique_prefix("json");
+    let c = Cache::builder()
+        .redis_url(redis_url())
+        .prefix(&prefix)
+        .codec(cachet::codec::Json)
+        .build()
+        .unwrap();
+    let f = c
+        .namespace("flight")
+        .get_or_compute(&7, async {
+            Flight {
+                id: 7,
+                from: "FRA".into(),
+                to: "JFK".into(),
+            }
+        })
+        .await;
+    let mut conn = raw(&redis_url()).await;
+    let stored: Vec<u8> = conn
+        .get(c.entry_key("flight", 1, &7).unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&stored);
+    assert!(
+        text.ends_with(r#"{"id":7,"from":"FRA","to":"JFK"}"#),
+        "{text}"
+    );
+    let (again, s) = with_status(
+        c.namespace("flight")
+            .get_or_compute(&7, async { unreachable!() }),
+    )
+    .await;
+    assert_eq!((again, s), (f, Status::Hit));
+}
+
+#[cfg(feature = "bincode")]
+#[tokio::test]
+async fn bincode_round_trips_through_redis() {
+    let c = Cache::builder()
+        .redis_url(redis_url())
+        .prefix(unique_prefix("bincode"))
+        .codec(cachet::codec::Bincode)
+        .build()
+        .unwrap();
+    let ns = c.namespace("flight");
+    let f = Flight {
+        id: 1,
+        from: "MUC".into(),
+        to: "LHR".into(),
+    };
+    let stored = ns.get_or_compute(&1, async { f }).await;
+    let (again, s) = with_status(ns.get_or_compute(&1, async { unreachable!() })).await;
+    assert_eq!((again, s), (stored, Status::Hit));
+}
+
+/// Collects what the cache logs, to count outage messages.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_outage_is_logged_once_not_per_call() {
+    use tracing_subscriber::util::SubscriberInitExt;
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let _guard = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish()
+        .set_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut server = RedisServer::start();
+        let c = Cache::builder()
+            .redis_url(server.url())
+            .prefix("logged")
+            .circuit_breaker(3, Duration::from_millis(50))
+            .build()
+            .unwrap();
+        let calls = Calls::default();
+        run_calls(&c, &calls, 4).await;
+        server.kill();
+        for _ in 0..10 {
+            run_calls(&c, &calls, 20).await; // 200 calls over several cooldowns
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server.restart();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !run_calls(&c, &calls, 8).await.1[4..]
+            .iter()
+            .all(|s| *s == Status::Hit)
+        {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let count = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("Redis unavailable"), 1, "{text}");
+    assert_eq!(count("Redis answers again"), 1, "{text}");
+}
