@@ -44,7 +44,10 @@ fn flight(i: i64) -> Flight {
     }
 }
 
-fn round_trip<C: Codec, T: Serialize + serde::de::DeserializeOwned>(value: &T, buf: &mut Vec<u8>) -> T {
+fn round_trip<C: Codec, T: Serialize + serde::de::DeserializeOwned>(
+    value: &T,
+    buf: &mut Vec<u8>,
+) -> T {
     buf.clear();
     C::encode(value, buf).expect("encode");
     C::decode(buf).expect("decode")
@@ -84,7 +87,10 @@ fn codecs(c: &mut Criterion) {
     let one = flight(1);
     let many: Vec<Flight> = (0..10_000).map(flight).collect();
     for (name, f) in [
-        ("postcard", Postcard::encode::<Flight> as fn(&Flight, &mut Vec<u8>) -> _),
+        (
+            "postcard",
+            Postcard::encode::<Flight> as fn(&Flight, &mut Vec<u8>) -> _,
+        ),
         ("bincode", Bincode::encode::<Flight>),
         ("json", Json::encode::<Flight>),
     ] {

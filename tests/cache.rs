@@ -29,6 +29,7 @@ on_every_backend!(
     stats_per_namespace,
     by_hand_api,
     large_values_are_not_stored,
+    generic_functions_and_arc_self,
 );
 
 #[cached(ns = "count", ttl = "5m", cache = cache, skip(cache, calls))]
@@ -530,4 +531,42 @@ async fn large_values_are_not_stored(b: Backend) {
     let (_, s) = with_status(ns.get_or_compute(&1, async { "y".repeat(5000) })).await;
     assert_eq!(s, Status::Miss, "too large to store");
     assert_eq!(c.stats().namespaces["big"].stores_rejected, 2);
+}
+
+#[cached(ns = "generic", cache = cache, skip(cache))]
+async fn generic_len<T: Serialize + Sync>(cache: &Cache, items: &[T]) -> usize {
+    items.len()
+}
+
+struct ArcService {
+    cache: Cache,
+    calls: Calls,
+}
+
+impl ArcService {
+    #[cached(ns = "arc_self", cache = self.cache.clone())]
+    async fn lookup(self: Arc<Self>, id: u32) -> u32 {
+        self.calls.hit();
+        id + 1
+    }
+}
+
+async fn generic_functions_and_arc_self(b: Backend) {
+    let c = cache(b, "generic");
+    assert_eq!(generic_len(&c, &[1u8, 2, 3]).await, 3);
+    assert_eq!(
+        with_status(generic_len(&c, &[1u8, 2, 3])).await,
+        (3, Status::Hit)
+    );
+    assert_eq!(
+        with_status(generic_len(&c, &["a", "b"])).await,
+        (2, Status::Miss)
+    );
+    let svc = Arc::new(ArcService {
+        cache: c.clone(),
+        calls: Calls::default(),
+    });
+    assert_eq!(svc.clone().lookup(1).await, 2);
+    assert_eq!(with_status(svc.clone().lookup(1)).await, (2, Status::Hit));
+    assert_eq!(svc.calls.get(), 1);
 }

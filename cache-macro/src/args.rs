@@ -9,8 +9,62 @@ use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
 use syn::{Error, Expr, Ident, LitInt, LitStr, Path, Result, Token, parenthesized};
 
-const CACHED_OPTIONS: &str = "`ns`, `ttl`, `skip`, `key`, `cache`, `version`, `unless`, `crate`";
-const INVALIDATES_OPTIONS: &str = "namespace strings, `ns`, `key`, `cache`, `version`, `crate`";
+const CACHED_OPTIONS: &[&str] = &[
+    "ns", "ttl", "skip", "key", "cache", "version", "unless", "crate",
+];
+const INVALIDATES_OPTIONS: &[&str] = &["ns", "key", "cache", "version", "crate"];
+
+/// `unknown option` error at `name`, with a "did you mean" when one option
+/// is close.
+fn unknown_option(name: &Ident, attr: &str, options: &[&str], extra: &str) -> Error {
+    let other = name.unraw().to_string();
+    let list = options
+        .iter()
+        .map(|o| format!("`{o}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let hint = did_you_mean(&other, options.iter().copied())
+        .map(|o| format!("did you mean `{o}`? "))
+        .unwrap_or_default();
+    Error::new(
+        name.span(),
+        format!("unknown option `{other}` for #[{attr}]: {hint}the options are {extra}{list}"),
+    )
+}
+
+/// The candidate closest to `name` by edit distance, if it is close enough
+/// to be a typo.
+pub(crate) fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let max = (name.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|&(d, _)| d <= max)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
 
 /// `key(a, b)` (names of arguments) or `key = <expr>`.
 pub(crate) enum KeySpec {
@@ -22,7 +76,8 @@ pub(crate) enum KeySpec {
 pub(crate) struct CachedArgs {
     pub ns: Option<LitStr>,
     pub ttl: Option<Duration>,
-    pub skip: Vec<Ident>,
+    /// The `skip` token and the names it lists.
+    pub skip: Option<(Span, Vec<Ident>)>,
     pub key: Option<(Span, KeySpec)>,
     pub cache: Option<Expr>,
     pub version: Option<u32>,
@@ -66,21 +121,14 @@ impl Parse for CachedArgs {
             seen.check(&name)?;
             match name.unraw().to_string().as_str() {
                 "ns" => args.ns = Some(parse_ns(input, &name)?),
-                "ttl" => args.ttl = Some(parse_ttl(input)?),
-                "skip" => args.skip = parse_idents(input, &name)?,
-                "key" => args.key = Some((name.span(), parse_key(input)?)),
+                "ttl" => args.ttl = Some(parse_ttl(input, &name)?),
+                "skip" => args.skip = Some((name.span(), parse_idents(input, &name)?)),
+                "key" => args.key = Some((name.span(), parse_key(input, &name)?)),
                 "cache" => args.cache = Some(parse_value(input, &name)?),
                 "version" => args.version = Some(parse_version(input, &name)?),
                 "unless" => args.unless = Some(parse_value(input, &name)?),
                 "crate" => args.krate = Some(parse_crate(input, &name)?),
-                other => {
-                    return Err(Error::new(
-                        name.span(),
-                        format!(
-                            "unknown option `{other}` for #[cached]; expected one of {CACHED_OPTIONS}"
-                        ),
-                    ));
-                }
+                _ => return Err(unknown_option(&name, "cached", CACHED_OPTIONS, "")),
             }
             if !input.is_empty() {
                 input.parse::<Token![,]>()?;
@@ -119,16 +167,16 @@ impl Parse for InvalidatesArgs {
                         }
                         args.namespaces.push(ns);
                     }
-                    "key" => args.key = Some((name.span(), parse_key(input)?)),
+                    "key" => args.key = Some((name.span(), parse_key(input, &name)?)),
                     "cache" => args.cache = Some(parse_value(input, &name)?),
                     "version" => args.version = Some(parse_version(input, &name)?),
                     "crate" => args.krate = Some(parse_crate(input, &name)?),
-                    other => {
-                        return Err(Error::new(
-                            name.span(),
-                            format!(
-                                "unknown option `{other}` for #[invalidates]; expected {INVALIDATES_OPTIONS}"
-                            ),
+                    _ => {
+                        return Err(unknown_option(
+                            &name,
+                            "invalidates",
+                            INVALIDATES_OPTIONS,
+                            "namespace strings (`\"flight_count\"`), ",
                         ));
                     }
                 }
@@ -201,18 +249,21 @@ fn parse_ns(input: ParseStream<'_>, name: &Ident) -> Result<LitStr> {
     Ok(ns)
 }
 
-fn parse_ttl(input: ParseStream<'_>) -> Result<Duration> {
-    input.parse::<Token![=]>()?;
+const TTL_HELP: &str =
+    "write a duration string such as \"90s\", \"5m\" or \"1h 30m\", or whole seconds such as 300";
+
+fn parse_ttl(input: ParseStream<'_>, name: &Ident) -> Result<Duration> {
+    eq(input, name)?;
+    if input.peek(Token![-]) {
+        return Err(negative(input, "invalid ttl: a ttl must be positive; ")?);
+    }
     let lookahead = input.lookahead1();
     let (ttl, span) = if lookahead.peek(LitStr) {
         let lit: LitStr = input.parse()?;
         let ttl = humantime::parse_duration(&lit.value()).map_err(|e| {
             Error::new(
                 lit.span(),
-                format!(
-                    "invalid ttl \"{}\": {e}; write a duration such as \"90s\", \"5m\", \"1h 30m\", or whole seconds such as 300",
-                    lit.value()
-                ),
+                format!("invalid ttl \"{}\" ({e}): {TTL_HELP}", lit.value()),
             )
         })?;
         (ttl, lit.span())
@@ -221,31 +272,48 @@ fn parse_ttl(input: ParseStream<'_>) -> Result<Duration> {
         let secs = lit.base10_parse::<u64>().map_err(|_| {
             Error::new(
                 lit.span(),
-                "invalid ttl: whole seconds must be a non-negative integer that fits in u64",
+                format!("invalid ttl `{lit}`: whole seconds must be an integer that fits in u64"),
             )
         })?;
         (Duration::from_secs(secs), lit.span())
     } else {
-        return Err(Error::new(
-            lookahead.error().span(),
-            "invalid ttl: write a duration string such as \"90s\" or \"5m\", or whole seconds such as 300",
-        ));
+        return Err(Error::new(input.span(), format!("invalid ttl: {TTL_HELP}")));
     };
     if ttl < Duration::from_millis(1) {
-        return Err(Error::new(span, "invalid ttl: it must be at least 1ms"));
+        return Err(Error::new(
+            span,
+            "invalid ttl: a ttl must be at least 1ms; leave `ttl` out to use the cache's default ttl",
+        ));
     }
     Ok(ttl)
 }
 
+/// The error for `-<number>`, spanning both tokens.
+fn negative(input: ParseStream<'_>, prefix: &str) -> Result<Error> {
+    let minus: Token![-] = input.parse()?;
+    let lit: syn::Lit = input.parse()?;
+    let text = format!("-{}", quote::ToTokens::to_token_stream(&lit));
+    Ok(Error::new_spanned(
+        quote::quote!(#minus #lit),
+        format!("{prefix}`{text}` is negative"),
+    ))
+}
+
 fn parse_version(input: ParseStream<'_>, name: &Ident) -> Result<u32> {
     eq(input, name)?;
+    if input.peek(Token![-]) {
+        return Err(negative(
+            input,
+            "invalid version: a version is an integer from 0 to 4294967295; ",
+        )?);
+    }
     let lit: LitInt = input
         .parse()
         .map_err(|e| Error::new(e.span(), "expected an integer: `version = 2`"))?;
     lit.base10_parse::<u32>().map_err(|_| {
         Error::new(
             lit.span(),
-            "version must be an integer from 0 to 4294967295",
+            "invalid version: a version is an integer from 0 to 4294967295",
         )
     })
 }
@@ -291,7 +359,7 @@ fn parse_idents(input: ParseStream<'_>, name: &Ident) -> Result<Vec<Ident>> {
     Ok(out)
 }
 
-fn parse_key(input: ParseStream<'_>) -> Result<KeySpec> {
+fn parse_key(input: ParseStream<'_>, name: &Ident) -> Result<KeySpec> {
     if input.peek(Token![=]) {
         input.parse::<Token![=]>()?;
         Ok(KeySpec::Expr(Box::new(input.parse()?)))
@@ -310,8 +378,32 @@ fn parse_key(input: ParseStream<'_>) -> Result<KeySpec> {
         Ok(KeySpec::Args(list.into_iter().collect()))
     } else {
         Err(Error::new(
-            input.span(),
+            name.span(),
             "expected `key(arg, ...)` or `key = <expression>`",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{did_you_mean, edit_distance};
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("ttl", "ttl"), 0);
+        assert_eq!(edit_distance("tll", "ttl"), 1);
+        assert_eq!(edit_distance("tl", "ttl"), 1);
+        assert_eq!(edit_distance("cahce", "cache"), 2);
+        assert_eq!(edit_distance("", "key"), 3);
+    }
+
+    #[test]
+    fn did_you_mean_suggests_only_close_names() {
+        let options = ["ns", "ttl", "skip", "key", "cache", "version", "unless"];
+        assert_eq!(did_you_mean("tll", options), Some("ttl"));
+        assert_eq!(did_you_mean("vesion", options), Some("version"));
+        assert_eq!(did_you_mean("keys", options), Some("key"));
+        assert_eq!(did_you_mean("timeout", options), None);
+        assert_eq!(did_you_mean("dbb", ["db", "code"]), Some("db"));
     }
 }

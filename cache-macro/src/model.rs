@@ -1,7 +1,9 @@
 //! A typed view of the annotated function: its arguments (with their
 //! spans), its receiver, and what kind of value it returns.
 
+use crate::args::did_you_mean;
 use proc_macro2::Span;
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{
     Error, FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, Result, ReturnType, Type,
@@ -75,7 +77,7 @@ impl Func {
         }
         let ret = match &sig.output {
             ReturnType::Default => Ret::Unit,
-            ReturnType::Type(_, ty) => classify_return(ty)?,
+            ReturnType::Type(_, ty) => classify_return(ty, attr)?,
         };
         Ok(Func {
             item,
@@ -110,11 +112,18 @@ impl Func {
                 let hint = if available.is_empty() {
                     "the function has no named arguments".to_string()
                 } else {
-                    format!("its arguments are: {}", available.join(", "))
+                    let guess = did_you_mean(
+                        &name.unraw().to_string(),
+                        available.iter().map(String::as_str),
+                    )
+                    .map(|g| format!("did you mean `{g}`? "))
+                    .unwrap_or_default();
+                    let list: Vec<String> = available.iter().map(|a| format!("`{a}`")).collect();
+                    format!("{guess}the arguments are {}", list.join(", "))
                 };
                 let e = Error::new(
                     name.span(),
-                    format!("`{option}({name})` names no argument of this function; {hint}"),
+                    format!("`{option}({name})` names no argument of this function: {hint}"),
                 );
                 match &mut errors {
                     Some(all) => all.combine(e),
@@ -126,7 +135,7 @@ impl Func {
     }
 }
 
-fn strip(ty: &Type) -> &Type {
+pub(crate) fn strip(ty: &Type) -> &Type {
     match ty {
         Type::Paren(p) => strip(&p.elem),
         Type::Group(g) => strip(&g.elem),
@@ -134,13 +143,19 @@ fn strip(ty: &Type) -> &Type {
     }
 }
 
-fn classify_return(ty: &Type) -> Result<Ret> {
+fn classify_return(ty: &Type, attr: &str) -> Result<Ret> {
     let ty = strip(ty);
     if let Type::ImplTrait(_) = ty {
-        return Err(Error::new(
-            ty.span(),
-            "a cached function must return a concrete type that implements Serialize and \
-             Deserialize, not `impl Trait`",
+        let what = if attr == "cached" {
+            "that implements Serialize and Deserialize"
+        } else {
+            "instead"
+        };
+        return Err(Error::new_spanned(
+            ty,
+            format!(
+                "#[{attr}] cannot be used on a function that returns `impl Trait`: return a concrete type {what}"
+            ),
         ));
     }
     if let Type::Path(tp) = ty

@@ -22,10 +22,11 @@ pub fn resolve(explicit: Option<&Cache>) -> Option<&Cache> {
     }
 }
 
-/// `cache = <expr>` takes a `&Cache` (deref coercion also accepts `&Arc<Cache>`).
+/// `cache = <expr>` takes a `&Cache`, a `Cache` (e.g. `self.cache.clone()`
+/// where `self` is moved into the body) or an `Arc<Cache>`.
 #[inline]
-pub fn as_cache(c: &Cache) -> &Cache {
-    c
+pub fn as_cache<C: AsRef<Cache> + ?Sized>(c: &C) -> &Cache {
+    c.as_ref()
 }
 
 /// Helps closure type inference for `unless = |v| ...`.
@@ -138,7 +139,7 @@ pub async fn invalidate_namespaces(cache: Option<&Cache>, namespaces: &[&str]) {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be part of a cache key: it does not implement `serde::Serialize`",
     label = "used in the cache key",
-    note = "leave it out of the key with `skip(name)`, or derive/implement `Serialize` for it"
+    note = "leave the argument out of the key with `skip(<argument>)`, or derive or implement `Serialize` for its type"
 )]
 pub trait KeyArg {}
 impl<T: Serialize + ?Sized> KeyArg for T {}

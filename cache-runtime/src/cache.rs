@@ -556,6 +556,12 @@ impl Cache {
     }
 }
 
+impl AsRef<Cache> for Cache {
+    fn as_ref(&self) -> &Cache {
+        self
+    }
+}
+
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")

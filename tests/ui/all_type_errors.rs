@@ -1,0 +1,16 @@
+// Several independent type errors: each is reported once, at its token.
+use cachet::cached;
+
+struct Db;
+struct Flight;
+
+#[cached(unless = |_: &Flight| false)]
+async fn f(db: &Db, code: &str) -> Result<Flight, std::io::Error> {
+    let _ = (db, code);
+    Ok(Flight)
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = f(&Db, "FRA").await;
+}

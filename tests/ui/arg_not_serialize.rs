@@ -1,0 +1,11 @@
+use cachet::cached;
+
+struct Db;
+
+#[cached]
+async fn f(db: &Db, code: &str) -> u32 {
+    let _ = (db, code);
+    1
+}
+
+fn main() {}

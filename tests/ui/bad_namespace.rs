@@ -1,0 +1,8 @@
+use cachet::cached;
+
+#[cached(ns = "bad ns")]
+async fn f() -> u32 {
+    1
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use cachet::cached;
+
+#[cached(version = -1)]
+async fn f() -> u32 {
+    1
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use cachet::cached;
+
+#[cached(key(cod))]
+async fn f(code: &str) -> u32 {
+    let _ = code;
+    1
+}
+
+fn main() {}

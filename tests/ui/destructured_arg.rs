@@ -1,0 +1,8 @@
+use cachet::cached;
+
+#[cached]
+async fn f((a, b): (u32, u32)) -> u32 {
+    a + b
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+use cachet::cached;
+
+#[cached]
+async fn f<T: Clone>(x: T) -> u32 {
+    let _ = x.clone();
+    1
+}
+
+fn main() {}

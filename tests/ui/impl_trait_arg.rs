@@ -1,0 +1,8 @@
+use cachet::cached;
+
+#[cached]
+async fn f(x: impl std::fmt::Display) -> String {
+    x.to_string()
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use cachet::invalidates;
+
+struct Code;
+
+#[invalidates(ns = "airport", key(code))]
+async fn f(code: &Code) {
+    let _ = code;
+}
+
+fn main() {}

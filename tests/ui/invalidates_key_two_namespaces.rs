@@ -1,0 +1,8 @@
+use cachet::invalidates;
+
+#[invalidates("airport", "flight_count", key(code))]
+async fn f(code: &str) {
+    let _ = code;
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use cachet::invalidates;
+
+#[invalidates]
+async fn f() {}
+
+fn main() {}

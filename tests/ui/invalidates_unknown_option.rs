@@ -1,0 +1,6 @@
+use cachet::invalidates;
+
+#[invalidates("airport", ttl = "5m")]
+async fn f() {}
+
+fn main() {}

@@ -1,0 +1,13 @@
+use cachet::cached;
+
+struct Repo;
+
+impl Repo {
+    #[cached(key(self, code))]
+    async fn f(&self, code: &str) -> u32 {
+        let _ = code;
+        1
+    }
+}
+
+fn main() {}

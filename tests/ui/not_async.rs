@@ -1,0 +1,10 @@
+use cachet::cached;
+
+#[cached]
+fn f() -> u32 {
+    1
+}
+
+fn main() {
+    let _ = f();
+}

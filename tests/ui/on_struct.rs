@@ -1,0 +1,6 @@
+use cachet::cached;
+
+#[cached]
+struct Flight;
+
+fn main() {}

@@ -1,0 +1,8 @@
+use cachet::cached;
+
+#[cached]
+async fn f(code: u32) -> Option<&'static str> {
+    if code == 0 { Some("zero") } else { None }
+}
+
+fn main() {}

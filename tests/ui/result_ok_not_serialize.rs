@@ -1,0 +1,11 @@
+use cachet::cached;
+
+struct Flight;
+
+#[cached]
+async fn f(code: &str) -> Result<Flight, std::io::Error> {
+    let _ = code;
+    Ok(Flight)
+}
+
+fn main() {}

@@ -1,0 +1,13 @@
+use cachet::cached;
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Flight;
+
+#[cached]
+async fn f(code: &str) -> Flight {
+    let _ = code;
+    Flight
+}
+
+fn main() {}

@@ -1,0 +1,11 @@
+use cachet::cached;
+
+struct Flight;
+
+#[cached]
+async fn f(code: &str) -> Flight {
+    let _ = code;
+    Flight
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use cachet::cached;
+
+#[cached]
+async fn f(code: u32) -> &'static str {
+    if code == 0 { "zero" } else { "other" }
+}
+
+fn main() {}

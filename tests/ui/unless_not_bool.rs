@@ -1,0 +1,8 @@
+use cachet::cached;
+
+#[cached(unless = |v: &u32| *v)]
+async fn f() -> u32 {
+    1
+}
+
+fn main() {}

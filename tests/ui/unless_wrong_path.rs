@@ -1,0 +1,8 @@
+use cachet::cached;
+
+#[cached(unless = Option::is_none)]
+async fn f() -> u32 {
+    1
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use cachet::cached;
+
+#[cached(unless = |v: &String| v.is_empty())]
+async fn f() -> u32 {
+    1
+}
+
+fn main() {}
