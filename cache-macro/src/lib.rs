@@ -15,14 +15,103 @@ mod model;
 
 use proc_macro::TokenStream;
 
-/// Caches the output of an `async fn` (see the `cachet` crate docs).
+/// Caches the output of an `async fn` in the cache (Redis or memory):
+/// cache-aside with a TTL, keyed by the function's arguments.
+///
+/// ```
+/// use cachet::{cached, Cache};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Serialize, Deserialize)]
+/// struct Airport { iata: String, name: String }
+///
+/// struct Db; // a pool or handle: not part of the key
+///
+/// // Key: "{prefix}:airport:v1:FRA". `None` (unknown code) is cached too,
+/// // so unknown codes do not reach the database again and again.
+/// #[cached(ns = "airport", ttl = "10m", skip(db))]
+/// async fn airport(db: &Db, code: &str) -> Result<Option<Airport>, std::io::Error> {
+///     Ok((code == "FRA").then(|| Airport { iata: code.into(), name: "Frankfurt".into() }))
+/// }
+///
+/// struct Service { cache: Cache }
+///
+/// impl Service {
+///     // `self` is not part of the key; the cache comes from a field.
+///     #[cached(ns = "top_routes", ttl = 60, cache = &self.cache, unless = Vec::is_empty)]
+///     async fn top_routes(&self, from: &str, limit: u32) -> Vec<String> {
+///         vec![format!("{from}-JFK")]
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let svc = Service { cache: Cache::builder().memory().build().unwrap() };
+/// assert_eq!(svc.top_routes("FRA", 10).await, ["FRA-JFK"]);
+/// assert!(airport(&Db, "FRA").await.unwrap().is_some()); // no cache installed: runs uncached
+/// # }
+/// ```
+///
+/// | option | meaning |
+/// |---|---|
+/// | `ns = "name"` | namespace; default: the function's name |
+/// | `ttl = "90s"` / `ttl = 300` | humantime string or whole seconds; default: the cache's `default_ttl` |
+/// | `skip(a, b)` | arguments left out of the key; a `self` receiver is never part of the key unless `key` names it |
+/// | `key = <expr>` | custom key: any `Serialize` expression over the arguments; replaces the default (all non-skipped arguments, in order) |
+/// | `cache = <expr>` | the cache to use: a `&Cache` (e.g. `&self.cache`), a `Cache` or an `Arc<Cache>`; default: the installed one (none installed: the call runs uncached as `Status::Bypass`, with one warning) |
+/// | `version = N` | schema version (default 1), part of every key: bump it when the return type changes shape |
+/// | `unless = <path or closure>` | `fn(&T) -> bool`: a value for which it returns true is returned but not stored |
+/// | `crate = path` | path of the `cachet` crate if it is renamed (default `::cachet`) |
+///
+/// `Result<T, E>` caches `Ok` only and returns `Err` unchanged; any other
+/// return type is cached as it is. The value type needs `Serialize +
+/// DeserializeOwned`, key arguments `Serialize`. A cache that is unavailable
+/// never fails the call: the body runs uncached.
 #[proc_macro_attribute]
 pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::cached(attr.into(), item.into()).into()
 }
 
-/// Invalidates namespaces or one entry after an `async fn` succeeds (see the
-/// `cachet` crate docs).
+/// Invalidates cached entries after an `async fn` succeeds (returns `Ok`, or
+/// returns at all when it does not return a `Result`).
+///
+/// ```
+/// use cachet::{cached, invalidates, Cache, Status, with_status};
+///
+/// #[cached(ns = "airport_name", cache = cache, skip(cache))]
+/// async fn airport_name(cache: &Cache, code: &str) -> String { format!("{code} airport") }
+///
+/// // Every entry of both namespaces, in every process sharing the Redis.
+/// #[invalidates("flight_count", "top_routes", cache = cache)]
+/// async fn add_flight(cache: &Cache, from: &str, to: &str) -> Result<i64, std::io::Error> {
+///     Ok(1)
+/// }
+///
+/// // Only the entry `airport_name(cache, code)` uses.
+/// #[invalidates(ns = "airport_name", key(code), cache = cache)]
+/// async fn rename_airport(cache: &Cache, code: &str, name: &str) -> Result<(), std::io::Error> {
+///     Ok(())
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let cache = Cache::builder().memory().build().unwrap();
+/// airport_name(&cache, "FRA").await;
+/// assert_eq!(with_status(airport_name(&cache, "FRA")).await.1, Status::Hit);
+/// rename_airport(&cache, "FRA", "Frankfurt am Main").await.unwrap();
+/// assert_eq!(with_status(airport_name(&cache, "FRA")).await.1, Status::Miss);
+/// add_flight(&cache, "FRA", "JFK").await.unwrap();
+/// # }
+/// ```
+///
+/// | option | meaning |
+/// |---|---|
+/// | `"a", "b"` | namespaces to invalidate entirely (one `SET` of a new generation token each) |
+/// | `ns = "a"` | a namespace, as an option |
+/// | `key(arg, ..)` / `key = <expr>` | only the entry a `#[cached]` call of that namespace with these key values uses (needs exactly one namespace) |
+/// | `version = N` | with `key`: the cached function's `version` (default 1) |
+/// | `cache = <expr>` | as for `#[cached]` |
+/// | `crate = path` | as for `#[cached]` |
+///
+/// An invalidation that cannot reach Redis never fails the function: it is
+/// queued and retried in the background, logged and counted; until it lands
+/// this process reads the affected entries from the source.
 #[proc_macro_attribute]
 pub fn invalidates(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::invalidates(attr.into(), item.into()).into()
