@@ -66,7 +66,7 @@ pub use cachet_macro::{cached, invalidates};
 #[doc(inline)]
 pub use cachet_runtime::{
     Cache, CacheBuilder, Counts, Error, Filter, Invalidation, Namespace, NoFilter, Stats, Status,
-    install, installed, with_status,
+    Unreachable, install, installed, with_status,
 };
 
 #[doc(inline)]

@@ -81,6 +81,21 @@ struct RetryQueue {
 
 const MAX_QUEUED_KEYS: usize = 10_000;
 
+/// [`Cache::ping`] got no answer.
+#[derive(Debug, Clone)]
+pub struct Unreachable {
+    backend: String,
+    reason: String,
+}
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} is not reachable: {}", self.backend, self.reason)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
 /// What an invalidation did. It never fails the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -166,6 +181,33 @@ impl Cache {
         let mut out = key::entry_key_prefix(&self.inner.prefix, ns, version);
         key::write_args(&mut out, key)?;
         Ok(out)
+    }
+
+    /// Checks that the backend answers: one `PING` round trip, bounded by the
+    /// operation timeout (the first call also waits for the connection,
+    /// bounded the same way). Returns the round-trip time. For health
+    /// checks and for choosing a fallback at startup; cached calls never
+    /// need it.
+    ///
+    /// ```
+    /// # async fn demo() {
+    /// let cache = cachet::Cache::builder().memory().build().unwrap();
+    /// assert!(cache.ping().await.is_ok());
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo());
+    /// ```
+    pub async fn ping(&self) -> Result<Duration, Unreachable> {
+        let started = Instant::now();
+        match self.inner.backend.ping().await {
+            Ok(()) => {
+                self.inner.breaker.success();
+                Ok(started.elapsed())
+            }
+            Err(e) => Err(Unreachable {
+                backend: self.inner.description.clone(),
+                reason: e.to_string(),
+            }),
+        }
     }
 
     /// Counters of this process: hits, misses, errors and hit ratio, per

@@ -22,7 +22,7 @@ mod global;
 pub mod key;
 mod stats;
 
-pub use cache::{Cache, CacheBuilder, Filter, Invalidation, Namespace, NoFilter};
+pub use cache::{Cache, CacheBuilder, Filter, Invalidation, Namespace, NoFilter, Unreachable};
 pub use error::Error;
 pub use global::{install, installed};
 pub use stats::{Counts, Stats, Status, with_status};

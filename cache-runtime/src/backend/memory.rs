@@ -108,6 +108,10 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn put_tombstone(&self, entry_key: &str, tombstone: &[u8], ttl: Duration) -> Result<()> {
         let mut map = self.lock();
         map.set(entry_key, tombstone.to_vec(), Some(ttl), Instant::now());

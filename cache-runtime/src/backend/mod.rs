@@ -79,6 +79,8 @@ pub(crate) trait Backend: Send + Sync {
         generation_key: &str,
         token: &Token,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// One round trip that touches no key (health check).
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
     /// Overwrites one entry with a tombstone (key invalidation).
     fn put_tombstone(
         &self,
@@ -113,6 +115,13 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::Redis(b) => b.set_generation(generation_key, token).await,
             AnyBackend::Memory(b) => b.set_generation(generation_key, token).await,
+        }
+    }
+
+    async fn ping(&self) -> Result<()> {
+        match self {
+            AnyBackend::Redis(b) => b.ping().await,
+            AnyBackend::Memory(b) => b.ping().await,
         }
     }
 
