@@ -1,0 +1,264 @@
+//! The questions the service answers, each one cached with one attribute,
+//! and the writes that invalidate exactly the answers they change.
+
+use cachet::{Cache, cached, invalidates};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::data;
+use crate::db::Db;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Airport {
+    pub airport_id: i32,
+    pub iata: String,
+    pub icao: String,
+    pub name: String,
+    pub city: String,
+    pub country: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub tz: String,
+}
+
+/// How many ways there are to fly a route: direct flights, and one-stop
+/// itineraries whose second leg leaves 1 to 6 hours after the first lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlightCount {
+    pub count: i64,
+    pub direct: i64,
+    pub one_stop: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteCount {
+    pub to: String,
+    pub name: String,
+    pub city: String,
+    pub country: String,
+    pub flights: i64,
+    pub seats: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AirlineStats {
+    pub airline: String,
+    pub name: String,
+    pub flights: i64,
+    pub routes: i64,
+    pub busiest_airport: Option<String>,
+    pub busiest_airport_flights: i64,
+}
+
+/// A flight to insert (validated by the handler).
+#[derive(Debug, Clone)]
+pub struct NewFlight {
+    pub airline_id: i32,
+    pub airline: String,
+    pub src: Airport,
+    pub dst: Airport,
+    pub departure: i64,
+    pub seats: i32,
+}
+
+/// The database plus the cache its answers go through.
+#[derive(Clone)]
+pub struct Queries {
+    pub db: Db,
+    pub cache: Cache,
+}
+
+const COUNT_SQL: &str = "
+WITH a AS (SELECT airport_id AS id FROM airport WHERE iata = $1),
+     b AS (SELECT airport_id AS id FROM airport WHERE iata = $2)
+SELECT
+  (SELECT count(*) FROM flight, a, b WHERE flight.src = a.id AND flight.dst = b.id) AS direct,
+  (SELECT count(*)
+     FROM a, b, flight f1
+     JOIN flight f2 ON f2.src = f1.dst
+      AND f2.departure BETWEEN f1.arrival + 3600 AND f1.arrival + 21600
+    WHERE f1.src = a.id AND f2.dst = b.id AND f1.dst <> b.id) AS one_stop";
+
+const TOP_ROUTES_SQL: &str = "
+SELECT d.iata, d.name, d.city, d.country, count(*) AS flights, CAST(sum(f.seats) AS BIGINT) AS seats
+  FROM flight f
+  JOIN airport s ON s.airport_id = f.src
+  JOIN airport d ON d.airport_id = f.dst
+ WHERE s.iata = $1
+ GROUP BY d.iata, d.name, d.city, d.country
+ ORDER BY flights DESC, d.iata
+ LIMIT $2";
+
+const AIRLINE_SQL: &str = "
+SELECT al.iata, al.name, count(f.flight_id) AS flights,
+       count(DISTINCT f.src * 100000 + f.dst) AS routes
+  FROM airline al LEFT JOIN flight f ON f.airline_id = al.airline_id
+ WHERE al.iata = $1
+ GROUP BY al.iata, al.name";
+
+const BUSIEST_SQL: &str = "
+SELECT a.iata, count(*) AS n
+  FROM (SELECT f.src AS ap FROM flight f JOIN airline al ON al.airline_id = f.airline_id WHERE al.iata = $1
+        UNION ALL
+        SELECT f.dst FROM flight f JOIN airline al ON al.airline_id = f.airline_id WHERE al.iata = $1) x
+  JOIN airport a ON a.airport_id = x.ap
+ GROUP BY a.iata
+ ORDER BY n DESC, a.iata
+ LIMIT 1";
+
+fn airport_row(r: &AnyRow) -> Result<Airport, sqlx::Error> {
+    Ok(Airport {
+        airport_id: r.try_get("airport_id")?,
+        iata: r.try_get("iata")?,
+        icao: r.try_get("icao")?,
+        name: r.try_get("name")?,
+        city: r.try_get("city")?,
+        country: r.try_get("country")?,
+        lat: r.try_get("lat")?,
+        lon: r.try_get("lon")?,
+        tz: r.try_get("tz")?,
+    })
+}
+
+impl Queries {
+    /// One airport by IATA code. Unknown codes are cached too (as `None`),
+    /// so a client asking for them again and again does not reach the database.
+    #[cached(ns = "airport", ttl = "1h", cache = &self.cache)]
+    pub async fn airport(&self, iata: &str) -> Result<Option<Airport>, sqlx::Error> {
+        let row = sqlx::query("SELECT * FROM airport WHERE iata = $1")
+            .bind(iata)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.as_ref().map(airport_row).transpose()
+    }
+
+    /// Renames an airport; invalidates just that airport's entry. Returns
+    /// whether the airport exists.
+    #[invalidates(ns = "airport", key(iata), cache = &self.cache)]
+    pub async fn rename_airport(&self, iata: &str, name: &str) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query("UPDATE airport SET name = $1 WHERE iata = $2")
+            .bind(name)
+            .bind(iata)
+            .execute(&self.db.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The expensive count, cached for 5 minutes and invalidated by every
+    /// new flight.
+    #[cached(ns = "flight_count", ttl = "5m", cache = &self.cache)]
+    pub async fn count_flights(&self, from: &str, to: &str) -> Result<FlightCount, sqlx::Error> {
+        self.count_flights_uncached(from, to).await
+    }
+
+    /// The same count in a namespace that no write invalidates: the
+    /// tutorial's TTL-only variant, stale until its short TTL passes.
+    #[cached(ns = "flight_count_ttl", ttl = "5s", cache = &self.cache)]
+    pub async fn count_flights_ttl_only(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<FlightCount, sqlx::Error> {
+        self.count_flights_uncached(from, to).await
+    }
+
+    /// The query itself, without the cache.
+    pub async fn count_flights_uncached(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<FlightCount, sqlx::Error> {
+        let row = sqlx::query(COUNT_SQL)
+            .bind(from)
+            .bind(to)
+            .fetch_one(&self.db.pool)
+            .await?;
+        let direct: i64 = row.try_get("direct")?;
+        let one_stop: i64 = row.try_get("one_stop")?;
+        Ok(FlightCount {
+            count: direct + one_stop,
+            direct,
+            one_stop,
+        })
+    }
+
+    /// Top destinations from an airport (a GROUP BY over its departures).
+    #[cached(ns = "top_routes", ttl = "5m", cache = &self.cache)]
+    pub async fn top_routes(&self, from: &str, limit: i64) -> Result<Vec<RouteCount>, sqlx::Error> {
+        let rows = sqlx::query(TOP_ROUTES_SQL)
+            .bind(from)
+            .bind(limit)
+            .fetch_all(&self.db.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RouteCount {
+                    to: r.try_get("iata")?,
+                    name: r.try_get("name")?,
+                    city: r.try_get("city")?,
+                    country: r.try_get("country")?,
+                    flights: r.try_get("flights")?,
+                    seats: r.try_get("seats")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Flights, routes and busiest airport of an airline (`None`: unknown airline).
+    #[cached(ns = "airline_stats", ttl = "5m", cache = &self.cache)]
+    pub async fn airline_stats(&self, iata: &str) -> Result<Option<AirlineStats>, sqlx::Error> {
+        let Some(row) = sqlx::query(AIRLINE_SQL)
+            .bind(iata)
+            .fetch_optional(&self.db.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let busiest = sqlx::query(BUSIEST_SQL)
+            .bind(iata)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(Some(AirlineStats {
+            airline: row.try_get("iata")?,
+            name: row.try_get("name")?,
+            flights: row.try_get("flights")?,
+            routes: row.try_get("routes")?,
+            busiest_airport: busiest.as_ref().map(|r| r.try_get("iata")).transpose()?,
+            busiest_airport_flights: busiest.as_ref().map_or(Ok(0), |r| r.try_get("n"))?,
+        }))
+    }
+
+    /// The airline id for an IATA code (not cached: only writes need it).
+    pub async fn airline_id(&self, iata: &str) -> Result<Option<i32>, sqlx::Error> {
+        let row = sqlx::query("SELECT airline_id FROM airline WHERE iata = $1")
+            .bind(iata)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        row.map(|r| r.try_get(0)).transpose()
+    }
+
+    /// Inserts a flight. It changes route counts, top routes and airline
+    /// statistics, so exactly those namespaces are invalidated (airports do
+    /// not change; the TTL-only count is left to its TTL on purpose).
+    #[invalidates("flight_count", "top_routes", "airline_stats", cache = &self.cache)]
+    pub async fn add_flight(&self, f: &NewFlight) -> Result<i64, sqlx::Error> {
+        let km = data::distance_km((f.src.lat, f.src.lon), (f.dst.lat, f.dst.lon));
+        let arrival = f.departure + data::block_seconds(km);
+        let flightno = format!("{}{}", f.airline, 1 + f.departure.rem_euclid(9999));
+        let row = sqlx::query(
+            "INSERT INTO flight (flightno, airline_id, src, dst, departure, arrival, seats)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING flight_id",
+        )
+        .bind(flightno)
+        .bind(f.airline_id)
+        .bind(f.src.airport_id)
+        .bind(f.dst.airport_id)
+        .bind(f.departure)
+        .bind(arrival)
+        .bind(f.seats)
+        .fetch_one(&self.db.pool)
+        .await?;
+        row.try_get(0)
+    }
+}
