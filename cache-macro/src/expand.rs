@@ -6,16 +6,23 @@
 //! collide.
 //!
 //! Type errors are reported once, at the user's token. The key parts, the
-//! cached value and the `unless` filter go through small dispatchers declared
-//! in blocks of the generated body (`key_support`, `value_support`,
-//! `filter_support`; the user's body is outside those blocks, so their names
-//! are not in its scope). When a type is what the runtime needs, method
-//! resolution (autoref specialization) picks the method that passes the
-//! value through unchanged; when it is not, it picks a fallback whose bound
-//! fails with one error at the argument, return type or `unless`, and whose
-//! result keeps the runtime calls well-typed, so no follow-on errors are
-//! reported inside the expansion. Every fallback carries a failing bound, so
-//! a program that compiles always takes the pass-through path.
+//! cached value, the `unless` filter and `cache = ..` go through small
+//! dispatchers declared once in `__private` (`KeyPart`, `Value`, `Unless`,
+//! `CacheArg`; see there). Their traits are brought into scope with
+//! `use .. as _` in blocks of the generated body that do not contain the
+//! user's body (`key_support`, `value_support`, `filter_support`), and their
+//! methods are named `__cachet_*`, so they cannot clash with the user's
+//! methods. When a type is what the runtime needs, method resolution
+//! (autoref specialization) picks the method that passes the value through
+//! unchanged; when it is not, it picks a fallback whose bound fails with one
+//! error at the argument, return type or `unless`, and whose result keeps
+//! the runtime calls well-typed, so no follow-on errors are reported inside
+//! the expansion. Every fallback carries a failing bound, so a program that
+//! compiles always takes the pass-through path.
+//!
+//! Paths spanned at a user's token (so that rustc reports there) go through
+//! a name imported in the block rather than `{crate}::__private::..`: the
+//! crate path keeps its own spans, as it may hold `$crate`.
 
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
@@ -89,29 +96,15 @@ fn cache_expr(krate: &TokenStream, cache: Option<&Expr>) -> (TokenStream, TokenS
             // Spanned at the expression (a mixed-site span would move the
             // error of a wrong type to the whole attribute).
             let holder = Ident::new("cachet_cache_arg", e.span());
-            let support = quote! {
-                #[diagnostic::on_unimplemented(
-                    message = "`cache = ...` must be a `Cache`, a reference to one or an `Arc<Cache>`, not `{Self}`",
-                    label = "not a cache"
-                )]
-                trait __CachetCacheArg {
-                    fn __cachet_cache(&self) -> &#krate::Cache;
-                }
-                impl<C: ::core::convert::AsRef<#krate::Cache> + ?::core::marker::Sized>
-                    __CachetCacheArg for C
-                {
-                    #[inline]
-                    fn __cachet_cache(&self) -> &#krate::Cache {
-                        #krate::__private::as_cache(self)
-                    }
-                }
-            };
+            // Called through a local name, so that the whole path has the
+            // span of the expression (the crate path may hold `$crate`,
+            // whose meaning depends on its span).
             let cache = quote_spanned! {e.span()=> __CachetCacheArg::__cachet_cache(&#holder) };
             (
                 quote_spanned! {e.span()=> let #holder = #e; },
                 quote! {
                     #krate::__private::resolve(::core::option::Option::Some({
-                        #support
+                        use #krate::__private::CacheArg as __CachetCacheArg;
                         #cache
                     }))
                 },
@@ -125,10 +118,15 @@ fn cache_expr(krate: &TokenStream, cache: Option<&Expr>) -> (TokenStream, TokenS
 }
 
 /// The key expression handed to `__private::call` (a reference to the key).
-fn key_expr(func: &Func, key: Option<&KeySpec>, skip: &[Ident]) -> syn::Result<TokenStream> {
+fn key_expr(
+    krate: &TokenStream,
+    func: &Func,
+    key: Option<&KeySpec>,
+    skip: &[Ident],
+) -> syn::Result<TokenStream> {
     match key {
         Some(KeySpec::Expr(e)) => {
-            let part = key_part(&quote!(&(#e)), e.span());
+            let part = key_part(krate, &quote!(&(#e)), e.span());
             Ok(quote!(&#part))
         }
         Some(KeySpec::Args(names)) => {
@@ -136,14 +134,14 @@ fn key_expr(func: &Func, key: Option<&KeySpec>, skip: &[Ident]) -> syn::Result<T
             let mut parts = Vec::new();
             for name in names {
                 if name == "self" {
-                    parts.push(key_part(&quote!(&#name), name.span()));
+                    parts.push(key_part(krate, &quote!(&#name), name.span()));
                     continue;
                 }
                 let arg = func
                     .arg(name)
                     .ok_or_else(|| Error::new(name.span(), "unknown argument"))?;
                 check_key_arg(name, &arg.ty)?;
-                parts.push(key_part(&quote!(&#name), name.span()));
+                parts.push(key_part(krate, &quote!(&#name), name.span()));
             }
             Ok(quote!(&(#(#parts,)*)))
         }
@@ -162,7 +160,7 @@ fn key_expr(func: &Func, key: Option<&KeySpec>, skip: &[Ident]) -> syn::Result<T
                          with `key = ...`",
                     )),
                     Some(name) => check_key_arg(name, &arg.ty)
-                        .map(|()| parts.push(key_part(&quote!(&#name), name.span()))),
+                        .map(|()| parts.push(key_part(krate, &quote!(&#name), name.span()))),
                 };
                 if let Err(e) = checked {
                     match &mut errors {
@@ -182,9 +180,9 @@ fn key_expr(func: &Func, key: Option<&KeySpec>, skip: &[Ident]) -> syn::Result<T
 /// One key part: `reference` (a `&T`) passed through the key dispatcher,
 /// which returns it unchanged when `T` is `Serialize` and otherwise reports
 /// the error at `span`.
-fn key_part(reference: &TokenStream, span: Span) -> TokenStream {
+fn key_part(krate: &TokenStream, reference: &TokenStream, span: Span) -> TokenStream {
     let method = Ident::new("__cachet_key_part", span);
-    quote!((&__CachetKeyPart(#reference)).#method())
+    quote!((&#krate::__private::KeyPart(#reference)).#method())
 }
 
 fn check_key_arg(name: &Ident, ty: &Type) -> syn::Result<()> {
@@ -200,135 +198,31 @@ fn check_key_arg(name: &Ident, ty: &Type) -> syn::Result<()> {
     Ok(())
 }
 
-/// The key dispatcher, declared inside the generated body. `&KeyPart(&x)`
-/// finds `KeyPartOk::__cachet_key_part` (returns `&x`) when the type of `x`
-/// is `Serialize`, and otherwise `KeyPartErr::__cachet_key_part`, whose
-/// `KeyArg` bound fails with the message of `__private::KeyArg` and whose
-/// `()` result keeps the key `Serialize`.
+/// The `use` that brings the key dispatcher (`__private::KeyPart`) into
+/// scope, for the block that builds the key.
 fn key_support(krate: &TokenStream) -> TokenStream {
     quote! {
-        struct __CachetKeyPart<'a, T: ?::core::marker::Sized>(&'a T);
-        trait __CachetKeyPartOk<'a, T: ?::core::marker::Sized> {
-            fn __cachet_key_part(&self) -> &'a T;
-        }
-        impl<'a, T: ?::core::marker::Sized + #krate::__private::KeyArg> __CachetKeyPartOk<'a, T>
-            for __CachetKeyPart<'a, T>
-        {
-            #[inline]
-            fn __cachet_key_part(&self) -> &'a T {
-                self.0
-            }
-        }
-        trait __CachetKeyPartErr<T: ?::core::marker::Sized> {
-            fn __cachet_key_part(&self)
-            where
-                T: #krate::__private::KeyArg;
-        }
-        impl<T: ?::core::marker::Sized> __CachetKeyPartErr<T> for &__CachetKeyPart<'_, T> {
-            fn __cachet_key_part(&self)
-            where
-                T: #krate::__private::KeyArg,
-            {
-            }
-        }
+        #[allow(unused_imports)]
+        use #krate::__private::{KeyPartErr as _, KeyPartOk as _};
     }
 }
 
-/// The `unless` dispatcher, declared inside the generated body.
-/// `__cachet_filter_arg::<T, _, _>({ f })` gives a closure its argument type
-/// (like `__private::filter`) and reports a wrong argument type at `f`.
-/// `Filter(f).__cachet_filter()` then returns `f` when it is a
-/// `Fn(&T) -> bool`, and otherwise `NoFilter` through a bound that fails:
-/// with the error already reported at the same span and for the same
-/// predicate (which rustc reports once), or for a closure that does not
-/// return `bool`, with that error.
+/// The `use` that brings the `unless` dispatcher (`__private::Unless`) into
+/// scope, and `__private::unless_arg` under a local name, for the block that
+/// prepares the value conversions.
 fn filter_support(krate: &TokenStream) -> TokenStream {
-    let p = quote!(#krate::__private);
     quote! {
-        fn __cachet_filter_arg<T, R, U: ::core::ops::Fn(&T) -> R>(unless: U) -> U {
-            unless
-        }
-        struct __CachetFilter<T, U>(U, ::core::marker::PhantomData<fn(&T)>);
-        trait __CachetFilterOk<U> {
-            fn __cachet_filter(self) -> U;
-        }
-        impl<T, U: ::core::ops::Fn(&T) -> bool> __CachetFilterOk<U> for __CachetFilter<T, U> {
-            #[inline]
-            fn __cachet_filter(self) -> U {
-                self.0
-            }
-        }
-        trait __CachetFilterErr<T, U> {
-            fn __cachet_filter(self) -> #p::NoFilter
-            where
-                U: ::core::ops::Fn(&T) -> bool;
-        }
-        impl<T, U> __CachetFilterErr<T, U> for &__CachetFilter<T, U> {
-            fn __cachet_filter(self) -> #p::NoFilter
-            where
-                U: ::core::ops::Fn(&T) -> bool,
-            {
-                #p::NoFilter
-            }
-        }
+        #[allow(unused_imports)]
+        use #krate::__private::{UnlessErr as _, UnlessOk as _, unless_arg as __cachet_unless_arg};
     }
 }
 
-/// The value dispatcher, declared inside the generated body.
-/// `&&&Value::<T>` finds, in this order: `ValueOk` when `T` is
-/// `Serialize + DeserializeOwned` (identity conversions, the `unless`
-/// filter unchanged); `ValueErrDe` when `T` is only `Serialize` (its
-/// `Cacheable` bound fails once, on `Deserialize`); `ValueErrSer` otherwise
-/// (its bound fails once, on `Serialize`). The fallbacks convert the value
-/// to `()` and drop the filter, so the runtime calls stay well-typed.
+/// The `use` that brings the value dispatcher (`__private::Value`) into
+/// scope, for the block that prepares the value conversions.
 fn value_support(krate: &TokenStream) -> TokenStream {
-    let p = quote!(#krate::__private);
-    let fallback_ret = quote!((fn(T), fn(()) -> T, #p::NoFilter));
-    let fallback_body = quote!((::core::mem::drop, |()| ::core::unreachable!(), #p::NoFilter));
     quote! {
-        struct __CachetValue<T>(::core::marker::PhantomData<fn() -> T>);
-        trait __CachetValueOk<T> {
-            fn __cachet_value<U>(&self, unless: U) -> (fn(T) -> T, fn(T) -> T, U);
-        }
-        impl<T: #p::Cacheable> __CachetValueOk<T> for &&__CachetValue<T> {
-            #[inline]
-            fn __cachet_value<U>(&self, unless: U) -> (fn(T) -> T, fn(T) -> T, U) {
-                (::core::convert::identity, ::core::convert::identity, unless)
-            }
-        }
-        trait __CachetValueErrDe<T> {
-            fn __cachet_value<U>(&self, unless: U) -> #fallback_ret
-            where
-                T: #p::Cacheable;
-        }
-        impl<T: #p::KeyArg> __CachetValueErrDe<T> for &__CachetValue<T> {
-            fn __cachet_value<U>(&self, _: U) -> #fallback_ret
-            where
-                T: #p::Cacheable,
-            {
-                #fallback_body
-            }
-        }
-        #[diagnostic::on_unimplemented(
-            message = "`{Self}` cannot be cached: it must implement `serde::Serialize` and `serde::de::DeserializeOwned`",
-            label = "the cached value type",
-            note = "derive `Serialize` and `Deserialize` for it (for `Result<T, E>` only `T` is cached)"
-        )]
-        trait __CachetValueSerialize {}
-        impl<T: #p::KeyArg> __CachetValueSerialize for T {}
-        trait __CachetValueErrSer<T> {
-            fn __cachet_value<U>(&self, unless: U) -> #fallback_ret
-            where
-                T: __CachetValueSerialize;
-        }
-        impl<T> __CachetValueErrSer<T> for __CachetValue<T> {
-            fn __cachet_value<U>(&self, _: U) -> #fallback_ret
-            where
-                T: __CachetValueSerialize,
-            {
-                #fallback_body
-            }
-        }
+        #[allow(unused_imports)]
+        use #krate::__private::{ValueErrDe as _, ValueErrSer as _, ValueOk as _};
     }
 }
 
@@ -357,7 +251,7 @@ fn expand_cached(args: CachedArgs, func: Func) -> syn::Result<TokenStream> {
              remove `skip(..)`",
         ));
     }
-    let key_expr = key_expr(&func, args.key.as_ref().map(|(_, k)| k), skip)?;
+    let key_expr = key_expr(&krate, &func, args.key.as_ref().map(|(_, k)| k), skip)?;
     let (attrs, vis, sig, block) = (
         &func.item.attrs,
         &func.item.vis,
@@ -391,19 +285,20 @@ fn expand_cached(args: CachedArgs, func: Func) -> syn::Result<TokenStream> {
              `&str`, `Vec<T>` for `&[T]`)",
         ));
     }
-    // `filter` deduces a closure's argument type and reports a mismatched
-    // `unless` at the expression; the filter dispatcher then keeps the
-    // mismatch from spreading (see `filter_support`).
+    // `__private::unless_arg` deduces a closure's argument type and reports
+    // a mismatched `unless` at the expression; `__private::Unless` then keeps
+    // the mismatch from spreading.
     let (filter_support, unless) = match &args.unless {
         Some(u) => {
-            let method = Ident::new("__cachet_filter", u.span());
+            let method = Ident::new("__cachet_unless", u.span());
             // The whole call has the span of `unless`, so that rustc reports
-            // a mismatch there.
-            let path = respan(quote!(__cachet_filter_arg::<#value_ty, _, _>), u.span());
+            // a mismatch there (through a local name, as the crate path may
+            // hold `$crate`, whose meaning depends on its span).
+            let path = respan(quote!(__cachet_unless_arg::<#value_ty, _, _>), u.span());
             let filter = quote_spanned! {u.span()=> #path({ #u }) };
             (
                 filter_support(&krate),
-                quote!(__CachetFilter::<#value_ty, _>(#filter, ::core::marker::PhantomData).#method()),
+                quote!(#krate::__private::Unless::<#value_ty, _>::new(#filter).#method()),
             )
         }
         None => (TokenStream::new(), quote!(#krate::__private::NoFilter)),
@@ -439,12 +334,12 @@ fn expand_cached(args: CachedArgs, func: Func) -> syn::Result<TokenStream> {
                 #key_support
                 #krate::__private::call(#cache, #ns, #version, #key_expr)
             };
-            // `unless` is passed in braces, for one error span (see `filter_support`).
+            // `unless` is passed in braces, for one error span (see `__private::unless_arg`).
             #[allow(unused_braces)]
             let (#into, #from, #filter) = {
                 #value_support
                 #filter_support
-                (&&&__CachetValue::<#value_ty>(::core::marker::PhantomData)).#dispatch(#unless)
+                (&&&#krate::__private::Value::<#value_ty>::NEW).#dispatch(#unless)
             };
             let #out = #call.#method(#ttl, #filter, async move {
                 let #out: #ret_ty = #block;
@@ -497,7 +392,7 @@ fn expand_invalidates(args: InvalidatesArgs, func: Func) -> syn::Result<TokenStr
     let (prepare, invalidate) = match &args.key {
         Some((_, spec)) => {
             let ns = &args.namespaces[0];
-            let key_expr = key_expr(&func, Some(spec), &[])?;
+            let key_expr = key_expr(&krate, &func, Some(spec), &[])?;
             let key_support = key_support(&krate);
             (
                 quote! {

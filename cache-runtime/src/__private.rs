@@ -3,6 +3,7 @@
 
 use std::convert::identity;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -20,19 +21,6 @@ pub fn resolve(explicit: Option<&Cache>) -> Option<&Cache> {
         Some(c) => Some(c),
         None => global::installed_or_warn(),
     }
-}
-
-/// `cache = <expr>` takes a `&Cache`, a `Cache` (e.g. `self.cache.clone()`
-/// where `self` is moved into the body) or an `Arc<Cache>`.
-#[inline]
-pub fn as_cache<C: AsRef<Cache> + ?Sized>(c: &C) -> &Cache {
-    c.as_ref()
-}
-
-/// Helps closure type inference for `unless = |v| ...`.
-#[inline]
-pub fn filter<T, F: Fn(&T) -> bool>(f: F) -> F {
-    f
 }
 
 /// One call of a `#[cached]` function, or the target of a key
@@ -134,8 +122,18 @@ pub async fn invalidate_namespaces(cache: Option<&Cache>, namespaces: &[&str]) {
     }
 }
 
-/// Type check emitted at a key argument's span, so that a non-`Serialize`
-/// argument is reported at the argument.
+// Dispatchers for the generated code. A type error in a key argument, the
+// cached value type, `unless` or `cache = ..` is reported once, at the
+// user's token, with no follow-on errors inside the expansion: method
+// resolution (autoref specialization) picks a pass-through method when the
+// type is what the runtime needs, and otherwise a fallback whose bound fails
+// at the method name (spanned at the user's token) and whose result keeps
+// the runtime calls well-typed. Every fallback carries a failing bound, so a
+// program that compiles always takes the pass-through path. The generated
+// code brings the dispatch traits into scope with `use .. as _` in blocks
+// that do not contain the function's body; their methods are `__cachet_*`.
+
+/// The bound of a key part: `Serialize`, with a message at the argument.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be part of a cache key: it does not implement `serde::Serialize`",
     label = "used in the cache key",
@@ -144,11 +142,7 @@ pub async fn invalidate_namespaces(cache: Option<&Cache>, namespaces: &[&str]) {
 pub trait KeyArg {}
 impl<T: Serialize + ?Sized> KeyArg for T {}
 
-/// Emitted at a key argument's span.
-#[inline(always)]
-pub fn assert_key_arg<T: KeyArg + ?Sized>(_: &T) {}
-
-/// Type check emitted at the return type's span.
+/// The bound of the cached value: `Serialize + DeserializeOwned`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be cached: it must implement `serde::Serialize` and `serde::de::DeserializeOwned`",
     label = "the cached value type",
@@ -157,6 +151,185 @@ pub fn assert_key_arg<T: KeyArg + ?Sized>(_: &T) {}
 pub trait Cacheable {}
 impl<T: Serialize + DeserializeOwned> Cacheable for T {}
 
-/// Emitted at the return type's span.
+/// `Serialize` with the message of [`Cacheable`]: the bound that fails once
+/// for a value type that is not even `Serialize`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: it must implement `serde::Serialize` and `serde::de::DeserializeOwned`",
+    label = "the cached value type",
+    note = "derive `Serialize` and `Deserialize` for it (for `Result<T, E>` only `T` is cached)"
+)]
+pub trait ValueSerialize {}
+impl<T: KeyArg> ValueSerialize for T {}
+
+/// One key part: `(&KeyPart(&x)).__cachet_key_part()` is `&x` when the type
+/// of `x` is `Serialize` ([`KeyPartOk`]), and otherwise `()` through a
+/// failing [`KeyArg`] bound ([`KeyPartErr`]), which keeps the key `Serialize`.
+pub struct KeyPart<'a, T: ?Sized>(pub &'a T);
+
+/// See [`KeyPart`].
+pub trait KeyPartOk<'a, T: ?Sized> {
+    /// Returns the key part.
+    fn __cachet_key_part(&self) -> &'a T;
+}
+
+impl<'a, T: KeyArg + ?Sized> KeyPartOk<'a, T> for KeyPart<'a, T> {
+    #[inline(always)]
+    fn __cachet_key_part(&self) -> &'a T {
+        self.0
+    }
+}
+
+/// See [`KeyPart`].
+pub trait KeyPartErr<T: ?Sized> {
+    /// Never called: its bound fails.
+    fn __cachet_key_part(&self)
+    where
+        T: KeyArg;
+}
+
+impl<T: ?Sized> KeyPartErr<T> for &KeyPart<'_, T> {
+    fn __cachet_key_part(&self)
+    where
+        T: KeyArg,
+    {
+    }
+}
+
+/// The conversions of the value (into and out of what the runtime stores)
+/// and the `unless` filter, as [`Value`] hands them to the runtime.
+pub type ValueParts<T, S, U> = (fn(T) -> S, fn(S) -> T, U);
+
+/// The cached value type: `(&&&Value::<T>::NEW).__cachet_value(unless)`
+/// finds, in this order: [`ValueOk`] when `T` is `Serialize +
+/// DeserializeOwned` (identity conversions, `unless` unchanged);
+/// [`ValueErrDe`] when `T` is only `Serialize` (its [`Cacheable`] bound fails
+/// once, on `Deserialize`); [`ValueErrSer`] otherwise (its
+/// [`ValueSerialize`] bound fails once, on `Serialize`). The fallbacks
+/// convert the value to `()` and drop the filter, so the runtime calls stay
+/// well-typed.
+pub struct Value<T>(PhantomData<fn() -> T>);
+
+impl<T> Value<T> {
+    /// The dispatcher for `T`.
+    pub const NEW: Self = Value(PhantomData);
+}
+
+/// See [`Value`].
+pub trait ValueOk<T> {
+    /// The identity conversions and `unless`.
+    fn __cachet_value<U>(&self, unless: U) -> ValueParts<T, T, U>;
+}
+
+impl<T: Cacheable> ValueOk<T> for &&Value<T> {
+    #[inline(always)]
+    fn __cachet_value<U>(&self, unless: U) -> ValueParts<T, T, U> {
+        (identity, identity, unless)
+    }
+}
+
+/// See [`Value`].
+pub trait ValueErrDe<T> {
+    /// Never called: its bound fails.
+    fn __cachet_value<U>(&self, unless: U) -> ValueParts<T, (), NoFilter>
+    where
+        T: Cacheable;
+}
+
+impl<T: KeyArg> ValueErrDe<T> for &Value<T> {
+    fn __cachet_value<U>(&self, _: U) -> ValueParts<T, (), NoFilter>
+    where
+        T: Cacheable,
+    {
+        (drop, |()| unreachable!(), NoFilter)
+    }
+}
+
+/// See [`Value`].
+pub trait ValueErrSer<T> {
+    /// Never called: its bound fails.
+    fn __cachet_value<U>(&self, unless: U) -> ValueParts<T, (), NoFilter>
+    where
+        T: ValueSerialize;
+}
+
+impl<T> ValueErrSer<T> for Value<T> {
+    fn __cachet_value<U>(&self, _: U) -> ValueParts<T, (), NoFilter>
+    where
+        T: ValueSerialize,
+    {
+        (drop, |()| unreachable!(), NoFilter)
+    }
+}
+
+/// `unless_arg::<T, _, _>({ f })` gives a closure its argument type and
+/// reports a wrong argument type at `f` (the generated call has the span of
+/// `f`).
 #[inline(always)]
-pub fn assert_cacheable<T: Cacheable>() {}
+pub fn unless_arg<T, R, U: Fn(&T) -> R>(unless: U) -> U {
+    unless
+}
+
+/// The `unless` filter: `Unless::<T, _>::new(f).__cachet_unless()` is `f`
+/// when it is a `Fn(&T) -> bool` ([`UnlessOk`]), and otherwise [`NoFilter`]
+/// through a failing bound ([`UnlessErr`]): for an argument type already
+/// reported by [`unless_arg`] at the same span and for the same predicate
+/// (which rustc reports once), or for a closure that does not return `bool`,
+/// that error.
+pub struct Unless<T, U>(U, PhantomData<fn(&T)>);
+
+impl<T, U> Unless<T, U> {
+    /// The dispatcher for `unless`.
+    #[inline(always)]
+    pub fn new(unless: U) -> Self {
+        Unless(unless, PhantomData)
+    }
+}
+
+/// See [`Unless`].
+pub trait UnlessOk<U> {
+    /// Returns the filter.
+    fn __cachet_unless(self) -> U;
+}
+
+impl<T, U: Fn(&T) -> bool> UnlessOk<U> for Unless<T, U> {
+    #[inline(always)]
+    fn __cachet_unless(self) -> U {
+        self.0
+    }
+}
+
+/// See [`Unless`].
+pub trait UnlessErr<T, U> {
+    /// Never called: its bound fails.
+    fn __cachet_unless(self) -> NoFilter
+    where
+        U: Fn(&T) -> bool;
+}
+
+impl<T, U> UnlessErr<T, U> for &Unless<T, U> {
+    fn __cachet_unless(self) -> NoFilter
+    where
+        U: Fn(&T) -> bool,
+    {
+        NoFilter
+    }
+}
+
+/// `cache = <expr>`: a `&Cache`, a `Cache` (e.g. `self.cache.clone()` where
+/// `self` is moved into the body) or an `Arc<Cache>`. Called by path, at the
+/// expression's span.
+#[diagnostic::on_unimplemented(
+    message = "`cache = ...` must be a `Cache`, a reference to one or an `Arc<Cache>`, not `{Self}`",
+    label = "not a cache"
+)]
+pub trait CacheArg {
+    /// The cache.
+    fn __cachet_cache(&self) -> &Cache;
+}
+
+impl<C: AsRef<Cache> + ?Sized> CacheArg for C {
+    #[inline(always)]
+    fn __cachet_cache(&self) -> &Cache {
+        self.as_ref()
+    }
+}

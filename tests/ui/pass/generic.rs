@@ -1,6 +1,5 @@
-//! Generic functions and methods of generic impls (the expansion declares
-//! helper items inside the body, which must not clash with the outer
-//! generics), `Self` in the return type, a trait method with a default
+//! Generic functions and methods of generic impls (the expansion's inner
+//! blocks must not clash with the outer generics), `Self` in the return type, a trait method with a default
 //! body, and futures that stay `Send`.
 #![deny(warnings)]
 
