@@ -49,6 +49,12 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
+/// axum's own status: 400 for malformed JSON, 422 for a missing or
+/// mistyped field, 415 without a JSON content type.
+fn json_error(e: JsonRejection) -> ApiError {
+    ApiError(e.status(), e.body_text())
+}
+
 pub fn router(queries: Queries) -> Router {
     Router::new()
         .route("/airports/{iata}", get(get_airport).patch(rename_airport))
@@ -126,7 +132,7 @@ async fn rename_airport(
     body: Result<Json<Rename>, JsonRejection>,
 ) -> ApiResult {
     let code = airport_code("iata", &iata)?;
-    let Json(body) = body.map_err(|e| ApiError::bad(e.body_text()))?;
+    let Json(body) = body.map_err(json_error)?;
     let name = body.name.trim();
     if name.is_empty() || name.len() > 200 {
         return Err(ApiError::unprocessable("name: 1 to 200 characters"));
@@ -256,7 +262,7 @@ async fn add_flight(
     State(q): State<Queries>,
     body: Result<Json<PostFlight>, JsonRejection>,
 ) -> ApiResult {
-    let Json(p) = body.map_err(|e| ApiError::bad(e.body_text()))?;
+    let Json(p) = body.map_err(json_error)?;
     let airline = airline_code(&p.airline)?;
     let (from, to) = (airport_code("from", &p.from)?, airport_code("to", &p.to)?);
     if from == to {

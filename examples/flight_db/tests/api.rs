@@ -1,0 +1,385 @@
+//! The HTTP API, driven in process (tower `oneshot`) against real Redis and
+//! a real database: SQLite always, PostgreSQL when `DATABASE_URL` is set
+//! (`.ci/run` sets it; the test resets the flight tables in that database).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use flight_db::demo::call;
+use flight_db::{Db, Queries, api};
+use serde_json::{Value, json};
+
+const FLIGHTS: u64 = 20_000;
+const SEED: u64 = 7;
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn unique_prefix(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("flightdb-test-{}-{nanos}-{name}", std::process::id())
+}
+
+async fn app(db: &Db, name: &str) -> (Router, Queries) {
+    let cache = flight_db::cache(&redis_url(), &unique_prefix(name)).await;
+    let q = Queries {
+        db: db.clone(),
+        cache,
+    };
+    (api::router(q.clone()), q)
+}
+
+async fn sqlite() -> Db {
+    let path = std::env::temp_dir().join(format!("flightdb-test-{}.sqlite3", std::process::id()));
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    Db::open(&url, FLIGHTS, SEED, false).await.expect("sqlite")
+}
+
+async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
+    let (s, v, _) = call(app, "GET", uri, None).await;
+    (s, v)
+}
+
+fn error_of(v: &Value) -> &str {
+    v["error"].as_str().unwrap_or("")
+}
+
+/// Every scenario, on one database.
+async fn scenarios(db: Db) {
+    airports_are_cached_and_unknown_codes_do_not_reach_the_database(&db).await;
+    a_new_flight_invalidates_exactly_what_it_changes(&db).await;
+    bad_input_gets_a_json_4xx_and_writes_nothing(&db).await;
+    renaming_an_airport_invalidates_that_airport_only(&db).await;
+    stats_and_metrics(&db).await;
+    the_tutorial_demo_behaves_as_the_story_says(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_and_redis() {
+    scenarios(sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_and_redis() {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        eprintln!("DATABASE_URL is not set: PostgreSQL scenarios not run here (.ci/run sets it)");
+        return;
+    };
+    assert!(
+        url.starts_with("postgres"),
+        "DATABASE_URL must be postgres://..."
+    );
+    let db = Db::open(&url, FLIGHTS, SEED, false)
+        .await
+        .expect("postgres");
+    assert_eq!(db.kind, flight_db::db::Kind::Postgres);
+    scenarios(db).await;
+}
+
+async fn airports_are_cached_and_unknown_codes_do_not_reach_the_database(db: &Db) {
+    let (app, q) = app(db, "airports").await;
+    let (s, v) = get(&app, "/airports/FRA").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["city"], "Frankfurt am Main");
+    assert_eq!(v["from_cache"], false);
+    let (_, v) = get(&app, "/airports/fra").await;
+    assert_eq!(
+        (v["iata"].as_str(), v["from_cache"].as_bool()),
+        (Some("FRA"), Some(true))
+    );
+    for _ in 0..5 {
+        let (s, v) = get(&app, "/airports/ZZZ").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert!(error_of(&v).contains("unknown airport \"ZZZ\""), "{v}");
+    }
+    let st = q.cache.stats().namespaces["airport"];
+    assert_eq!(
+        st.misses, 2,
+        "FRA once, ZZZ once: the other 5 calls were hits"
+    );
+    let (s, v) = get(&app, "/airports/FRANKFURT").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(error_of(&v).contains("not an IATA airport code"), "{v}");
+}
+
+async fn a_new_flight_invalidates_exactly_what_it_changes(db: &Db) {
+    let (app, _) = app(db, "invalidate").await;
+    let count = "/flights/count?from=FRA&to=JFK";
+    let top = "/routes/top?from=FRA&limit=5";
+    let stats = "/airlines/LH/stats";
+    let (_, c0) = get(&app, count).await;
+    assert_eq!(c0["from_cache"], false);
+    assert_eq!(
+        c0["count"].as_i64(),
+        Some(c0["direct"].as_i64().unwrap() + c0["one_stop"].as_i64().unwrap())
+    );
+    let (_, t0) = get(&app, top).await;
+    let (_, s0) = get(&app, stats).await;
+    let (_, ttl0) = get(&app, "/flights/count/ttl-only?from=FRA&to=JFK").await;
+    for uri in [count, top, stats, "/airports/FRA"] {
+        assert_eq!(get(&app, uri).await.1["from_cache"], true, "{uri}");
+    }
+    let (s, v, _) = call(
+        &app,
+        "POST",
+        "/flights",
+        Some(json!({"airline": "LH", "from": "FRA", "to": "JFK", "departure": "2026-12-01T10:00:00Z"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(v["id"].as_i64().is_some());
+    let (_, c1) = get(&app, count).await;
+    assert_eq!(
+        (c1["from_cache"].as_bool(), c1["count"].as_i64()),
+        (Some(false), Some(c0["count"].as_i64().unwrap() + 1))
+    );
+    let (_, t1) = get(&app, top).await;
+    assert_eq!(t1["from_cache"], false);
+    assert_ne!(t0["routes"], Value::Null);
+    let (_, s1) = get(&app, stats).await;
+    assert_eq!(s1["from_cache"], false);
+    assert_eq!(
+        s1["flights"].as_i64(),
+        Some(s0["flights"].as_i64().unwrap() + 1)
+    );
+    assert_eq!(
+        get(&app, "/airports/FRA").await.1["from_cache"],
+        true,
+        "airports did not change"
+    );
+    // The TTL-only namespace is not invalidated: it serves the old count until its TTL.
+    let (_, ttl1) = get(&app, "/flights/count/ttl-only?from=FRA&to=JFK").await;
+    assert_eq!(
+        (ttl1["from_cache"].as_bool(), &ttl1["count"]),
+        (Some(true), &ttl0["count"])
+    );
+}
+
+async fn bad_input_gets_a_json_4xx_and_writes_nothing(db: &Db) {
+    let (app, q) = app(db, "bad_input").await;
+    let before = q.count_flights_uncached("FRA", "JFK").await.unwrap();
+    let cases: Vec<(&str, &str, Option<Value>, StatusCode, &str)> = vec![
+        (
+            "GET",
+            "/flights/count?from=FRA&to=FRA",
+            None,
+            StatusCode::BAD_REQUEST,
+            "same airport",
+        ),
+        (
+            "GET",
+            "/flights/count?from=FRA&to=ZZZ",
+            None,
+            StatusCode::NOT_FOUND,
+            "to: unknown airport",
+        ),
+        (
+            "GET",
+            "/flights/count?from=FRA",
+            None,
+            StatusCode::BAD_REQUEST,
+            "to",
+        ),
+        (
+            "GET",
+            "/routes/top?from=FRA&limit=-3",
+            None,
+            StatusCode::BAD_REQUEST,
+            "limit must be 1 to 100",
+        ),
+        (
+            "GET",
+            "/routes/top?from=FRA&limit=ten",
+            None,
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            "GET",
+            "/airlines/XYZ/stats",
+            None,
+            StatusCode::BAD_REQUEST,
+            "IATA airline code",
+        ),
+        (
+            "GET",
+            "/airlines/0Z/stats",
+            None,
+            StatusCode::NOT_FOUND,
+            "unknown airline",
+        ),
+        (
+            "POST",
+            "/flights",
+            Some(
+                json!({"airline": "LH", "from": "FRA", "to": "FRA", "departure": "2026-12-01T10:00:00Z"}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "same airport",
+        ),
+        (
+            "POST",
+            "/flights",
+            Some(
+                json!({"airline": "LH", "from": "FRA", "to": "ZZZ", "departure": "2026-12-01T10:00:00Z"}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "to: unknown airport",
+        ),
+        (
+            "POST",
+            "/flights",
+            Some(
+                json!({"airline": "0Z", "from": "FRA", "to": "JFK", "departure": "2026-12-01T10:00:00Z"}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown airline",
+        ),
+        (
+            "POST",
+            "/flights",
+            Some(json!({"airline": "LH", "from": "FRA", "to": "JFK", "departure": "tomorrow"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "departure",
+        ),
+        (
+            "POST",
+            "/flights",
+            Some(
+                json!({"airline": "LH", "from": "FRA", "to": "JFK", "departure": "2026-12-01T10:00:00Z", "seats": -1}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "seats",
+        ),
+        (
+            "POST",
+            "/flights",
+            Some(json!({"airline": "LH", "from": "FRA"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing field",
+        ),
+        (
+            "PATCH",
+            "/airports/ZZZ",
+            Some(json!({"name": "Nowhere"})),
+            StatusCode::NOT_FOUND,
+            "unknown airport",
+        ),
+        (
+            "PATCH",
+            "/airports/FRA",
+            Some(json!({"name": ""})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        ),
+    ];
+    for (method, uri, body, want, says) in cases {
+        let (s, v, _) = call(&app, method, uri, body).await;
+        assert_eq!(s, want, "{method} {uri}: {v}");
+        assert!(
+            error_of(&v).contains(says),
+            "{method} {uri}: {v} should say {says:?}"
+        );
+    }
+    // Malformed JSON is a 400 too.
+    let req = axum::http::Request::post("/flights")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from("{\"airline\": \"LH\","))
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(app.clone(), req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        q.count_flights_uncached("FRA", "JFK").await.unwrap(),
+        before,
+        "nothing was written"
+    );
+}
+
+async fn renaming_an_airport_invalidates_that_airport_only(db: &Db) {
+    let (app, _) = app(db, "rename").await;
+    let (_, before) = get(&app, "/airports/MUC").await;
+    get(&app, "/airports/MUC").await;
+    get(&app, "/airports/LHR").await;
+    let (s, v, _) = call(
+        &app,
+        "PATCH",
+        "/airports/MUC",
+        Some(json!({"name": "Munich Franz Josef Strauss"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, after) = get(&app, "/airports/MUC").await;
+    assert_eq!(after["name"], "Munich Franz Josef Strauss");
+    assert_eq!(after["from_cache"], false);
+    assert_eq!(get(&app, "/airports/LHR").await.1["from_cache"], true);
+    // Put the name back for the other scenarios and later runs.
+    call(
+        &app,
+        "PATCH",
+        "/airports/MUC",
+        Some(json!({"name": before["name"]})),
+    )
+    .await;
+}
+
+async fn stats_and_metrics(db: &Db) {
+    let (app, _) = app(db, "stats").await;
+    get(&app, "/airports/FRA").await;
+    get(&app, "/airports/FRA").await;
+    let (s, v) = get(&app, "/cache/stats").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["namespaces"]["airport"]["hits"], 1);
+    assert_eq!(v["namespaces"]["airport"]["misses"], 1);
+    assert_eq!(v["total"]["hit_ratio"], 0.5);
+    let req = axum::http::Request::get("/metrics")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(app, req).await.unwrap();
+    let text = String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(text.contains("# TYPE cachet_hits_total counter"), "{text}");
+    assert!(
+        text.contains("cachet_hits_total{namespace=\"airport\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cachet_hit_ratio{namespace=\"airport\"} 0.5000"),
+        "{text}"
+    );
+}
+
+async fn the_tutorial_demo_behaves_as_the_story_says(db: &Db) {
+    let cache = flight_db::cache(&redis_url(), &unique_prefix("demo")).await;
+    let ok = flight_db::demo::run(Queries {
+        db: db.clone(),
+        cache,
+    })
+    .await
+    .unwrap();
+    assert!(ok, "the demo's steps (see the table above)");
+}
+
+#[tokio::test]
+async fn without_redis_the_service_falls_back_to_memory() {
+    let cache = flight_db::cache("redis://127.0.0.1:1", "flightdb-test-fallback").await;
+    let started = std::time::Instant::now();
+    let v: u32 = cache.namespace("x").get_or_compute(&1, async { 5 }).await;
+    assert_eq!(v, 5);
+    let (v, s) = cachet::with_status(cache.namespace("x").get_or_compute(&1, async { 6u32 })).await;
+    assert_eq!(
+        (v, s),
+        (5, cachet::Status::Hit),
+        "the memory backend caches"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
