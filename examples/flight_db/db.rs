@@ -33,7 +33,7 @@ pub struct Db {
 }
 
 /// Schema version of the generated data: bump to regenerate existing files.
-const DATA_VERSION: &str = "1";
+const DATA_VERSION: &str = "2";
 
 fn ddl(kind: Kind) -> Vec<&'static str> {
     // The one difference: how the flight id is generated.
@@ -89,9 +89,11 @@ const FLIGHT_PG: &str = "CREATE TABLE flight (
     seats INTEGER NOT NULL)";
 
 /// The indexes a real reporting database would have: by route and time
-/// (the count and the connection search), by destination, by airline.
+/// (departures and arrivals: the count and the connection search), by
+/// destination, by airline.
 const INDEXES: &[&str] = &[
     "CREATE INDEX flight_route ON flight (src, dst, departure)",
+    "CREATE INDEX flight_route_arrival ON flight (src, dst, arrival)",
     "CREATE INDEX flight_dst ON flight (dst)",
     "CREATE INDEX flight_airline ON flight (airline_id)",
 ];
@@ -113,6 +115,20 @@ impl Db {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(if kind == Kind::Sqlite { 8 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if kind == Kind::Postgres {
+                        // sqlx prepares statements; after five executions
+                        // PostgreSQL may switch to a generic plan that cannot
+                        // see that a hub has thousands of departures, and
+                        // the count would take 10x longer. Plan per value.
+                        sqlx::query("SET plan_cache_mode = force_custom_plan")
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(url)
             .await?;
         let db = Db { pool, kind };
