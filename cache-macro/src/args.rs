@@ -10,7 +10,19 @@ use syn::punctuated::Punctuated;
 use syn::{Error, Expr, Ident, LitInt, LitStr, Path, Result, Token, parenthesized};
 
 const CACHED_OPTIONS: &[&str] = &[
-    "ns", "ttl", "skip", "key", "cache", "version", "unless", "crate",
+    "ns",
+    "ttl",
+    "skip",
+    "key",
+    "cache",
+    "version",
+    "unless",
+    "stale",
+    "lock",
+    "lock_wait",
+    "lease",
+    "early_refresh",
+    "crate",
 ];
 const INVALIDATES_OPTIONS: &[&str] = &["ns", "key", "cache", "version", "crate"];
 
@@ -82,6 +94,11 @@ pub(crate) struct CachedArgs {
     pub cache: Option<Expr>,
     pub version: Option<u32>,
     pub unless: Option<Expr>,
+    pub stale: Option<Duration>,
+    pub lock: Option<bool>,
+    pub lock_wait: Option<Duration>,
+    pub lease: Option<Duration>,
+    pub early_refresh: Option<f64>,
     pub krate: Option<Path>,
 }
 
@@ -127,6 +144,11 @@ impl Parse for CachedArgs {
                 "cache" => args.cache = Some(parse_value(input, &name)?),
                 "version" => args.version = Some(parse_version(input, &name)?),
                 "unless" => args.unless = Some(parse_value(input, &name)?),
+                "stale" => args.stale = Some(parse_ttl(input, &name)?),
+                "lock" => args.lock = Some(parse_bool(input, &name)?),
+                "lock_wait" => args.lock_wait = Some(parse_ttl(input, &name)?),
+                "lease" => args.lease = Some(parse_ttl(input, &name)?),
+                "early_refresh" => args.early_refresh = Some(parse_beta(input)?),
                 "crate" => args.krate = Some(parse_crate(input, &name)?),
                 _ => return Err(unknown_option(&name, "cached", CACHED_OPTIONS, "")),
             }
@@ -254,8 +276,10 @@ const TTL_HELP: &str =
 
 fn parse_ttl(input: ParseStream<'_>, name: &Ident) -> Result<Duration> {
     eq(input, name)?;
+    let what = name.unraw().to_string();
     if input.peek(Token![-]) {
-        return Err(negative(input, "invalid ttl: a ttl must be positive; ")?);
+        let msg = format!("invalid {what}: a {what} must be positive; ");
+        return Err(negative(input, &msg)?);
     }
     let lookahead = input.lookahead1();
     let (ttl, span) = if lookahead.peek(LitStr) {
@@ -263,7 +287,7 @@ fn parse_ttl(input: ParseStream<'_>, name: &Ident) -> Result<Duration> {
         let ttl = humantime::parse_duration(&lit.value()).map_err(|e| {
             Error::new(
                 lit.span(),
-                format!("invalid ttl \"{}\" ({e}): {TTL_HELP}", lit.value()),
+                format!("invalid {what} \"{}\" ({e}): {TTL_HELP}", lit.value()),
             )
         })?;
         (ttl, lit.span())
@@ -272,20 +296,69 @@ fn parse_ttl(input: ParseStream<'_>, name: &Ident) -> Result<Duration> {
         let secs = lit.base10_parse::<u64>().map_err(|_| {
             Error::new(
                 lit.span(),
-                format!("invalid ttl `{lit}`: whole seconds must be an integer that fits in u64"),
+                format!(
+                    "invalid {what} `{lit}`: whole seconds must be an integer that fits in u64"
+                ),
             )
         })?;
         (Duration::from_secs(secs), lit.span())
     } else {
-        return Err(Error::new(input.span(), format!("invalid ttl: {TTL_HELP}")));
+        return Err(Error::new(
+            input.span(),
+            format!("invalid {what}: {TTL_HELP}"),
+        ));
     };
     if ttl < Duration::from_millis(1) {
         return Err(Error::new(
             span,
-            "invalid ttl: a ttl must be at least 1ms; leave `ttl` out to use the cache's default ttl",
+            format!(
+                "invalid {what}: a {what} must be at least 1ms; leave `{what}` out to use the cache's default {what}"
+            ),
         ));
     }
     Ok(ttl)
+}
+
+fn parse_bool(input: ParseStream<'_>, name: &Ident) -> Result<bool> {
+    eq(input, name)?;
+    let lit: syn::LitBool = input.parse().map_err(|e| {
+        Error::new(
+            e.span(),
+            format!(
+                "expected `{} = true` or `{} = false`",
+                name.unraw(),
+                name.unraw()
+            ),
+        )
+    })?;
+    Ok(lit.value)
+}
+
+/// `early_refresh` (beta 1.0) or `early_refresh = 1.5`.
+fn parse_beta(input: ParseStream<'_>) -> Result<f64> {
+    if !input.peek(Token![=]) {
+        return Ok(1.0);
+    }
+    input.parse::<Token![=]>()?;
+    let (beta, span) = if input.peek(syn::LitFloat) {
+        let lit: syn::LitFloat = input.parse()?;
+        (lit.base10_parse::<f64>()?, lit.span())
+    } else if input.peek(LitInt) {
+        let lit: LitInt = input.parse()?;
+        (lit.base10_parse::<f64>()?, lit.span())
+    } else {
+        return Err(Error::new(
+            input.span(),
+            "expected `early_refresh` or `early_refresh = <beta>` with a positive number such as 1.0",
+        ));
+    };
+    if !(beta > 0.0 && beta.is_finite()) {
+        return Err(Error::new(
+            span,
+            "early_refresh: beta must be a positive number (1.0 is the usual choice)",
+        ));
+    }
+    Ok(beta)
 }
 
 /// The error for `-<number>`, spanning both tokens.

@@ -270,7 +270,28 @@ fn expand_cached(args: CachedArgs, func: Func) -> syn::Result<TokenStream> {
         ));
     }
     let version = args.version.unwrap_or(1);
-    let ttl = ttl_tokens(args.ttl);
+    let opts = {
+        let ttl = ttl_tokens(args.ttl);
+        let stale = ttl_tokens(args.stale);
+        let lock_wait = ttl_tokens(args.lock_wait);
+        let lease = ttl_tokens(args.lease);
+        let lock = match args.lock {
+            Some(b) => quote!(::core::option::Option::Some(#b)),
+            None => quote!(::core::option::Option::None),
+        };
+        let early = match args.early_refresh {
+            Some(beta) => quote!(::core::option::Option::Some(#beta)),
+            None => quote!(::core::option::Option::None),
+        };
+        quote!(#krate::__private::CallOptions {
+            ttl: #ttl,
+            stale: #stale,
+            lock: #lock,
+            lock_wait: #lock_wait,
+            lease: #lease,
+            early_refresh: #early,
+        })
+    };
     let (cache_binding, cache) = cache_expr(&krate, args.cache.as_ref());
     let (value_ty, ret_ty, is_result) = match &func.ret {
         Ret::Result { ok } => (ok.clone(), return_type(&func), true),
@@ -311,6 +332,20 @@ fn expand_cached(args: CachedArgs, func: Func) -> syn::Result<TokenStream> {
     // The value dispatcher reports a non-cacheable type at the return type
     // (for `Result<T, E>`, at `T`).
     let dispatch = Ident::new("__cachet_value", value_ty.span());
+    // A `Clone` error is handed to the callers that waited for the failed
+    // computation (`__private::ShareProbe`); other errors are not shared.
+    let share = if is_result {
+        quote! {{
+            #[allow(unused_imports)]
+            use #krate::__private::{ShareClone as _, ShareNone as _};
+            (&#krate::__private::ShareProbe::<
+                <#ret_ty as #krate::__private::ResultTypes>::Err,
+            >::NEW)
+                .__cachet_sharer()
+        },}
+    } else {
+        TokenStream::new()
+    };
     let (method, stored, returned) = if is_result {
         (
             Ident::new("result", value_ty.span()),
@@ -341,7 +376,7 @@ fn expand_cached(args: CachedArgs, func: Func) -> syn::Result<TokenStream> {
                 #filter_support
                 (&&&#krate::__private::Value::<#value_ty>::NEW).#dispatch(#unless)
             };
-            let #out = #call.#method(#ttl, #filter, async move {
+            let #out = #call.#method(#opts, #filter, #share async move {
                 let #out: #ret_ty = #block;
                 #stored
             })

@@ -1,14 +1,16 @@
 //! Support for the code `#[cached]` and `#[invalidates]` generate. Not
 //! public API.
 
+use std::any::Any;
 use std::convert::identity;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::time::Duration;
+use std::sync::Arc;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::cache::{ok_value, plain_value};
+use crate::cache::Shape;
+pub use crate::cache::{CallOptions, Sharer};
 use crate::key::KeyError;
 use crate::{Cache, Filter, global};
 
@@ -54,7 +56,7 @@ pub fn call<'c, K: Serialize + ?Sized>(
 impl Call<'_> {
     /// `#[cached]` on a function that does not return `Result`.
     #[inline]
-    pub async fn value<T, U, Fut>(self, ttl: Option<Duration>, unless: U, fut: Fut) -> T
+    pub async fn value<T, U, Fut>(self, opts: CallOptions, unless: U, fut: Fut) -> T
     where
         T: Serialize + DeserializeOwned,
         U: Filter<T>,
@@ -62,27 +64,22 @@ impl Call<'_> {
     {
         match self.cache {
             Some(c) => {
-                c.run_key(
-                    self.ns,
-                    self.entry_key,
-                    ttl,
-                    &unless,
-                    fut,
-                    plain_value,
-                    identity,
-                )
-                .await
+                c.run_key(self.ns, self.entry_key, &opts, &unless, fut, Shape::plain())
+                    .await
             }
             None => uncached(fut).await,
         }
     }
 
-    /// `#[cached]` on a function that returns `Result<T, E>`: only `Ok` is cached.
+    /// `#[cached]` on a function that returns `Result<T, E>`: only `Ok` is
+    /// cached; with a `Clone` error, callers that waited for a failed
+    /// computation get its error (`share`, from [`ShareProbe`]).
     #[inline]
     pub async fn result<T, E, U, Fut>(
         self,
-        ttl: Option<Duration>,
+        opts: CallOptions,
         unless: U,
+        share: Option<Sharer<Result<T, E>>>,
         fut: Fut,
     ) -> Result<T, E>
     where
@@ -92,8 +89,15 @@ impl Call<'_> {
     {
         match self.cache {
             Some(c) => {
-                c.run_key(self.ns, self.entry_key, ttl, &unless, fut, ok_value, Ok)
-                    .await
+                c.run_key(
+                    self.ns,
+                    self.entry_key,
+                    &opts,
+                    &unless,
+                    fut,
+                    Shape::result(share),
+                )
+                .await
             }
             None => uncached(fut).await,
         }
@@ -331,5 +335,59 @@ impl<C: AsRef<Cache> + ?Sized> CacheArg for C {
     #[inline(always)]
     fn __cachet_cache(&self) -> &Cache {
         self.as_ref()
+    }
+}
+
+/// The error type of a `Result` return type, also through an alias such as
+/// `io::Result<T>`.
+pub trait ResultTypes {
+    /// `E` of `Result<T, E>`.
+    type Err;
+}
+
+impl<T, E> ResultTypes for Result<T, E> {
+    type Err = E;
+}
+
+/// Finds a [`Sharer`] when the error type `E` is `Clone + Send + Sync +
+/// 'static` (autoref specialization):
+/// `(&ShareProbe::<E>::NEW).__cachet_sharer()`.
+pub struct ShareProbe<E>(PhantomData<fn() -> E>);
+
+impl<E> ShareProbe<E> {
+    /// The probe.
+    pub const NEW: Self = ShareProbe(PhantomData);
+}
+
+/// Chosen when the error can be cloned.
+pub trait ShareClone<E> {
+    /// A sharer for `Result<T, E>`.
+    fn __cachet_sharer<T>(&self) -> Option<Sharer<Result<T, E>>>;
+}
+
+impl<E: Clone + Send + Sync + 'static> ShareClone<E> for ShareProbe<E> {
+    #[inline]
+    fn __cachet_sharer<T>(&self) -> Option<Sharer<Result<T, E>>> {
+        Some(Sharer {
+            to_shared: |r| {
+                r.as_ref()
+                    .err()
+                    .map(|e| Arc::new(e.clone()) as Arc<dyn Any + Send + Sync>)
+            },
+            from_shared: |any| any.downcast_ref::<E>().map(|e| Err(e.clone())),
+        })
+    }
+}
+
+/// The fallback: no sharing (the next waiter computes).
+pub trait ShareNone<E> {
+    /// No sharer.
+    fn __cachet_sharer<T>(&self) -> Option<Sharer<Result<T, E>>>;
+}
+
+impl<E> ShareNone<E> for &ShareProbe<E> {
+    #[inline]
+    fn __cachet_sharer<T>(&self) -> Option<Sharer<Result<T, E>>> {
+        None
     }
 }

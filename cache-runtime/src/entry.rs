@@ -4,6 +4,7 @@
 //! ```text
 //! entry      0xCA | generation (16 hex) | nonce (16 hex) | expires_at_ms (u64 BE) | compute_ms (u32 BE) | codec payload
 //! tombstone  0xCB | nonce (16 hex)
+//! lease      0xCC | token (16 hex)
 //! ```
 //!
 //! * The generation is the namespace generation the reader saw *before* it
@@ -16,14 +17,22 @@
 //!   (nothing, the same tombstone, or the same dead entry: compared by the
 //!   33-byte identity prefix), so a reader that missed before the invalidation
 //!   cannot put its old value back (compare-and-set in one Lua script).
-//! * `expires_at_ms` (wall clock) and `compute_ms` are kept for
-//!   stale-while-revalidate and early refresh; Redis's own `PX` does expiry.
+//! * A reader that misses takes a lease: it replaces what it read with a
+//!   lease value (compare-and-set, `PX` = the lease time). Other readers, in
+//!   any process, see the lease and wait for the owner's entry instead of
+//!   computing too. The owner stores only while the key still holds its
+//!   lease (or nothing: the lease expired untouched); a key invalidation
+//!   overwrites the lease with a tombstone, so the owner's store fails.
+//! * `expires_at_ms` (wall clock) is the end of the TTL; Redis's `PX` is the
+//!   TTL plus the stale-while-revalidate window. `compute_ms` feeds early
+//!   refresh (XFetch).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub(crate) const ENTRY_MAGIC: u8 = 0xCA;
 pub(crate) const TOMBSTONE_MAGIC: u8 = 0xCB;
+pub(crate) const LEASE_MAGIC: u8 = 0xCC;
 pub(crate) const TOKEN_LEN: usize = 16;
 /// magic + generation + nonce: what identifies one stored entry.
 pub(crate) const IDENTITY_LEN: usize = 1 + 2 * TOKEN_LEN;
@@ -69,9 +78,11 @@ pub(crate) enum Found<'a> {
     Live { payload: &'a [u8], meta: Meta },
     /// Nothing usable. `expect` is what the key must still hold for a store to
     /// go through: `None` for an empty key, else the identity prefix.
+    /// `leased`: another reader holds a lease on it and is computing.
     Miss {
         expect: Option<&'a [u8]>,
         corrupt: bool,
+        leased: bool,
     },
 }
 
@@ -91,6 +102,7 @@ pub(crate) fn classify<'a>(stored: Option<&'a [u8]>, generation: Option<&[u8]>) 
         return Found::Miss {
             expect: None,
             corrupt: false,
+            leased: false,
         };
     };
     let identity_len = bytes.len().min(IDENTITY_LEN);
@@ -102,6 +114,7 @@ pub(crate) fn classify<'a>(stored: Option<&'a [u8]>, generation: Option<&[u8]>) 
                 return Found::Miss {
                     expect,
                     corrupt: false,
+                    leased: false,
                 };
             }
             let mut expires = [0u8; 8];
@@ -119,11 +132,18 @@ pub(crate) fn classify<'a>(stored: Option<&'a [u8]>, generation: Option<&[u8]>) 
         Some(&TOMBSTONE_MAGIC) if bytes.len() == 1 + TOKEN_LEN => Found::Miss {
             expect,
             corrupt: false,
+            leased: false,
+        },
+        Some(&LEASE_MAGIC) if bytes.len() == 1 + TOKEN_LEN => Found::Miss {
+            expect,
+            corrupt: false,
+            leased: true,
         },
         // Foreign bytes, a truncated entry, or a format we do not know.
         _ => Found::Miss {
             expect,
             corrupt: true,
+            leased: false,
         },
     }
 }
@@ -136,6 +156,28 @@ pub(crate) fn entry_tail(meta: Meta, payload_len: usize) -> Vec<u8> {
     tail.extend_from_slice(&meta.expires_at_ms.to_be_bytes());
     tail.extend_from_slice(&meta.compute_ms.to_be_bytes());
     tail
+}
+
+/// A fresh lease value.
+pub(crate) fn lease() -> Vec<u8> {
+    let mut t = Vec::with_capacity(1 + TOKEN_LEN);
+    t.push(LEASE_MAGIC);
+    t.extend_from_slice(&token());
+    t
+}
+
+/// A uniform random number in (0, 1].
+pub(crate) fn unit_random() -> f64 {
+    let t = token();
+    let mut x = 0u64;
+    for &c in &t {
+        let nibble = match c {
+            b'0'..=b'9' => c - b'0',
+            _ => c - b'a' + 10,
+        };
+        x = (x << 4) | u64::from(nibble);
+    }
+    ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64
 }
 
 /// A fresh tombstone for a key invalidation.
@@ -208,7 +250,9 @@ mod tests {
         let other = token();
         for current in [Some(&other[..]), None] {
             match classify(Some(&e), current) {
-                Found::Miss { expect, corrupt } => {
+                Found::Miss {
+                    expect, corrupt, ..
+                } => {
                     assert_eq!(expect, Some(&e[..IDENTITY_LEN]));
                     assert!(!corrupt);
                 }
@@ -224,12 +268,24 @@ mod tests {
             classify(Some(&t), None),
             Found::Miss {
                 expect: Some(&t[..]),
-                corrupt: false
+                corrupt: false,
+                leased: false
+            }
+        );
+        let l = lease();
+        assert_eq!(
+            classify(Some(&l), None),
+            Found::Miss {
+                expect: Some(&l[..]),
+                corrupt: false,
+                leased: true
             }
         );
         for foreign in [&b""[..], b"hello", b"\xCA short", &[0xCA; 40]] {
             match classify(Some(foreign), Some(&token())) {
-                Found::Miss { corrupt, expect } => {
+                Found::Miss {
+                    corrupt, expect, ..
+                } => {
                     assert!(corrupt || foreign.len() >= HEADER_LEN, "{foreign:?}");
                     assert_eq!(
                         expect.map(<[u8]>::len),
@@ -243,8 +299,13 @@ mod tests {
             classify(None, None),
             Found::Miss {
                 expect: None,
-                corrupt: false
+                corrupt: false,
+                leased: false
             }
         );
+        for _ in 0..1000 {
+            let r = unit_random();
+            assert!(r > 0.0 && r <= 1.0, "{r}");
+        }
     }
 }

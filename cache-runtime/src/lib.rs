@@ -18,6 +18,7 @@ mod cache;
 pub mod codec;
 mod entry;
 mod error;
+mod flight;
 mod global;
 pub mod key;
 mod stats;

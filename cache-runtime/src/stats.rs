@@ -18,12 +18,17 @@ pub enum Status {
     /// The cache was not used: Redis unavailable or too slow, no cache
     /// installed, or a key that could not be built. The body ran.
     Bypass,
+    /// Served from the cache after its TTL, within the `stale` window,
+    /// while one caller (in some process) refreshes it.
+    Stale,
 }
 
 impl Status {
-    /// `true` for [`Status::Hit`]: the answer came from the cache.
+    /// `true` for [`Status::Hit`] and [`Status::Stale`]: the answer came
+    /// from the cache (or from a concurrent caller's computation) and the
+    /// body did not run.
     pub fn is_hit(self) -> bool {
-        matches!(self, Status::Hit)
+        matches!(self, Status::Hit | Status::Stale)
     }
 }
 
@@ -80,6 +85,11 @@ pub(crate) struct Counters {
     pub invalidations_queued: AtomicU64,
     pub invalidation_retries: AtomicU64,
     pub invalidations_dropped: AtomicU64,
+    pub coalesced: AtomicU64,
+    pub lease_waits: AtomicU64,
+    pub stale_served: AtomicU64,
+    pub refreshes: AtomicU64,
+    pub early_refreshes: AtomicU64,
 }
 
 #[inline]
@@ -101,6 +111,11 @@ impl Counters {
             invalidations_queued: self.invalidations_queued.load(Relaxed),
             invalidation_retries: self.invalidation_retries.load(Relaxed),
             invalidations_dropped: self.invalidations_dropped.load(Relaxed),
+            coalesced: self.coalesced.load(Relaxed),
+            lease_waits: self.lease_waits.load(Relaxed),
+            stale_served: self.stale_served.load(Relaxed),
+            refreshes: self.refreshes.load(Relaxed),
+            early_refreshes: self.early_refreshes.load(Relaxed),
         }
     }
 }
@@ -109,9 +124,10 @@ impl Counters {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Counts {
-    /// Calls answered from the cache.
+    /// Calls answered from the cache (also after waiting for another
+    /// process's computation: see `lease_waits`).
     pub hits: u64,
-    /// Calls that ran the body because the entry was absent, expired, invalidated or undecodable.
+    /// Calls that ran the body because the entry was absent, expired, invalidated or undecodable, or to refresh it.
     pub misses: u64,
     /// Calls that ran the body without the cache (Redis unavailable, open circuit breaker, bad key).
     pub bypasses: u64,
@@ -131,16 +147,28 @@ pub struct Counts {
     pub invalidation_retries: u64,
     /// Queued invalidations given up after the retry period (entries still expire by TTL).
     pub invalidations_dropped: u64,
+    /// Calls that waited for a concurrent identical call in this process instead of running the body.
+    pub coalesced: u64,
+    /// Misses that waited for another caller's lease (another process computing) instead of running the body.
+    pub lease_waits: u64,
+    /// Values served after their TTL within the `stale` window.
+    pub stale_served: u64,
+    /// Refreshes of stale entries (one caller per entry and window, across processes).
+    pub refreshes: u64,
+    /// Probabilistic early refreshes (XFetch) before the TTL ended.
+    pub early_refreshes: u64,
 }
 
 impl Counts {
-    /// `hits / (hits + misses + bypasses)`, or 0.0 before any call.
+    /// Calls that did not run the body (`hits + coalesced + stale_served`)
+    /// over all calls (those plus `misses + bypasses`), or 0.0 before any call.
     pub fn hit_ratio(&self) -> f64 {
-        let calls = self.hits + self.misses + self.bypasses;
+        let answered = self.hits + self.coalesced + self.stale_served;
+        let calls = answered + self.misses + self.bypasses;
         if calls == 0 {
             0.0
         } else {
-            self.hits as f64 / calls as f64
+            answered as f64 / calls as f64
         }
     }
 
@@ -156,6 +184,11 @@ impl Counts {
         self.invalidations_queued += o.invalidations_queued;
         self.invalidation_retries += o.invalidation_retries;
         self.invalidations_dropped += o.invalidations_dropped;
+        self.coalesced += o.coalesced;
+        self.lease_waits += o.lease_waits;
+        self.stale_served += o.stale_served;
+        self.refreshes += o.refreshes;
+        self.early_refreshes += o.early_refreshes;
     }
 }
 

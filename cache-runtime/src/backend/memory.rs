@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{Backend, Fetched, Result, Store};
-use crate::entry::{self, TOKEN_LEN, Token};
+use super::{Acquire, Backend, Expect, Fetched, Result, Store};
+use crate::entry::{self, LEASE_MAGIC, TOKEN_LEN, Token};
 
 struct Value {
     bytes: Vec<u8>,
@@ -84,13 +84,7 @@ impl Backend for MemoryBackend {
                 g
             }
         };
-        let current = map.get(s.entry_key, now);
-        let matches = match (s.expect, current) {
-            (None, None) => true,
-            (Some(prefix), Some(cur)) => cur.starts_with(prefix),
-            _ => false,
-        };
-        if !matches {
+        if !s.expect.matches(map.get(s.entry_key, now)) {
             return Ok(false);
         }
         map.set(
@@ -110,6 +104,44 @@ impl Backend for MemoryBackend {
 
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn acquire(
+        &self,
+        entry_key: &str,
+        expect: Expect<'_>,
+        lease: &[u8],
+        ttl: Duration,
+    ) -> Result<Acquire> {
+        let mut map = self.lock();
+        let now = Instant::now();
+        let current = map.get(entry_key, now);
+        if expect.matches(current) {
+            map.set(entry_key, lease.to_vec(), Some(ttl), now);
+            return Ok(Acquire::Acquired);
+        }
+        Ok(match current {
+            Some(c) if c.len() == 1 + TOKEN_LEN && c[0] == LEASE_MAGIC => Acquire::Held,
+            _ => Acquire::Changed,
+        })
+    }
+
+    async fn release(&self, entry_key: &str, lease: &[u8]) -> Result<()> {
+        let mut map = self.lock();
+        if map.get(entry_key, Instant::now()) == Some(lease) {
+            map.values.remove(entry_key);
+        }
+        Ok(())
+    }
+
+    async fn try_lock(&self, key: &str, token: &[u8], ttl: Duration) -> Result<bool> {
+        let mut map = self.lock();
+        let now = Instant::now();
+        if map.get(key, now).is_some() {
+            return Ok(false);
+        }
+        map.set(key, token.to_vec(), Some(ttl), now);
+        Ok(true)
     }
 
     async fn put_tombstone(&self, entry_key: &str, tombstone: &[u8], ttl: Duration) -> Result<()> {

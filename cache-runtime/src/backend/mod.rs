@@ -19,12 +19,54 @@ pub(crate) struct Fetched {
     pub generation: Option<Vec<u8>>,
 }
 
+/// What a key must hold for a compare-and-set to go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect<'a> {
+    /// Nothing.
+    Absent,
+    /// A value starting with these bytes (an entry's identity, a tombstone).
+    Prefix(&'a [u8]),
+    /// This lease, or nothing (the lease expired and nobody replaced it).
+    LeaseOrAbsent(&'a [u8]),
+}
+
+impl<'a> Expect<'a> {
+    pub(crate) fn matches(self, current: Option<&[u8]>) -> bool {
+        match (self, current) {
+            (Expect::Absent, None) | (Expect::LeaseOrAbsent(_), None) => true,
+            (Expect::Prefix(p), Some(cur)) => cur.starts_with(p),
+            (Expect::LeaseOrAbsent(l), Some(cur)) => cur == l,
+            _ => false,
+        }
+    }
+
+    /// (mode, bytes) as the Lua scripts take them.
+    pub(crate) fn script_args(self) -> (&'static str, &'a [u8]) {
+        match self {
+            Expect::Absent => ("0", b""),
+            Expect::Prefix(p) => ("1", p),
+            Expect::LeaseOrAbsent(l) => ("2", l),
+        }
+    }
+}
+
+/// The outcome of trying to take an entry's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acquire {
+    /// The lease is ours: compute and store.
+    Acquired,
+    /// Another reader holds a lease: wait for its entry.
+    Held,
+    /// The key changed since it was read: read again.
+    Changed,
+}
+
 /// A compare-and-set store of one entry.
 pub(crate) struct Store<'a> {
     pub entry_key: &'a str,
     pub generation_key: &'a str,
-    /// What the entry key must still hold: `None` = nothing, else an identity prefix.
-    pub expect: Option<&'a [u8]>,
+    /// What the entry key must still hold.
+    pub expect: Expect<'a>,
     /// The generation the reader saw before computing (`None`: there was none).
     pub seen_generation: Option<&'a [u8]>,
     /// Installed as the generation when there is none yet.
@@ -81,6 +123,24 @@ pub(crate) trait Backend: Send + Sync {
     ) -> impl Future<Output = Result<()>> + Send;
     /// One round trip that touches no key (health check).
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+    /// Replaces what a reader saw (`expect`: absent or an identity prefix)
+    /// with its lease, unless another lease is there or the key changed.
+    fn acquire(
+        &self,
+        entry_key: &str,
+        expect: Expect<'_>,
+        lease: &[u8],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Acquire>> + Send;
+    /// Removes a lease if it is still this one (the owner stores nothing).
+    fn release(&self, entry_key: &str, lease: &[u8]) -> impl Future<Output = Result<()>> + Send;
+    /// `SET key token NX PX ttl`: one refresher per window across processes.
+    fn try_lock(
+        &self,
+        key: &str,
+        token: &[u8],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<bool>> + Send;
     /// Overwrites one entry with a tombstone (key invalidation).
     fn put_tombstone(
         &self,
@@ -115,6 +175,33 @@ impl Backend for AnyBackend {
         match self {
             AnyBackend::Redis(b) => b.set_generation(generation_key, token).await,
             AnyBackend::Memory(b) => b.set_generation(generation_key, token).await,
+        }
+    }
+
+    async fn acquire(
+        &self,
+        entry_key: &str,
+        expect: Expect<'_>,
+        lease: &[u8],
+        ttl: Duration,
+    ) -> Result<Acquire> {
+        match self {
+            AnyBackend::Redis(b) => b.acquire(entry_key, expect, lease, ttl).await,
+            AnyBackend::Memory(b) => b.acquire(entry_key, expect, lease, ttl).await,
+        }
+    }
+
+    async fn release(&self, entry_key: &str, lease: &[u8]) -> Result<()> {
+        match self {
+            AnyBackend::Redis(b) => b.release(entry_key, lease).await,
+            AnyBackend::Memory(b) => b.release(entry_key, lease).await,
+        }
+    }
+
+    async fn try_lock(&self, key: &str, token: &[u8], ttl: Duration) -> Result<bool> {
+        match self {
+            AnyBackend::Redis(b) => b.try_lock(key, token, ttl).await,
+            AnyBackend::Memory(b) => b.try_lock(key, token, ttl).await,
         }
     }
 

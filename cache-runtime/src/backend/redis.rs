@@ -18,13 +18,14 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Script};
 use tokio::sync::Notify;
 
-use super::{Backend, BackendError, Fetched, Result, Store};
+use super::{Acquire, Backend, BackendError, Expect, Fetched, Result, Store};
 use crate::entry::Token;
 
 /// Compare-and-set store. KEYS: entry, generation. ARGV: expect mode ("0":
-/// key must be empty, "1": key must start with ARGV[2]), expected prefix,
-/// generation seen before computing ("" = none), fresh generation, PX
-/// milliseconds, entry tail. Returns 1 when stored, 0 when refused.
+/// key must be empty, "1": key must start with ARGV[2], "2": key must be
+/// ARGV[2] or empty), expected bytes, generation seen before computing
+/// ("" = none), fresh generation, PX milliseconds, entry tail. Returns 1
+/// when stored, 0 when refused.
 const STORE_SCRIPT: &str = r"
 local g = redis.call('GET', KEYS[2])
 if g and string.len(g) ~= 16 then g = false end
@@ -38,10 +39,37 @@ end
 local cur = redis.call('GET', KEYS[1])
 if ARGV[1] == '0' then
   if cur then return 0 end
+elseif ARGV[1] == '2' then
+  if cur and cur ~= ARGV[2] then return 0 end
 elseif (not cur) or string.sub(cur, 1, string.len(ARGV[2])) ~= ARGV[2] then
   return 0
 end
 redis.call('SET', KEYS[1], '\202' .. g .. ARGV[6], 'PX', ARGV[5])
+return 1
+";
+
+/// Takes an entry's lease. KEYS: entry. ARGV: expect mode ("0": empty,
+/// "1": starts with ARGV[2]), expected prefix, lease, PX milliseconds.
+/// Returns 1 (acquired), 0 (another lease holds it) or 2 (changed).
+const ACQUIRE_SCRIPT: &str = r"
+local cur = redis.call('GET', KEYS[1])
+local ok
+if ARGV[1] == '0' then
+  ok = not cur
+else
+  ok = cur and string.sub(cur, 1, string.len(ARGV[2])) == ARGV[2]
+end
+if ok then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+  return 1
+end
+if cur and string.len(cur) == 17 and string.byte(cur, 1) == 204 then return 0 end
+return 2
+";
+
+/// Removes a lease if it is still the caller's. KEYS: entry. ARGV: lease.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 ";
 
@@ -73,6 +101,8 @@ pub(crate) struct RedisBackend {
     next: AtomicUsize,
     op_timeout: Duration,
     store_script: Script,
+    acquire_script: Script,
+    release_script: Script,
 }
 
 impl RedisBackend {
@@ -110,6 +140,8 @@ impl RedisBackend {
             next: AtomicUsize::new(0),
             op_timeout: cfg.op_timeout,
             store_script: Script::new(STORE_SCRIPT),
+            acquire_script: Script::new(ACQUIRE_SCRIPT),
+            release_script: Script::new(RELEASE_SCRIPT),
         })
     }
 
@@ -204,6 +236,10 @@ impl RedisBackend {
     }
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 fn read_slot(slot: &Slot) -> Option<(u64, MultiplexedConnection)> {
     slot.conn.read().ok()?.clone()
 }
@@ -233,14 +269,15 @@ impl Backend for RedisBackend {
     }
 
     async fn store(&self, s: Store<'_>) -> Result<bool> {
-        let px = u64::try_from(s.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let px = millis(s.ttl);
         let script = &self.store_script;
         self.run(|mut c| async move {
+            let (mode, expect) = s.expect.script_args();
             let stored: i64 = script
                 .key(s.entry_key)
                 .key(s.generation_key)
-                .arg(if s.expect.is_some() { "1" } else { "0" })
-                .arg(s.expect.unwrap_or_default())
+                .arg(mode)
+                .arg(expect)
                 .arg(s.seen_generation.unwrap_or_default())
                 .arg(&s.fresh_generation[..])
                 .arg(px)
@@ -263,13 +300,69 @@ impl Backend for RedisBackend {
         .await
     }
 
+    async fn acquire(
+        &self,
+        entry_key: &str,
+        expect: Expect<'_>,
+        lease: &[u8],
+        ttl: Duration,
+    ) -> Result<Acquire> {
+        let px = millis(ttl);
+        let script = &self.acquire_script;
+        self.run(|mut c| async move {
+            let (mode, expect) = expect.script_args();
+            let r: i64 = script
+                .key(entry_key)
+                .arg(mode)
+                .arg(expect)
+                .arg(lease)
+                .arg(px)
+                .invoke_async(&mut c)
+                .await?;
+            Ok(match r {
+                1 => Acquire::Acquired,
+                0 => Acquire::Held,
+                _ => Acquire::Changed,
+            })
+        })
+        .await
+    }
+
+    async fn release(&self, entry_key: &str, lease: &[u8]) -> Result<()> {
+        let script = &self.release_script;
+        self.run(|mut c| async move {
+            script
+                .key(entry_key)
+                .arg(lease)
+                .invoke_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn try_lock(&self, key: &str, token: &[u8], ttl: Duration) -> Result<bool> {
+        let px = millis(ttl);
+        self.run(|mut c| async move {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(key)
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(px)
+                .query_async(&mut c)
+                .await?;
+            Ok(set.is_some())
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<()> {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
             .await
     }
 
     async fn put_tombstone(&self, entry_key: &str, tombstone: &[u8], ttl: Duration) -> Result<()> {
-        let px = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let px = millis(ttl);
         self.run(|mut c| async move {
             redis::cmd("SET")
                 .arg(entry_key)

@@ -12,13 +12,19 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::{RedisBackend, RedisConfig};
-use crate::backend::{AnyBackend, Backend, Store};
+use crate::backend::{AnyBackend, Backend};
 use crate::breaker::Breaker;
 use crate::codec::{Codec, CodecKind};
-use crate::entry::{self, Found, IDENTITY_LEN, Meta, TOKEN_LEN};
+use crate::entry;
 use crate::error::Error;
 use crate::key;
+
+mod get;
+
+use crate::flight::Flights;
 use crate::stats::{self, Counters, Stats, Status, bump};
+pub(crate) use get::Shape;
+pub use get::Sharer;
 
 /// A handle to a cache: cheap to clone (an `Arc`), shared by every task.
 ///
@@ -58,6 +64,9 @@ struct Inner {
     description: String,
     namespaces: RwLock<HashMap<String, Arc<NsState>>>,
     retry: Mutex<RetryQueue>,
+    flights: Flights,
+    lock_wait: Duration,
+    max_lease: Duration,
 }
 
 /// Per-namespace state shared by every call of the namespace.
@@ -158,7 +167,7 @@ impl Cache {
             cache: self,
             name,
             version: 1,
-            ttl: None,
+            opts: CallOptions::DEFAULT,
             unless: NoFilter,
         }
     }
@@ -251,197 +260,6 @@ impl Cache {
             })
         });
         Some(Arc::clone(state))
-    }
-
-    /// The core of every cached call: read, on a miss compute and store.
-    /// `value_of` picks the cacheable value out of the output (`Ok` of a
-    /// `Result`), `from_value` builds an output from a cached value.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn run<K, T, R, U, Fut>(
-        &self,
-        ns: &str,
-        version: u32,
-        ttl: Option<Duration>,
-        key: &K,
-        unless: &U,
-        fut: Fut,
-        value_of: fn(&R) -> Option<&T>,
-        from_value: fn(T) -> R,
-    ) -> R
-    where
-        K: Serialize + ?Sized,
-        T: Serialize + DeserializeOwned,
-        U: Filter<T>,
-        Fut: Future<Output = R>,
-    {
-        let entry_key = self.entry_key(ns, version, key);
-        self.run_key(ns, entry_key, ttl, unless, fut, value_of, from_value)
-            .await
-    }
-
-    /// [`run`](Self::run) with the entry key already built (the macros build
-    /// it before the body's future takes ownership of the arguments).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn run_key<T, R, U, Fut>(
-        &self,
-        ns: &str,
-        entry_key: Result<String, key::KeyError>,
-        ttl: Option<Duration>,
-        unless: &U,
-        fut: Fut,
-        value_of: fn(&R) -> Option<&T>,
-        from_value: fn(T) -> R,
-    ) -> R
-    where
-        T: Serialize + DeserializeOwned,
-        U: Filter<T>,
-        Fut: Future<Output = R>,
-    {
-        let inner = &*self.inner;
-        let Some(state) = self.state(ns) else {
-            return bypass(None, fut).await;
-        };
-        let entry_key = match entry_key {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::warn!(namespace = ns, error = %e, "cachet: the call bypasses the cache");
-                bump(&state.counters.errors);
-                return bypass(Some(&state), fut).await;
-            }
-        };
-        if state.pending_namespace.load(Relaxed)
-            || (state.pending_keys.load(Relaxed) > 0
-                && lock(&inner.retry).keys.contains_key(&entry_key))
-        {
-            // An invalidation of this entry has not landed yet: do not trust the cache.
-            return bypass(Some(&state), fut).await;
-        }
-        if !inner.breaker.allow() {
-            return bypass(Some(&state), fut).await;
-        }
-        let fetched = match inner.backend.fetch(&entry_key, &state.generation_key).await {
-            Ok(f) => {
-                inner.breaker.success();
-                f
-            }
-            Err(e) => {
-                inner.breaker.failure(&e);
-                bump(&state.counters.errors);
-                return bypass(Some(&state), fut).await;
-            }
-        };
-        let generation = fetched.generation.filter(|g| g.len() == TOKEN_LEN);
-        // What the key must still hold when we store (at most 33 bytes).
-        let expect: Option<Vec<u8>> = match entry::classify(
-            fetched.entry.as_deref(),
-            generation.as_deref(),
-        ) {
-            Found::Live { payload, .. } => match inner.codec.decode::<T>(payload) {
-                Ok(value) => {
-                    bump(&state.counters.hits);
-                    stats::report(Status::Hit);
-                    return from_value(value);
-                }
-                Err(e) => {
-                    tracing::debug!(key = %entry_key, error = %e, "cachet: stored value does not decode; recomputing");
-                    bump(&state.counters.decode_errors);
-                    fetched
-                        .entry
-                        .as_deref()
-                        .map(|b| b[..b.len().min(IDENTITY_LEN)].to_vec())
-                }
-            },
-            Found::Miss { expect, corrupt } => {
-                if corrupt {
-                    tracing::debug!(key = %entry_key, "cachet: foreign bytes under a cache key; recomputing");
-                    bump(&state.counters.decode_errors);
-                }
-                expect.map(<[u8]>::to_vec)
-            }
-        };
-        drop(fetched.entry);
-        bump(&state.counters.misses);
-        let started = Instant::now();
-        let out = fut.await;
-        let elapsed = started.elapsed();
-        if let Some(value) = value_of(&out)
-            && !unless.skip(value)
-        {
-            self.store(
-                &state,
-                &entry_key,
-                expect.as_deref(),
-                generation.as_deref(),
-                ttl.unwrap_or(inner.default_ttl),
-                elapsed,
-                value,
-            )
-            .await;
-        }
-        stats::report(Status::Miss);
-        out
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn store<T: Serialize>(
-        &self,
-        state: &NsState,
-        entry_key: &str,
-        expect: Option<&[u8]>,
-        seen_generation: Option<&[u8]>,
-        ttl: Duration,
-        elapsed: Duration,
-        value: &T,
-    ) {
-        let inner = &*self.inner;
-        if elapsed >= inner.guard_ttl {
-            // A key invalidation's tombstone lives for guard_ttl; a
-            // computation that took longer cannot prove it saw no write.
-            tracing::debug!(
-                key = entry_key,
-                ?elapsed,
-                "cachet: not stored: computed for longer than the invalidation guard"
-            );
-            bump(&state.counters.stores_rejected);
-            return;
-        }
-        let ttl = jitter(ttl);
-        let meta = Meta {
-            expires_at_ms: entry::unix_ms().saturating_add(ttl.as_millis() as u64),
-            compute_ms: u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX),
-        };
-        let mut tail = entry::entry_tail(meta, 64);
-        if let Err(e) = inner.codec.encode(value, &mut tail) {
-            tracing::warn!(key = entry_key, error = %e, "cachet: value does not encode; not stored");
-            bump(&state.counters.errors);
-            return;
-        }
-        if tail.len() > inner.max_value_bytes {
-            tracing::debug!(
-                key = entry_key,
-                bytes = tail.len(),
-                "cachet: value larger than max_value_bytes; not stored"
-            );
-            bump(&state.counters.stores_rejected);
-            return;
-        }
-        let store = Store {
-            entry_key,
-            generation_key: &state.generation_key,
-            expect,
-            seen_generation,
-            fresh_generation: entry::token(),
-            ttl,
-            tail: &tail,
-        };
-        match inner.backend.store(store).await {
-            Ok(true) => bump(&state.counters.stores),
-            Ok(false) => bump(&state.counters.stores_rejected),
-            Err(e) => {
-                inner.breaker.failure(&e);
-                bump(&state.counters.errors);
-            }
-        }
     }
 
     async fn invalidate_namespace(&self, state: &Arc<NsState>) -> Invalidation {
@@ -626,7 +444,7 @@ async fn bypass<R>(state: Option<&NsState>, fut: impl Future<Output = R>) -> R {
 }
 
 /// Shortens a TTL by up to 5% so entries written together do not expire together.
-fn jitter(ttl: Duration) -> Duration {
+pub(crate) fn jitter(ttl: Duration) -> Duration {
     let t = entry::token();
     let r = t.iter().fold(0u32, |acc, &c| {
         acc.wrapping_mul(31).wrapping_add(u32::from(c))
@@ -636,20 +454,37 @@ fn jitter(ttl: Duration) -> Duration {
     Duration::from_millis(ms - ms * permille / 1000).max(Duration::from_millis(1))
 }
 
-pub(crate) fn plain_value<T>(value: &T) -> Option<&T> {
-    Some(value)
-}
-
-pub(crate) fn ok_value<T, E>(result: &Result<T, E>) -> Option<&T> {
-    result.as_ref().ok()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Per-call options: what `#[cached(...)]` and the [`Namespace`] builder
+/// set; `None` takes the cache's default.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[doc(hidden)]
+pub struct CallOptions {
+    pub ttl: Option<Duration>,
+    pub stale: Option<Duration>,
+    pub lock: Option<bool>,
+    pub lock_wait: Option<Duration>,
+    pub lease: Option<Duration>,
+    pub early_refresh: Option<f64>,
+}
+
+impl CallOptions {
+    /// Every option at the cache's default.
+    pub const DEFAULT: CallOptions = CallOptions {
+        ttl: None,
+        stale: None,
+        lock: None,
+        lock_wait: None,
+        lease: None,
+        early_refresh: None,
+    };
 }
 
 /// Decides which computed values are *not* stored (`unless`).
@@ -701,7 +536,7 @@ pub struct Namespace<'c, U = NoFilter> {
     cache: &'c Cache,
     name: &'c str,
     version: u32,
-    ttl: Option<Duration>,
+    opts: CallOptions,
     unless: U,
 }
 
@@ -710,7 +545,7 @@ impl<U> fmt::Debug for Namespace<'_, U> {
         f.debug_struct("Namespace")
             .field("name", &self.name)
             .field("version", &self.version)
-            .field("ttl", &self.ttl)
+            .field("options", &self.opts)
             .finish_non_exhaustive()
     }
 }
@@ -718,13 +553,54 @@ impl<U> fmt::Debug for Namespace<'_, U> {
 impl<'c, U> Namespace<'c, U> {
     /// Time to live of stored entries (default: the cache's `default_ttl`).
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
+        self.opts.ttl = Some(ttl);
         self
     }
 
-    /// Sets the TTL, or keeps the cache default for `None`.
-    pub fn ttl_opt(mut self, ttl: Option<Duration>) -> Self {
-        self.ttl = ttl;
+    /// Stale-while-revalidate: after the TTL, an entry may still be served
+    /// for this long ([`Status::Stale`]) while exactly one caller, across
+    /// processes, recomputes it. The other callers do not wait.
+    pub fn stale(mut self, window: Duration) -> Self {
+        self.opts.stale = Some(window);
+        self
+    }
+
+    /// Cross-process stampede protection (default on): a miss takes a lease
+    /// on the entry, and misses elsewhere wait for its value. `false` opts
+    /// out (in-process coalescing stays).
+    pub fn lock(mut self, on: bool) -> Self {
+        self.opts.lock = Some(on);
+        self
+    }
+
+    /// How long a miss waits for another caller's computation before it
+    /// computes itself (default: the cache's, 3 s).
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.opts.lock_wait = Some(wait);
+        self
+    }
+
+    /// How long a miss's lease lasts if its owner never stores (a crash):
+    /// default the cache's maximum (10 s), never longer than the TTL.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.opts.lease = Some(lease);
+        self
+    }
+
+    /// Probabilistic early refresh (XFetch, Vattani et al., VLDB 2015):
+    /// a hit recomputes the entry before its TTL ends with a probability
+    /// that grows as expiry nears and with the stored compute time; `beta`
+    /// 1.0 is the paper's default, larger refreshes earlier. One caller
+    /// refreshes per entry and window, across processes.
+    pub fn early_refresh(mut self, beta: f64) -> Self {
+        self.opts.early_refresh = Some(beta);
+        self
+    }
+
+    /// Sets all call options at once (what `#[cached]` generates).
+    #[doc(hidden)]
+    pub fn options(mut self, opts: CallOptions) -> Self {
+        self.opts = opts;
         self
     }
 
@@ -741,7 +617,7 @@ impl<'c, U> Namespace<'c, U> {
             cache: self.cache,
             name: self.name,
             version: self.version,
-            ttl: self.ttl,
+            opts: self.opts,
             unless: filter,
         }
     }
@@ -756,16 +632,15 @@ impl<'c, U> Namespace<'c, U> {
         U: Filter<T>,
         Fut: Future<Output = T>,
     {
+        let entry_key = self.cache.entry_key(self.name, self.version, key);
         self.cache
-            .run(
+            .run_key(
                 self.name,
-                self.version,
-                self.ttl,
-                key,
+                entry_key,
+                &self.opts,
                 &self.unless,
                 compute,
-                plain_value,
-                std::convert::identity,
+                Shape::plain(),
             )
             .await
     }
@@ -780,16 +655,15 @@ impl<'c, U> Namespace<'c, U> {
         U: Filter<T>,
         Fut: Future<Output = Result<T, E>>,
     {
+        let entry_key = self.cache.entry_key(self.name, self.version, key);
         self.cache
-            .run(
+            .run_key(
                 self.name,
-                self.version,
-                self.ttl,
-                key,
+                entry_key,
+                &self.opts,
                 &self.unless,
                 compute,
-                ok_value,
-                Ok,
+                Shape::result(None),
             )
             .await
     }
@@ -849,6 +723,8 @@ pub struct CacheBuilder {
     guard_ttl: Duration,
     max_value_bytes: usize,
     retry_for: Duration,
+    lock_wait: Duration,
+    max_lease: Duration,
 }
 
 impl Default for CacheBuilder {
@@ -867,6 +743,8 @@ impl Default for CacheBuilder {
             guard_ttl: Duration::from_secs(300),
             max_value_bytes: 4 << 20,
             retry_for: Duration::from_secs(600),
+            lock_wait: Duration::from_secs(3),
+            max_lease: Duration::from_secs(10),
         }
     }
 }
@@ -966,6 +844,17 @@ impl CacheBuilder {
         self
     }
 
+    /// Stampede control defaults: how long a miss waits for another caller's
+    /// computation (in this process or, through its lease, in another)
+    /// before computing itself (default 3 s), and the longest lease a miss
+    /// takes (default 10 s; never longer than the entry's TTL). A crashed
+    /// owner's lease expires after that, so nobody waits forever.
+    pub fn stampede(mut self, lock_wait: Duration, max_lease: Duration) -> Self {
+        self.lock_wait = lock_wait;
+        self.max_lease = max_lease;
+        self
+    }
+
     /// Validates the configuration and creates the pool. No I/O: Redis is
     /// first contacted by the first cached call.
     pub fn build(self) -> Result<Cache, Error> {
@@ -1016,6 +905,9 @@ impl CacheBuilder {
                 description,
                 namespaces: RwLock::new(HashMap::new()),
                 retry: Mutex::new(RetryQueue::default()),
+                flights: Flights::default(),
+                lock_wait: self.lock_wait,
+                max_lease: self.max_lease,
             }),
         })
     }

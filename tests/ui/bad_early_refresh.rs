@@ -1,0 +1,8 @@
+use cachet::cached;
+
+#[cached(early_refresh = 0.0)]
+async fn routes(from: String) -> Vec<String> {
+    vec![from]
+}
+
+fn main() {}
