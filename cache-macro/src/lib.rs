@@ -59,6 +59,11 @@ use proc_macro::TokenStream;
 /// | `cache = <expr>` | the cache to use: a `&Cache` (e.g. `&self.cache`), a `Cache` or an `Arc<Cache>`; default: the installed one (none installed: the call runs uncached as `Status::Bypass`, with one warning) |
 /// | `version = N` | schema version (default 1), part of every key: bump it when the return type changes shape |
 /// | `unless = <path or closure>` | `fn(&T) -> bool`: a value for which it returns true is returned but not stored |
+/// | `stale = "30s"` | stale-while-revalidate window after the TTL (`Status::Stale`; one caller refreshes, across processes) |
+/// | `lock = false` | no cross-process lease (default on; in-process coalescing stays) |
+/// | `lock_wait = "3s"` | longest wait for another caller's computation (default: the cache's) |
+/// | `lease = "10s"` | lease time of a miss (default: the cache's, at most the TTL) |
+/// | `early_refresh` / `early_refresh = 1.5` | XFetch early refresh with this beta (1.0 when bare) |
 /// | `crate = path` | path of the `cachet` crate if it is renamed (default `::cachet`) |
 ///
 /// `Result<T, E>` caches `Ok` only and returns `Err` unchanged; any other
