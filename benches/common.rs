@@ -1,0 +1,65 @@
+//! What the benches share: the ~200-byte flight record, the Redis URL, and
+//! the contenders' clients.
+#![allow(dead_code)]
+
+use serde::{Deserialize, Serialize};
+
+/// A flight as the example returns it (about 200 bytes as JSON, 138 as postcard).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flight {
+    pub id: i64,
+    pub airline: String,
+    pub airline_name: String,
+    pub flight_no: String,
+    pub from: String,
+    pub from_name: String,
+    pub to: String,
+    pub to_name: String,
+    pub departure: String,
+    pub arrival: String,
+    pub seats: u16,
+    pub booked: u16,
+}
+
+pub fn flight(i: i64) -> Flight {
+    Flight {
+        id: 1_000_000 + i,
+        airline: "LH".into(),
+        airline_name: "Lufthansa".into(),
+        flight_no: format!("LH{}", 400 + i % 600),
+        from: "FRA".into(),
+        from_name: "Frankfurt am Main Airport".into(),
+        to: "JFK".into(),
+        to_name: "John F Kennedy International Airport".into(),
+        departure: "2026-12-01T10:05:00Z".into(),
+        arrival: "2026-12-01T18:40:00Z".into(),
+        seats: 293,
+        booked: (i % 293) as u16,
+    }
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// The floor: a hand-written cache-aside hit on a redis-rs multiplexed
+/// connection, GET + postcard decode.
+pub async fn raw_hit(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Flight {
+    let bytes: Vec<u8> = redis::cmd("GET")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .expect("GET");
+    postcard::from_bytes(&bytes).expect("decode")
+}
+
+/// A naive deadpool-redis checkout per call, then GET + decode.
+pub async fn deadpool_hit(pool: &deadpool_redis::Pool, key: &str) -> Flight {
+    let mut conn = pool.get().await.expect("checkout");
+    let bytes: Vec<u8> = redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    postcard::from_bytes(&bytes).expect("decode")
+}

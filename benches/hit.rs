@@ -1,0 +1,185 @@
+//! Latency of one call, sequential, against the machine's Redis on
+//! loopback: the hit path of a `#[cached]` fn against a hand-written
+//! cache-aside hit (GET + postcard decode on a redis-rs multiplexed
+//! connection: the floor), a naive deadpool checkout per call, and the
+//! `cached` crate's Redis-backed `#[concurrent_cached]`; the miss path
+//! against a hand-written miss; and key building.
+//!
+//! `cargo bench --bench hit` then `python3 benches/report.py hit miss key`
+
+mod common;
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::time::Duration;
+
+use cached::AsyncRedisCache;
+use cached::macros::concurrent_cached;
+use cachet::{Cache, cached};
+use common::{Flight, deadpool_hit, flight, raw_hit, redis_url};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+#[cached(ns = "bench_flight", ttl = "1h", cache = cache, skip(cache))]
+async fn cachet_flight(cache: &Cache, id: i64) -> Flight {
+    flight(id)
+}
+
+#[concurrent_cached(
+    ty = "cached::AsyncRedisCache<i64, Flight>",
+    create = r##"{
+        AsyncRedisCache::builder("cachet_bench_cached_crate")
+            .ttl(Duration::from_secs(3600))
+            .connection_string(&redis_url())
+            .build()
+            .await
+            .expect("the cached crate's Redis cache")
+    }"##,
+    map_error = r##"|e| format!("{e:?}")"##
+)]
+async fn cached_crate_flight(id: i64) -> Result<Flight, String> {
+    Ok(flight(id))
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url = redis_url();
+    let (cache, mut raw, pool) = rt.block_on(async {
+        let cache = Cache::builder()
+            .redis_url(&url)
+            .prefix("cachet-bench")
+            .build()
+            .expect("cache");
+        let raw = redis::Client::open(url.as_str())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("raw connection");
+        let pool = deadpool_redis::Config::from_url(url.as_str())
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .expect("pool");
+        (cache, raw, pool)
+    });
+    // Warm every contender: each has the same record stored under its key.
+    let raw_key = "cachet-bench:raw:flight:7";
+    rt.block_on(async {
+        let bytes = postcard::to_allocvec(&flight(7)).expect("encode");
+        let _: () = redis::cmd("SET")
+            .arg(raw_key)
+            .arg(bytes)
+            .query_async(&mut raw)
+            .await
+            .expect("SET");
+        assert_eq!(cachet_flight(&cache, 7).await, flight(7));
+        assert_eq!(cached_crate_flight(7).await, Ok(flight(7)));
+        assert_eq!(raw_hit(&mut raw, raw_key).await, flight(7));
+        assert_eq!(deadpool_hit(&pool, raw_key).await, flight(7));
+    });
+
+    let mut g = c.benchmark_group("hit");
+    g.bench_function("raw GET + decode (floor)", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut conn = raw.clone();
+            async move { black_box(raw_hit(&mut conn, raw_key).await) }
+        })
+    });
+    g.bench_function("cachet #[cached]", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(cachet_flight(&cache, 7).await) })
+    });
+    g.bench_function("cached 4.1 #[concurrent_cached]", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(cached_crate_flight(7).await) })
+    });
+    g.bench_function("deadpool pool.get() + GET", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(deadpool_hit(&pool, raw_key).await) })
+    });
+    g.finish();
+
+    // Misses: a fresh key per iteration.
+    let n = AtomicI64::new(0);
+    let mut g = c.benchmark_group("miss");
+    g.bench_function("raw GET + SET PX", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut conn = raw.clone();
+            let i = n.fetch_add(1, Relaxed);
+            async move {
+                let key = format!("cachet-bench:raw:miss:{i}");
+                let got: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("GET");
+                assert!(got.is_none());
+                let bytes = postcard::to_allocvec(&flight(i)).expect("encode");
+                let _: () = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(bytes)
+                    .arg("PX")
+                    .arg(60_000)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("SET");
+            }
+        })
+    });
+    g.bench_function("cachet (lease + store)", |b| {
+        b.to_async(&rt).iter(|| {
+            let i = n.fetch_add(1, Relaxed);
+            let cache = &cache;
+            async move {
+                cache
+                    .namespace("bench_miss")
+                    .ttl(Duration::from_secs(60))
+                    .get_or_compute(&i, async move { flight(i) })
+                    .await
+            }
+        })
+    });
+    g.bench_function("cachet lock = false (store only)", |b| {
+        b.to_async(&rt).iter(|| {
+            let i = n.fetch_add(1, Relaxed);
+            let cache = &cache;
+            async move {
+                cache
+                    .namespace("bench_miss")
+                    .ttl(Duration::from_secs(60))
+                    .lock(false)
+                    .get_or_compute(&i, async move { flight(i) })
+                    .await
+            }
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("key");
+    g.bench_function(BenchmarkId::new("args", 0), |b| {
+        b.iter(|| cache.entry_key("flight_count", 1, black_box(&())))
+    });
+    g.bench_function(BenchmarkId::new("args", 2), |b| {
+        b.iter(|| cache.entry_key("flight_count", 1, black_box(&("FRA", "JFK"))))
+    });
+    g.bench_function(BenchmarkId::new("args", 6), |b| {
+        b.iter(|| {
+            cache.entry_key(
+                "flight_search",
+                1,
+                black_box(&("FRA", "JFK", 2026_u16, Some("LH"), 3_u8, true)),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = group;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    targets = benches
+}
+criterion_main!(group);

@@ -1,0 +1,191 @@
+//! Throughput of cache hits with 1, 16 and 64 concurrent tasks, against the
+//! machine's Redis on loopback: raw redis-rs GET + decode on one
+//! multiplexed connection (the reference), cachet's `#[cached]`, the
+//! `cached` crate's `#[concurrent_cached]` and a naive deadpool checkout per
+//! call. Writes a table into BENCHMARKS.md.
+//!
+//! `cargo bench --bench throughput` (`THROUGHPUT_SECONDS`, default 3 per cell)
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use cached::AsyncRedisCache;
+use cached::macros::concurrent_cached;
+use cachet::{Cache, cached};
+use common::{Flight, deadpool_hit, flight, raw_hit, redis_url};
+
+#[cached(ns = "bench_flight", ttl = "1h", cache = cache, skip(cache))]
+async fn cachet_flight(cache: &Cache, id: i64) -> Flight {
+    flight(id)
+}
+
+#[concurrent_cached(
+    ty = "cached::AsyncRedisCache<i64, Flight>",
+    create = r##"{
+        AsyncRedisCache::builder("cachet_bench_cached_crate")
+            .ttl(Duration::from_secs(3600))
+            .connection_string(&redis_url())
+            .build()
+            .await
+            .expect("the cached crate's Redis cache")
+    }"##,
+    map_error = r##"|e| format!("{e:?}")"##
+)]
+async fn cached_crate_flight(id: i64) -> Result<Flight, String> {
+    Ok(flight(id))
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Contender {
+    Raw,
+    RawMget,
+    Cachet,
+    CachedCrate,
+    Deadpool,
+}
+
+const ALL: [Contender; 5] = [
+    Contender::Raw,
+    Contender::RawMget,
+    Contender::Cachet,
+    Contender::CachedCrate,
+    Contender::Deadpool,
+];
+
+const RAW_KEY: &str = "cachet-bench:raw:flight:7";
+
+#[derive(Clone)]
+struct Clients {
+    cache: Cache,
+    raw: redis::aio::MultiplexedConnection,
+    pool: deadpool_redis::Pool,
+}
+
+async fn one(who: Contender, c: &mut Clients) {
+    let f = match who {
+        Contender::Raw => raw_hit(&mut c.raw, RAW_KEY).await,
+        Contender::RawMget => {
+            // The protocol floor of cachet's read: entry and generation in one MGET.
+            let (bytes, _g): (Vec<u8>, Option<Vec<u8>>) = redis::cmd("MGET")
+                .arg(RAW_KEY)
+                .arg("cachet-bench:bench_flight:gen")
+                .query_async(&mut c.raw)
+                .await
+                .expect("MGET");
+            postcard::from_bytes(&bytes).expect("decode")
+        }
+        Contender::Cachet => cachet_flight(&c.cache, 7).await,
+        Contender::CachedCrate => cached_crate_flight(7).await.expect("hit"),
+        Contender::Deadpool => deadpool_hit(&c.pool, RAW_KEY).await,
+    };
+    assert_eq!(f.id, 1_000_007);
+}
+
+async fn ops_per_second(who: Contender, tasks: usize, seconds: f64, clients: &Clients) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let mut handles = vec![];
+    for _ in 0..tasks {
+        let (stop, count, mut c) = (stop.clone(), count.clone(), clients.clone());
+        handles.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Relaxed) {
+                one(who, &mut c).await;
+                n += 1;
+            }
+            count.fetch_add(n, Relaxed);
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Relaxed);
+    for h in handles {
+        h.await.expect("task");
+    }
+    count.load(Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` and `cargo bench -- --list`
+    }
+    let seconds: f64 = std::env::var("THROUGHPUT_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let url = redis_url();
+    let connections: usize = std::env::var("CACHET_CONNECTIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    let clients = Clients {
+        cache: Cache::builder()
+            .connections(connections)
+            .redis_url(&url)
+            .prefix("cachet-bench")
+            .build()
+            .expect("cache"),
+        raw: redis::Client::open(url.as_str())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("raw connection"),
+        pool: deadpool_redis::Config::from_url(url.as_str())
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .expect("pool"),
+    };
+    let mut warm = clients.clone();
+    let bytes = postcard::to_allocvec(&flight(7)).expect("encode");
+    let _: () = redis::cmd("SET")
+        .arg(RAW_KEY)
+        .arg(bytes)
+        .query_async(&mut warm.raw)
+        .await
+        .expect("SET");
+    for who in ALL {
+        one(who, &mut warm).await;
+    }
+    let mut rows = String::new();
+    for tasks in [1, 16, 64] {
+        let mut cells = vec![];
+        let mut raw = 0.0;
+        for who in ALL {
+            let ops = ops_per_second(who, tasks, seconds, &clients).await;
+            if matches!(who, Contender::Raw) {
+                raw = ops;
+            }
+            eprintln!("{tasks:>3} tasks {who:?}: {ops:.0} ops/s");
+            cells.push(format!("{ops:.0} ({:.2})", ops / raw));
+        }
+        rows.push_str(&format!("| {tasks} | {} |\n", cells.join(" | ")));
+    }
+    let table = format!(
+        "Cache hits of the same ~200-byte record, {seconds} s per cell, 2 tokio workers; \
+         ops/s and, in parentheses, the ratio to raw redis-rs in the same row.\n\n\
+         ```sh\ncargo bench --bench throughput\n```\n\n\
+         | tasks | raw redis-rs GET + decode | raw MGET (entry + generation) + decode | cachet `#[cached]` | cached 4.1 `#[concurrent_cached]` | deadpool `pool.get()` + GET |\n\
+         |---|---|---|---|---|---|\n{rows}"
+    );
+    println!("{table}");
+    write_section("throughput", &table).expect("write BENCHMARKS.md");
+}
+
+/// Replaces (or appends) the section between `<!-- {name} -->` markers.
+fn write_section(name: &str, body: &str) -> std::io::Result<()> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let (begin, end) = (
+        format!("<!-- {name} begin -->"),
+        format!("<!-- {name} end -->"),
+    );
+    let section = format!("{begin}\n{body}{end}");
+    let new = match (text.find(&begin), text.find(&end)) {
+        (Some(b), Some(e)) if e > b => format!("{}{section}{}", &text[..b], &text[e + end.len()..]),
+        _ => format!("{}\n{section}\n", text.trim_end()),
+    };
+    std::fs::write(path, new)
+}
