@@ -30,6 +30,9 @@ on_every_backend!(
     by_hand_api,
     large_values_are_not_stored,
     generic_functions_and_arc_self,
+    aba_a_released_lease_does_not_reopen_the_key,
+    aba_a_caller_after_an_invalidation_does_not_join_an_older_flight,
+    aba_an_expired_entry_does_not_reopen_the_key,
 );
 
 #[cached(ns = "count", ttl = "5m", cache = cache, skip(cache, calls))]
@@ -569,4 +572,123 @@ async fn generic_functions_and_arc_self(b: Backend) {
     assert_eq!(svc.clone().lookup(1).await, 2);
     assert_eq!(with_status(svc.clone().lookup(1)).await, (2, Status::Hit));
     assert_eq!(svc.calls.get(), 1);
+}
+
+/// A read of `code` through the by-hand API whose body reads the database,
+/// then (with a gate) waits before returning.
+async fn gated_read(
+    c: &Cache,
+    db: &Db,
+    gate: Option<&Gate>,
+    code: &str,
+    lock: bool,
+    ttl_ms: u64,
+) -> String {
+    c.namespace("aba")
+        .lock(lock)
+        .ttl(Duration::from_millis(ttl_ms))
+        .get_or_compute(&code, async {
+            let v = db.get(code);
+            if let Some(g) = gate {
+                g.read_done.notify_one();
+                g.may_return.notified().await;
+            }
+            v
+        })
+        .await
+}
+
+fn gate() -> Arc<Gate> {
+    Arc::new(Gate {
+        read_done: tokio::sync::Notify::new(),
+        may_return: tokio::sync::Notify::new(),
+    })
+}
+
+fn spawn_gated(
+    c: &Cache,
+    db: &Arc<Db>,
+    g: &Arc<Gate>,
+    lock: bool,
+    ttl_ms: u64,
+) -> tokio::task::JoinHandle<String> {
+    let (c, db, g) = (c.clone(), db.clone(), g.clone());
+    tokio::spawn(async move { gated_read(&c, &db, Some(&g), "FRA", lock, ttl_ms).await })
+}
+
+/// R0 holds the lease and read the old value; the writer's tombstone
+/// replaces R0's lease; R1 takes a lease over the tombstone and fails (its
+/// lease is released). R0's store must still be refused.
+async fn aba_a_released_lease_does_not_reopen_the_key(b: Backend) {
+    let c = cache(b, "aba_release");
+    let db = Arc::new(Db::default());
+    db.set("FRA", "old");
+    let g = gate();
+    let r0 = spawn_gated(&c, &db, &g, true, 60_000);
+    g.read_done.notified().await;
+    db.set("FRA", "new");
+    c.namespace("aba").invalidate_key(&"FRA").await;
+    let r1: Result<String, &str> = c
+        .namespace("aba")
+        .ttl(Duration::from_secs(60))
+        .get_or_try_compute(&"FRA", async { Err("db hiccup") })
+        .await;
+    assert!(r1.is_err());
+    g.may_return.notify_one();
+    assert_eq!(r0.await.unwrap(), "old");
+    assert_eq!(gated_read(&c, &db, None, "FRA", true, 60_000).await, "new");
+}
+
+/// R0 leads a flight from an empty key; an invalidation returns, and R1
+/// takes a lease over its tombstone and fails; R2 starts after all that and
+/// must not take R0's value (by joining R0's flight in this process).
+async fn aba_a_caller_after_an_invalidation_does_not_join_an_older_flight(b: Backend) {
+    let c = cache(b, "aba_flight");
+    let db = Arc::new(Db::default());
+    db.set("FRA", "old");
+    gated_read(&c, &db, None, "MUC", true, 60_000).await; // the namespace has a generation
+    let g = gate();
+    let r0 = spawn_gated(&c, &db, &g, true, 60_000);
+    g.read_done.notified().await;
+    db.set("FRA", "new");
+    c.namespace("aba").invalidate_key(&"FRA").await;
+    let r1: Result<String, &str> = c
+        .namespace("aba")
+        .ttl(Duration::from_secs(60))
+        .lock_wait(Duration::from_millis(10))
+        .get_or_try_compute(&"FRA", async { Err("db hiccup") })
+        .await;
+    assert!(r1.is_err());
+    let r2 = {
+        let (c, db) = (c.clone(), db.clone());
+        tokio::spawn(async move { gated_read(&c, &db, None, "FRA", true, 60_000).await })
+    };
+    assert_eq!(
+        r2.await.unwrap(),
+        "new",
+        "R2 started after the invalidation returned"
+    );
+    g.may_return.notify_one();
+    r0.await.unwrap();
+    assert_eq!(gated_read(&c, &db, None, "FRA", true, 60_000).await, "new");
+}
+
+/// Without the lease: R0 reads an empty key and the old value; the
+/// invalidation's tombstone is replaced by R1's fresh entry, which then
+/// expires. R0's store (expecting an empty key) must still be refused.
+async fn aba_an_expired_entry_does_not_reopen_the_key(b: Backend) {
+    let c = cache(b, "aba_expiry");
+    let db = Arc::new(Db::default());
+    db.set("FRA", "old");
+    gated_read(&c, &db, None, "MUC", false, 60_000).await; // the namespace has a generation
+    let g = gate();
+    let r0 = spawn_gated(&c, &db, &g, false, 200);
+    g.read_done.notified().await;
+    db.set("FRA", "new");
+    c.namespace("aba").invalidate_key(&"FRA").await;
+    assert_eq!(gated_read(&c, &db, None, "FRA", false, 200).await, "new");
+    tokio::time::sleep(Duration::from_millis(300)).await; // R1's entry expires
+    g.may_return.notify_one();
+    assert_eq!(r0.await.unwrap(), "old");
+    assert_eq!(gated_read(&c, &db, None, "FRA", false, 200).await, "new");
 }

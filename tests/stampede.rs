@@ -239,10 +239,20 @@ async fn a_crashed_owners_lease_expires_and_lock_wait_is_bounded() {
     let c = cache(Backend::Redis, "lease_expiry");
     let key = c.entry_key("leased", 1, &1).unwrap();
     let mut conn = raw(&redis_url()).await;
-    // A lease as a crashed process would leave it: 0xCC + 16 hex digits.
-    let mut lease = vec![0xCC];
-    lease.extend_from_slice(b"0123456789abcdef");
-    let _: () = conn.pset_ex(&key, &lease, 400).await.unwrap();
+    // A lease as a crashed process would leave it: 0xCC, 16 hex digits and
+    // the lease's end (unix ms, big endian).
+    let lease = |ms: u64| {
+        let mut l = vec![0xCC];
+        l.extend_from_slice(b"0123456789abcdef");
+        let end = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            + ms;
+        l.extend_from_slice(&end.to_be_bytes());
+        l
+    };
+    let _: () = conn.pset_ex(&key, lease(400), 400).await.unwrap();
     let started = Instant::now();
     let (v, _) = with_status(c.namespace("leased").get_or_compute(&1, async { 5u8 })).await;
     let waited = started.elapsed();
@@ -255,7 +265,7 @@ async fn a_crashed_owners_lease_expires_and_lock_wait_is_bounded() {
     assert_eq!(c.stats().namespaces["leased"].lease_waits, 1);
     // A lease that would outlive the wait: lock_wait bounds the wait.
     let key2 = c.entry_key("leased", 1, &2).unwrap();
-    let _: () = conn.pset_ex(&key2, &lease, 60_000).await.unwrap();
+    let _: () = conn.pset_ex(&key2, lease(60_000), 60_000).await.unwrap();
     let started = Instant::now();
     let v = c
         .namespace("leased")
@@ -270,7 +280,7 @@ async fn a_crashed_owners_lease_expires_and_lock_wait_is_bounded() {
     );
     // lock = false: no lease, no wait.
     let key3 = c.entry_key("leased", 1, &3).unwrap();
-    let _: () = conn.pset_ex(&key3, &lease, 60_000).await.unwrap();
+    let _: () = conn.pset_ex(&key3, lease(60_000), 60_000).await.unwrap();
     let started = Instant::now();
     c.namespace("leased")
         .lock(false)

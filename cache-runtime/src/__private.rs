@@ -104,9 +104,13 @@ impl Call<'_> {
     }
 
     /// `#[invalidates(ns = "..", key(..))]`.
+    /// Runs in a task of its own, so that a caller dropped after its write
+    /// (a client gone, a timeout) does not lose the invalidation.
     pub async fn invalidate(self) {
         if let Some(c) = self.cache {
-            c.invalidate_key_encoded(self.ns, self.entry_key).await;
+            let (c, ns, key) = (c.clone(), self.ns, self.entry_key);
+            let task = tokio::spawn(async move { c.invalidate_key_encoded(ns, key).await });
+            let _ = task.await;
         }
     }
 }
@@ -118,11 +122,17 @@ async fn uncached<R>(fut: impl Future<Output = R>) -> R {
 }
 
 /// `#[invalidates("a", "b")]`.
-pub async fn invalidate_namespaces(cache: Option<&Cache>, namespaces: &[&str]) {
+/// Runs in a task of its own, so that a caller dropped after its write
+/// does not lose the invalidation.
+pub async fn invalidate_namespaces(cache: Option<&Cache>, namespaces: &'static [&'static str]) {
     if let Some(c) = cache {
-        for ns in namespaces {
-            c.namespace(ns).invalidate().await;
-        }
+        let c = c.clone();
+        let task = tokio::spawn(async move {
+            for ns in namespaces {
+                c.namespace(ns).invalidate().await;
+            }
+        });
+        let _ = task.await;
     }
 }
 

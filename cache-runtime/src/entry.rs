@@ -4,8 +4,15 @@
 //! ```text
 //! entry      0xCA | generation (16 hex) | nonce (16 hex) | expires_at_ms (u64 BE) | compute_ms (u32 BE) | codec payload
 //! tombstone  0xCB | nonce (16 hex)
-//! lease      0xCC | token (16 hex)
+//! lease      0xCC | token (16 hex) | expires_at_ms (u64 BE)
 //! ```
+//!
+//! A key's physical life never shortens: every write to an entry key keeps
+//! at least the `PTTL` of what it replaces, and what a value means (a live
+//! entry, an expired lease) is decided by the times inside it. So a key
+//! that held a tombstone cannot become empty again (and look like the empty
+//! key a slow reader saw before an invalidation) until the invalidation
+//! guard has passed, by when such a reader's store is refused anyway.
 //!
 //! * The generation is the namespace generation the reader saw *before* it
 //!   computed the value. A namespace invalidation replaces the generation
@@ -33,6 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub(crate) const ENTRY_MAGIC: u8 = 0xCA;
 pub(crate) const TOMBSTONE_MAGIC: u8 = 0xCB;
 pub(crate) const LEASE_MAGIC: u8 = 0xCC;
+pub(crate) const LEASE_LEN: usize = 1 + TOKEN_LEN + 8;
 pub(crate) const TOKEN_LEN: usize = 16;
 /// magic + generation + nonce: what identifies one stored entry.
 pub(crate) const IDENTITY_LEN: usize = 1 + 2 * TOKEN_LEN;
@@ -134,10 +142,11 @@ pub(crate) fn classify<'a>(stored: Option<&'a [u8]>, generation: Option<&[u8]>) 
             corrupt: false,
             leased: false,
         },
-        Some(&LEASE_MAGIC) if bytes.len() == 1 + TOKEN_LEN => Found::Miss {
-            expect,
+        Some(&LEASE_MAGIC) if bytes.len() == LEASE_LEN => Found::Miss {
+            expect: Some(bytes),
             corrupt: false,
-            leased: true,
+            // Past its own expiry a lease is just a marker: take it over.
+            leased: lease_expiry(bytes) > unix_ms(),
         },
         // Foreign bytes, a truncated entry, or a format we do not know.
         _ => Found::Miss {
@@ -159,11 +168,21 @@ pub(crate) fn entry_tail(meta: Meta, payload_len: usize) -> Vec<u8> {
 }
 
 /// A fresh lease value.
-pub(crate) fn lease() -> Vec<u8> {
-    let mut t = Vec::with_capacity(1 + TOKEN_LEN);
+pub(crate) fn lease(ttl: std::time::Duration) -> Vec<u8> {
+    let mut t = Vec::with_capacity(LEASE_LEN);
     t.push(LEASE_MAGIC);
     t.extend_from_slice(&token());
+    let expires = unix_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+    t.extend_from_slice(&expires.to_be_bytes());
     t
+}
+
+/// The wall-clock end of a lease (0 if the bytes are not a lease).
+pub(crate) fn lease_expiry(bytes: &[u8]) -> u64 {
+    bytes
+        .get(1 + TOKEN_LEN..LEASE_LEN)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 /// A uniform random number in (0, 1].
@@ -272,13 +291,23 @@ mod tests {
                 leased: false
             }
         );
-        let l = lease();
+        let l = lease(std::time::Duration::from_secs(10));
         assert_eq!(
             classify(Some(&l), None),
             Found::Miss {
                 expect: Some(&l[..]),
                 corrupt: false,
                 leased: true
+            }
+        );
+        let expired = lease(std::time::Duration::ZERO);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(
+            classify(Some(&expired), None),
+            Found::Miss {
+                expect: Some(&expired[..]),
+                corrupt: false,
+                leased: false
             }
         );
         for foreign in [&b""[..], b"hello", b"\xCA short", &[0xCA; 40]] {

@@ -127,15 +127,22 @@ impl Drop for Leader<'_> {
     }
 }
 
-/// Waits for the leader's outcome; `None` if it did not come in time.
+/// Waits for the leader's outcome (at most `wait`, if given); `None` if it
+/// did not come in time.
 pub(crate) async fn follow(
     mut rx: watch::Receiver<Slot>,
-    wait: std::time::Duration,
+    wait: Option<std::time::Duration>,
 ) -> Option<Arc<Outcome>> {
-    let got = tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await;
-    match got {
-        Ok(Ok(slot)) => slot.clone(),
-        _ => None,
+    match wait {
+        Some(w) => match tokio::time::timeout(w, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(slot)) => slot.clone(),
+            _ => None,
+        },
+        None => rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|s| s.clone()),
     }
 }
 
@@ -155,7 +162,7 @@ mod tests {
         };
         assert!(leader.has_followers());
         leader.finish(Outcome::Value(Arc::from(&b"v"[..])));
-        match follow(rx, Duration::from_secs(1)).await.as_deref() {
+        match follow(rx, Some(Duration::from_secs(1))).await.as_deref() {
             Some(Outcome::Value(v)) => assert_eq!(&v[..], b"v"),
             _ => panic!("no value"),
         }
@@ -171,7 +178,7 @@ mod tests {
         };
         drop(leader);
         assert!(matches!(
-            follow(rx, Duration::from_secs(1)).await.as_deref(),
+            follow(rx, Some(Duration::from_secs(1))).await.as_deref(),
             Some(Outcome::Abandoned)
         ));
         assert!(matches!(f.join("k"), Role::Leader(_)));
@@ -184,6 +191,6 @@ mod tests {
         let Role::Follower(rx) = f.join("k") else {
             panic!()
         };
-        assert!(follow(rx, Duration::from_millis(20)).await.is_none());
+        assert!(follow(rx, Some(Duration::from_millis(20))).await.is_none());
     }
 }

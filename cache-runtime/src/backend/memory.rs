@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Acquire, Backend, Expect, Fetched, Result, Store};
-use crate::entry::{self, LEASE_MAGIC, TOKEN_LEN, Token};
+use crate::entry::{self, TOKEN_LEN, Token};
 
 struct Value {
     bytes: Vec<u8>,
@@ -33,13 +33,25 @@ impl Map {
             .map(|v| v.bytes.as_slice())
     }
 
+    /// Sets a value whose life is at least what is left of the old one's
+    /// (the Redis scripts' `max(PX, PTTL)`).
+    fn replace(&mut self, key: &str, bytes: Vec<u8>, ttl: Duration, now: Instant) {
+        let left = self
+            .values
+            .get(key)
+            .filter(|v| v.live(now))
+            .and_then(|v| v.expires)
+            .map_or(Duration::ZERO, |e| e.saturating_duration_since(now));
+        self.set(key, bytes, Some(ttl.max(left)), now);
+    }
+
     fn set(&mut self, key: &str, bytes: Vec<u8>, ttl: Option<Duration>, now: Instant) {
         self.writes_since_sweep += 1;
         if self.writes_since_sweep > 1024 && self.writes_since_sweep > self.values.len() / 2 {
             self.values.retain(|_, v| v.live(now));
             self.writes_since_sweep = 0;
         }
-        let expires = ttl.map(|t| now + t);
+        let expires = ttl.and_then(|t| now.checked_add(t));
         self.values.insert(key.to_owned(), Value { bytes, expires });
     }
 }
@@ -87,10 +99,10 @@ impl Backend for MemoryBackend {
         if !s.expect.matches(map.get(s.entry_key, now)) {
             return Ok(false);
         }
-        map.set(
+        map.replace(
             s.entry_key,
             entry::assemble(&generation, s.tail),
-            Some(s.ttl),
+            s.ttl,
             now,
         );
         Ok(true)
@@ -115,21 +127,24 @@ impl Backend for MemoryBackend {
     ) -> Result<Acquire> {
         let mut map = self.lock();
         let now = Instant::now();
-        let current = map.get(entry_key, now);
-        if expect.matches(current) {
-            map.set(entry_key, lease.to_vec(), Some(ttl), now);
+        if expect.matches(map.get(entry_key, now)) {
+            map.replace(entry_key, lease.to_vec(), ttl, now);
             return Ok(Acquire::Acquired);
         }
-        Ok(match current {
-            Some(c) if c.len() == 1 + TOKEN_LEN && c[0] == LEASE_MAGIC => Acquire::Held,
-            _ => Acquire::Changed,
-        })
+        Ok(Acquire::Changed)
     }
 
-    async fn release(&self, entry_key: &str, lease: &[u8]) -> Result<()> {
+    async fn release(
+        &self,
+        entry_key: &str,
+        lease: &[u8],
+        tombstone: &[u8],
+        ttl: Duration,
+    ) -> Result<()> {
         let mut map = self.lock();
-        if map.get(entry_key, Instant::now()) == Some(lease) {
-            map.values.remove(entry_key);
+        let now = Instant::now();
+        if map.get(entry_key, now) == Some(lease) {
+            map.replace(entry_key, tombstone.to_vec(), ttl, now);
         }
         Ok(())
     }
@@ -146,7 +161,7 @@ impl Backend for MemoryBackend {
 
     async fn put_tombstone(&self, entry_key: &str, tombstone: &[u8], ttl: Duration) -> Result<()> {
         let mut map = self.lock();
-        map.set(entry_key, tombstone.to_vec(), Some(ttl), Instant::now());
+        map.replace(entry_key, tombstone.to_vec(), ttl, Instant::now());
         Ok(())
     }
 }

@@ -26,16 +26,16 @@ pub(crate) enum Expect<'a> {
     Absent,
     /// A value starting with these bytes (an entry's identity, a tombstone).
     Prefix(&'a [u8]),
-    /// This lease, or nothing (the lease expired and nobody replaced it).
-    LeaseOrAbsent(&'a [u8]),
+    /// Exactly these bytes (the caller's lease).
+    Exactly(&'a [u8]),
 }
 
 impl<'a> Expect<'a> {
     pub(crate) fn matches(self, current: Option<&[u8]>) -> bool {
         match (self, current) {
-            (Expect::Absent, None) | (Expect::LeaseOrAbsent(_), None) => true,
+            (Expect::Absent, None) => true,
             (Expect::Prefix(p), Some(cur)) => cur.starts_with(p),
-            (Expect::LeaseOrAbsent(l), Some(cur)) => cur == l,
+            (Expect::Exactly(l), Some(cur)) => cur == l,
             _ => false,
         }
     }
@@ -45,7 +45,7 @@ impl<'a> Expect<'a> {
         match self {
             Expect::Absent => ("0", b""),
             Expect::Prefix(p) => ("1", p),
-            Expect::LeaseOrAbsent(l) => ("2", l),
+            Expect::Exactly(l) => ("2", l),
         }
     }
 }
@@ -55,9 +55,8 @@ impl<'a> Expect<'a> {
 pub(crate) enum Acquire {
     /// The lease is ours: compute and store.
     Acquired,
-    /// Another reader holds a lease: wait for its entry.
-    Held,
-    /// The key changed since it was read: read again.
+    /// The key changed since it was read (another lease, a new entry, a
+    /// tombstone): read again.
     Changed,
 }
 
@@ -103,6 +102,23 @@ impl From<::redis::RedisError> for BackendError {
     }
 }
 
+impl BackendError {
+    /// Does this say Redis is unreachable or too slow (which the circuit
+    /// breaker counts), rather than that one command failed (a foreign
+    /// value of another type under a key, say)?
+    pub(crate) fn is_outage(&self) -> bool {
+        match self {
+            BackendError::Timeout | BackendError::Unavailable(_) => true,
+            BackendError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_unrecoverable_error()
+            }
+        }
+    }
+}
+
 pub(crate) type Result<T> = std::result::Result<T, BackendError>;
 
 /// The operations the cache needs from a store.
@@ -132,8 +148,15 @@ pub(crate) trait Backend: Send + Sync {
         lease: &[u8],
         ttl: Duration,
     ) -> impl Future<Output = Result<Acquire>> + Send;
-    /// Removes a lease if it is still this one (the owner stores nothing).
-    fn release(&self, entry_key: &str, lease: &[u8]) -> impl Future<Output = Result<()>> + Send;
+    /// Replaces a lease that is still this one with `tombstone` (the owner
+    /// stores nothing): waiters stop waiting, and the key does not go empty.
+    fn release(
+        &self,
+        entry_key: &str,
+        lease: &[u8],
+        tombstone: &[u8],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// `SET key token NX PX ttl`: one refresher per window across processes.
     fn try_lock(
         &self,
@@ -141,7 +164,8 @@ pub(crate) trait Backend: Send + Sync {
         token: &[u8],
         ttl: Duration,
     ) -> impl Future<Output = Result<bool>> + Send;
-    /// Overwrites one entry with a tombstone (key invalidation).
+    /// Overwrites one entry with a tombstone (key invalidation), keeping at
+    /// least the key's remaining life.
     fn put_tombstone(
         &self,
         entry_key: &str,
@@ -191,10 +215,16 @@ impl Backend for AnyBackend {
         }
     }
 
-    async fn release(&self, entry_key: &str, lease: &[u8]) -> Result<()> {
+    async fn release(
+        &self,
+        entry_key: &str,
+        lease: &[u8],
+        tombstone: &[u8],
+        ttl: Duration,
+    ) -> Result<()> {
         match self {
-            AnyBackend::Redis(b) => b.release(entry_key, lease).await,
-            AnyBackend::Memory(b) => b.release(entry_key, lease).await,
+            AnyBackend::Redis(b) => b.release(entry_key, lease, tombstone, ttl).await,
+            AnyBackend::Memory(b) => b.release(entry_key, lease, tombstone, ttl).await,
         }
     }
 

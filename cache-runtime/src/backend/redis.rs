@@ -23,9 +23,9 @@ use crate::entry::Token;
 
 /// Compare-and-set store. KEYS: entry, generation. ARGV: expect mode ("0":
 /// key must be empty, "1": key must start with ARGV[2], "2": key must be
-/// ARGV[2] or empty), expected bytes, generation seen before computing
+/// exactly ARGV[2]), expected bytes, generation seen before computing
 /// ("" = none), fresh generation, PX milliseconds, entry tail. Returns 1
-/// when stored, 0 when refused.
+/// when stored, 0 when refused. The key keeps at least its remaining life.
 const STORE_SCRIPT: &str = r"
 local g = redis.call('GET', KEYS[2])
 if g and string.len(g) ~= 16 then g = false end
@@ -40,17 +40,18 @@ local cur = redis.call('GET', KEYS[1])
 if ARGV[1] == '0' then
   if cur then return 0 end
 elseif ARGV[1] == '2' then
-  if cur and cur ~= ARGV[2] then return 0 end
+  if cur ~= ARGV[2] then return 0 end
 elseif (not cur) or string.sub(cur, 1, string.len(ARGV[2])) ~= ARGV[2] then
   return 0
 end
-redis.call('SET', KEYS[1], '\202' .. g .. ARGV[6], 'PX', ARGV[5])
+local px = math.max(tonumber(ARGV[5]), redis.call('PTTL', KEYS[1]))
+redis.call('SET', KEYS[1], '\202' .. g .. ARGV[6], 'PX', px)
 return 1
 ";
 
 /// Takes an entry's lease. KEYS: entry. ARGV: expect mode ("0": empty,
 /// "1": starts with ARGV[2]), expected prefix, lease, PX milliseconds.
-/// Returns 1 (acquired), 0 (another lease holds it) or 2 (changed).
+/// Returns 1 (acquired) or 0 (the key changed since it was read).
 const ACQUIRE_SCRIPT: &str = r"
 local cur = redis.call('GET', KEYS[1])
 local ok
@@ -59,17 +60,27 @@ if ARGV[1] == '0' then
 else
   ok = cur and string.sub(cur, 1, string.len(ARGV[2])) == ARGV[2]
 end
-if ok then
-  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-  return 1
-end
-if cur and string.len(cur) == 17 and string.byte(cur, 1) == 204 then return 0 end
-return 2
+if not ok then return 0 end
+local px = math.max(tonumber(ARGV[4]), redis.call('PTTL', KEYS[1]))
+redis.call('SET', KEYS[1], ARGV[3], 'PX', px)
+return 1
 ";
 
-/// Removes a lease if it is still the caller's. KEYS: entry. ARGV: lease.
+/// Replaces the caller's lease with a tombstone. KEYS: entry. ARGV: lease,
+/// tombstone, PX milliseconds.
 const RELEASE_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  local px = math.max(tonumber(ARGV[3]), redis.call('PTTL', KEYS[1]))
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', px)
+end
+return 1
+";
+
+/// Key invalidation: a tombstone over whatever is there. KEYS: entry.
+/// ARGV: tombstone, PX milliseconds.
+const TOMBSTONE_SCRIPT: &str = r"
+local px = math.max(tonumber(ARGV[2]), redis.call('PTTL', KEYS[1]))
+redis.call('SET', KEYS[1], ARGV[1], 'PX', px)
 return 1
 ";
 
@@ -103,6 +114,7 @@ pub(crate) struct RedisBackend {
     store_script: Script,
     acquire_script: Script,
     release_script: Script,
+    tombstone_script: Script,
 }
 
 impl RedisBackend {
@@ -142,6 +154,7 @@ impl RedisBackend {
             store_script: Script::new(STORE_SCRIPT),
             acquire_script: Script::new(ACQUIRE_SCRIPT),
             release_script: Script::new(RELEASE_SCRIPT),
+            tombstone_script: Script::new(TOMBSTONE_SCRIPT),
         })
     }
 
@@ -209,7 +222,10 @@ impl RedisBackend {
 
     /// Forgets a connection that broke (so the next call reconnects).
     fn check(&self, slot: usize, epoch: u64, err: &redis::RedisError) {
-        if !(err.is_unrecoverable_error() || err.is_connection_dropped() || err.is_io_error()) {
+        // A response timeout leaves the multiplexed connection usable: keep it.
+        if err.is_timeout()
+            || !(err.is_unrecoverable_error() || err.is_connection_dropped() || err.is_io_error())
+        {
             return;
         }
         if let Ok(mut w) = self.shared.slots[slot].conn.write()
@@ -319,21 +335,30 @@ impl Backend for RedisBackend {
                 .arg(px)
                 .invoke_async(&mut c)
                 .await?;
-            Ok(match r {
-                1 => Acquire::Acquired,
-                0 => Acquire::Held,
-                _ => Acquire::Changed,
+            Ok(if r == 1 {
+                Acquire::Acquired
+            } else {
+                Acquire::Changed
             })
         })
         .await
     }
 
-    async fn release(&self, entry_key: &str, lease: &[u8]) -> Result<()> {
+    async fn release(
+        &self,
+        entry_key: &str,
+        lease: &[u8],
+        tombstone: &[u8],
+        ttl: Duration,
+    ) -> Result<()> {
         let script = &self.release_script;
+        let px = millis(ttl);
         self.run(|mut c| async move {
             script
                 .key(entry_key)
                 .arg(lease)
+                .arg(tombstone)
+                .arg(px)
                 .invoke_async::<()>(&mut c)
                 .await
         })
@@ -363,13 +388,13 @@ impl Backend for RedisBackend {
 
     async fn put_tombstone(&self, entry_key: &str, tombstone: &[u8], ttl: Duration) -> Result<()> {
         let px = millis(ttl);
+        let script = &self.tombstone_script;
         self.run(|mut c| async move {
-            redis::cmd("SET")
-                .arg(entry_key)
+            script
+                .key(entry_key)
                 .arg(tombstone)
-                .arg("PX")
                 .arg(px)
-                .query_async::<()>(&mut c)
+                .invoke_async::<()>(&mut c)
                 .await
         })
         .await

@@ -150,7 +150,7 @@ impl Cache {
                 Ok(Snapshot { read, generation })
             }
             Err(e) => {
-                inner.breaker.failure(&e);
+                inner.note_failure(&e);
                 bump(&state.counters.errors);
                 Err(e)
             }
@@ -284,7 +284,7 @@ impl Cache {
         {
             Ok(won) => won,
             Err(e) => {
-                self.inner.breaker.failure(&e);
+                self.inner.note_failure(&e);
                 false
             }
         }
@@ -311,15 +311,20 @@ impl Cache {
         Fut: Future<Output = R>,
     {
         let inner = &*self.inner;
-        let deadline = Instant::now() + policy.lock_wait;
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(policy.lock_wait)
+            .unwrap_or(now + Duration::from_secs(86_400));
         // In process: one leader per key; the others wait for its outcome.
         let flight_key = flight::flight_key(&entry_key, generation.as_deref(), expect.as_deref());
         let mut leader = loop {
             match inner.flights.join(&flight_key) {
                 Role::Leader(l) => break l,
                 Role::Follower(rx) => {
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    match flight::follow(rx, wait).await.as_deref() {
+                    // The leader is in this process: wait for it as long as
+                    // it computes (if it is dropped, a follower takes over).
+                    // lock_wait bounds waits for other processes' leases.
+                    match flight::follow(rx, None).await.as_deref() {
                         Some(Outcome::Value(bytes)) => {
                             if let Ok(value) = inner.codec.decode::<T>(bytes) {
                                 bump(&state.counters.coalesced);
@@ -337,7 +342,7 @@ impl Cache {
                         Some(Outcome::Abandoned) => continue,
                         None => {}
                     }
-                    // The leader took too long: compute without waiting more.
+                    // No usable outcome: compute without waiting more.
                     return self
                         .compute(
                             state,
@@ -396,7 +401,7 @@ impl Cache {
                     }
                     continue;
                 }
-                let token = entry::lease();
+                let token = entry::lease(policy.lease);
                 match inner
                     .backend
                     .acquire(&entry_key, expect_of(&expect), &token, policy.lease)
@@ -417,7 +422,6 @@ impl Cache {
                         });
                         break;
                     }
-                    Ok(Acquire::Held) => leased = true,
                     Ok(Acquire::Changed) if changes < 3 => {
                         changes += 1;
                         let Ok(snap) = self.read(state, &entry_key).await else {
@@ -453,7 +457,7 @@ impl Cache {
                     }
                     Ok(Acquire::Changed) => break,
                     Err(e) => {
-                        inner.breaker.failure(&e);
+                        inner.note_failure(&e);
                         bump(&state.counters.errors);
                         break;
                     }
@@ -461,7 +465,7 @@ impl Cache {
             }
         }
         let store_expect = match &lease {
-            Some(l) => Expect::LeaseOrAbsent(&l.token),
+            Some(l) => Expect::Exactly(&l.token),
             None => expect_of(&expect),
         };
         self.compute(
@@ -570,8 +574,12 @@ impl Cache {
             if !stored {
                 // Nothing stored under our lease: let the next reader compute
                 // now instead of waiting for the lease to expire.
-                if let Err(e) = inner.backend.release(entry_key, &l.token).await {
-                    inner.breaker.failure(&e);
+                let released = inner
+                    .backend
+                    .release(entry_key, &l.token, &entry::tombstone(), inner.guard_ttl)
+                    .await;
+                if let Err(e) = released {
+                    inner.note_failure(&e);
                 }
             }
         }
@@ -634,7 +642,7 @@ impl Cache {
                 false
             }
             Err(e) => {
-                inner.breaker.failure(&e);
+                inner.note_failure(&e);
                 bump(&state.counters.errors);
                 false
             }
@@ -664,7 +672,12 @@ impl Drop for LeaseHeld {
                 std::mem::take(&mut self.token),
             );
             rt.spawn(async move {
-                let _ = cache.inner.backend.release(&key, &token).await;
+                let guard = cache.inner.guard_ttl;
+                let _ = cache
+                    .inner
+                    .backend
+                    .release(&key, &token, &entry::tombstone(), guard)
+                    .await;
             });
         }
     }

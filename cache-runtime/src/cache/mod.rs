@@ -1,7 +1,7 @@
 //! [`Cache`], its builder, and the [`Namespace`] handle that gets, computes
 //! and invalidates entries.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -69,6 +69,18 @@ struct Inner {
     max_lease: Duration,
 }
 
+impl Inner {
+    /// A failed Redis operation: an outage feeds the circuit breaker; a
+    /// failed command (e.g. WRONGTYPE from a foreign value) only is logged.
+    fn note_failure(&self, e: &crate::backend::BackendError) {
+        if e.is_outage() {
+            self.breaker.failure(e);
+        } else {
+            tracing::debug!(error = %e, "cachet: Redis command failed");
+        }
+    }
+}
+
 /// Per-namespace state shared by every call of the namespace.
 struct NsState {
     name: String,
@@ -82,10 +94,20 @@ struct NsState {
 
 #[derive(Default)]
 struct RetryQueue {
-    namespaces: HashMap<String, Arc<NsState>>,
-    keys: HashMap<String, Arc<NsState>>,
-    since: Option<Instant>,
+    namespaces: HashMap<String, Pending>,
+    keys: HashMap<String, Pending>,
+    seq: u64,
     worker: bool,
+}
+
+/// A queued invalidation. `seq` changes when the same target is queued
+/// again, so the worker never removes an invalidation queued while it was
+/// sending an older one; `since` bounds how long each one is retried.
+#[derive(Clone)]
+struct Pending {
+    state: Arc<NsState>,
+    seq: u64,
+    since: Instant,
 }
 
 const MAX_QUEUED_KEYS: usize = 10_000;
@@ -276,7 +298,7 @@ impl Cache {
                     return Invalidation::Done;
                 }
                 Err(e) => {
-                    inner.breaker.failure(&e);
+                    inner.note_failure(&e);
                     bump(&state.counters.errors);
                 }
             }
@@ -298,7 +320,7 @@ impl Cache {
                     return Invalidation::Done;
                 }
                 Err(e) => {
-                    inner.breaker.failure(&e);
+                    inner.note_failure(&e);
                     bump(&state.counters.errors);
                 }
             }
@@ -310,9 +332,18 @@ impl Cache {
     /// makes sure a retry worker runs.
     fn enqueue(&self, state: &Arc<NsState>, entry_key: Option<String>) -> Invalidation {
         let mut q = lock(&self.inner.retry);
+        q.seq += 1;
+        let seq = q.seq;
+        let now = Instant::now();
+        let pending = |since: Option<Instant>| Pending {
+            state: Arc::clone(state),
+            seq,
+            since: since.unwrap_or(now),
+        };
         match entry_key {
-            Some(k) if q.keys.len() < MAX_QUEUED_KEYS => {
-                if q.keys.insert(k, Arc::clone(state)).is_none() {
+            Some(k) if q.keys.len() < MAX_QUEUED_KEYS || q.keys.contains_key(&k) => {
+                let since = q.keys.get(&k).map(|p| p.since);
+                if q.keys.insert(k, pending(since)).is_none() {
                     state.pending_keys.fetch_add(1, Relaxed);
                 }
             }
@@ -320,11 +351,11 @@ impl Cache {
                 // Too many queued keys: invalidating the whole namespace is
                 // the bounded-memory equivalent.
                 state.pending_namespace.store(true, Relaxed);
-                q.namespaces.insert(state.name.clone(), Arc::clone(state));
+                let since = q.namespaces.get(&state.name).map(|p| p.since);
+                q.namespaces.insert(state.name.clone(), pending(since));
             }
         }
         bump(&state.counters.invalidations_queued);
-        q.since.get_or_insert_with(Instant::now);
         if !q.worker {
             q.worker = true;
             tracing::warn!(
@@ -343,72 +374,66 @@ impl Cache {
         loop {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
-            let (namespaces, keys, since) = {
+            let (namespaces, keys): (Vec<_>, Vec<_>) = {
                 let q = lock(&inner.retry);
-                let ns: Vec<_> = q.namespaces.values().cloned().collect();
-                let keys: Vec<_> = q
-                    .keys
-                    .iter()
-                    .map(|(k, s)| (k.clone(), Arc::clone(s)))
-                    .collect();
-                (ns, keys, q.since)
+                (
+                    q.namespaces
+                        .iter()
+                        .map(|(n, p)| (n.clone(), p.clone()))
+                        .collect(),
+                    q.keys.iter().map(|(k, p)| (k.clone(), p.clone())).collect(),
+                )
             };
-            for state in namespaces {
-                bump(&state.counters.invalidation_retries);
-                let landed = inner
+            for (name, p) in namespaces {
+                bump(&p.state.counters.invalidation_retries);
+                let sent = inner
                     .backend
-                    .set_generation(&state.generation_key, &entry::token())
-                    .await
-                    .is_ok();
-                if landed {
-                    let mut q = lock(&inner.retry);
-                    q.namespaces.remove(&state.name);
-                    state.pending_namespace.store(false, Relaxed);
-                    bump(&state.counters.invalidations);
-                    tracing::info!(namespace = %state.name, "cachet: queued namespace invalidation landed");
+                    .set_generation(&p.state.generation_key, &entry::token())
+                    .await;
+                let mut q = lock(&inner.retry);
+                if sent.is_ok() {
+                    inner.breaker.success();
+                    bump(&p.state.counters.invalidations);
+                    tracing::info!(namespace = %name, "cachet: queued namespace invalidation landed");
+                    if q.namespaces.get(&name).is_some_and(|cur| cur.seq == p.seq) {
+                        q.namespaces.remove(&name);
+                        p.state.pending_namespace.store(false, Relaxed);
+                    }
+                } else if p.since.elapsed() >= inner.retry_for
+                    && q.namespaces.get(&name).is_some_and(|cur| cur.seq == p.seq)
+                {
+                    q.namespaces.remove(&name);
+                    p.state.pending_namespace.store(false, Relaxed);
+                    bump(&p.state.counters.invalidations_dropped);
+                    tracing::error!(namespace = %name, retry_for = ?inner.retry_for,
+                        "cachet: gave up a queued namespace invalidation; its entries expire by their TTL");
                 }
             }
-            for (k, state) in keys {
-                bump(&state.counters.invalidation_retries);
-                let landed = inner
+            for (key, p) in keys {
+                bump(&p.state.counters.invalidation_retries);
+                let sent = inner
                     .backend
-                    .put_tombstone(&k, &entry::tombstone(), inner.guard_ttl)
-                    .await
-                    .is_ok();
-                if landed {
-                    let mut q = lock(&inner.retry);
-                    if q.keys.remove(&k).is_some() {
-                        state.pending_keys.fetch_sub(1, Relaxed);
-                    }
-                    bump(&state.counters.invalidations);
+                    .put_tombstone(&key, &entry::tombstone(), inner.guard_ttl)
+                    .await;
+                let mut q = lock(&inner.retry);
+                let current = q.keys.get(&key).is_some_and(|cur| cur.seq == p.seq);
+                if sent.is_ok() {
+                    inner.breaker.success();
+                    bump(&p.state.counters.invalidations);
+                } else if p.since.elapsed() >= inner.retry_for && current {
+                    bump(&p.state.counters.invalidations_dropped);
+                    tracing::error!(key = %key, retry_for = ?inner.retry_for,
+                        "cachet: gave up a queued key invalidation; the entry expires by its TTL");
+                } else {
+                    continue;
+                }
+                if current {
+                    q.keys.remove(&key);
+                    p.state.pending_keys.fetch_sub(1, Relaxed);
                 }
             }
             let mut q = lock(&inner.retry);
             if q.namespaces.is_empty() && q.keys.is_empty() {
-                q.since = None;
-                q.worker = false;
-                return;
-            }
-            if since.is_some_and(|s| s.elapsed() >= inner.retry_for) {
-                let dropped: HashSet<String> = q
-                    .namespaces
-                    .keys()
-                    .cloned()
-                    .chain(q.keys.values().map(|s| s.name.clone()))
-                    .collect();
-                for state in q.namespaces.values().chain(q.keys.values()) {
-                    bump(&state.counters.invalidations_dropped);
-                    state.pending_namespace.store(false, Relaxed);
-                    state.pending_keys.store(0, Relaxed);
-                }
-                tracing::error!(
-                    namespaces = ?dropped,
-                    retry_for = ?inner.retry_for,
-                    "cachet: gave up queued invalidations; affected entries expire by their TTL"
-                );
-                q.namespaces.clear();
-                q.keys.clear();
-                q.since = None;
                 q.worker = false;
                 return;
             }
