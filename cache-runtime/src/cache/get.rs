@@ -402,18 +402,20 @@ impl Cache {
                     continue;
                 }
                 let token = entry::lease(policy.lease);
+                // Callers that read this lease (and this generation) join us.
+                // Registered before the lease is written, so no reader can
+                // see the lease before it leads them here.
+                leader.alias(flight::flight_key(
+                    &entry_key,
+                    generation.as_deref(),
+                    Some(&token),
+                ));
                 match inner
                     .backend
                     .acquire(&entry_key, expect_of(&expect), &token, policy.lease)
                     .await
                 {
                     Ok(Acquire::Acquired) => {
-                        // Callers that read this lease (and this generation) join us.
-                        leader.alias(flight::flight_key(
-                            &entry_key,
-                            generation.as_deref(),
-                            Some(&token),
-                        ));
                         lease = Some(LeaseHeld {
                             cache: self.clone(),
                             entry_key: entry_key.clone(),
