@@ -35,6 +35,13 @@ for est in sorted(root.glob("**/new/estimates.json"), key=lambda p: p.stat().st_
     groups.setdefault(group, {}).setdefault(fn, {})[col] = median
 
 for group, fns in groups.items():
+    if all(list(row) == ["-"] for row in fns.values()):
+        # One value per function: a column of medians, ratios to the first row.
+        print(f"\n| {group} | median | ratio to the first row |\n|---|---|---|")
+        base = next(iter(fns.values()))["-"]
+        for fn, row in fns.items():
+            print(f"| {fn} | {fmt(row['-'])} | {row['-'] / base:.2f} |")
+        continue
     cols = []
     for row in fns.values():
         cols += [c for c in row if c not in cols]
