@@ -46,8 +46,10 @@ pub(crate) fn flight_key(
     for part in [generation, read] {
         k.push('\n');
         if let Some(bytes) = part {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
             for b in bytes {
-                k.push_str(&format!("{b:02x}"));
+                k.push(char::from(HEX[usize::from(b >> 4)]));
+                k.push(char::from(HEX[usize::from(b & 0xF)]));
             }
         } else {
             k.push('-');

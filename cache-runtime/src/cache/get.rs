@@ -369,15 +369,10 @@ impl Cache {
                     bump(&state.counters.lease_waits);
                     match self.wait_for_owner(state, &entry_key, deadline).await {
                         Waited::Value(entry) => {
-                            let payload = entry.get(HEADER_LEN..).unwrap_or_default();
-                            if let Ok(value) = inner.codec.decode::<T>(payload) {
-                                if leader.has_followers() {
-                                    leader.finish(Outcome::Value(Arc::from(payload)));
-                                }
-                                bump(&state.counters.hits);
-                                stats::report(Status::Hit);
-                                return (shape.from_value)(value);
-                            }
+                            leader = match self.serve(state, leader, &entry, &shape) {
+                                Ok(out) => return out,
+                                Err(l) => l,
+                            };
                             expect = entry.get(..IDENTITY_LEN).map(<[u8]>::to_vec);
                             leased = false;
                         }
@@ -434,15 +429,10 @@ impl Cache {
                             Read::Live { entry, meta }
                                 if entry::unix_ms() <= meta.expires_at_ms =>
                             {
-                                let payload = entry.get(HEADER_LEN..).unwrap_or_default();
-                                if let Ok(value) = inner.codec.decode::<T>(payload) {
-                                    if leader.has_followers() {
-                                        leader.finish(Outcome::Value(Arc::from(payload)));
-                                    }
-                                    bump(&state.counters.hits);
-                                    stats::report(Status::Hit);
-                                    return (shape.from_value)(value);
-                                }
+                                leader = match self.serve(state, leader, &entry, &shape) {
+                                    Ok(out) => return out,
+                                    Err(l) => l,
+                                };
                                 expect = entry.get(..IDENTITY_LEN).map(<[u8]>::to_vec);
                             }
                             Read::Live { entry, .. } => {
@@ -483,6 +473,33 @@ impl Cache {
             &shape,
         )
         .await
+    }
+
+    /// A live entry found while leading (another process computed it): its
+    /// value, also handed to this process's followers; or, if it does not
+    /// decode, the leadership back.
+    fn serve<'l, T, R>(
+        &self,
+        state: &NsState,
+        leader: flight::Leader<'l>,
+        entry: &[u8],
+        shape: &Shape<T, R>,
+    ) -> Result<R, flight::Leader<'l>>
+    where
+        T: DeserializeOwned,
+    {
+        let payload = entry.get(HEADER_LEN..).unwrap_or_default();
+        match self.inner.codec.decode::<T>(payload) {
+            Ok(value) => {
+                if leader.has_followers() {
+                    leader.finish(Outcome::Value(Arc::from(payload)));
+                }
+                bump(&state.counters.hits);
+                stats::report(Status::Hit);
+                Ok((shape.from_value)(value))
+            }
+            Err(_) => Err(leader),
+        }
     }
 
     /// Polls until the lease owner's entry appears, the lease goes away, or
