@@ -7,42 +7,11 @@
 use std::hint::black_box;
 
 use cachet::codec::{Bincode, Codec, Json, Postcard};
+mod common;
+
+use common::{Flight, flight};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use serde::{Deserialize, Serialize};
-
-/// A flight as the flight-db example returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Flight {
-    id: i64,
-    airline: String,
-    airline_name: String,
-    flight_no: String,
-    from: String,
-    from_name: String,
-    to: String,
-    to_name: String,
-    departure: String,
-    arrival: String,
-    seats: u16,
-    booked: u16,
-}
-
-fn flight(i: i64) -> Flight {
-    Flight {
-        id: 1_000_000 + i,
-        airline: "LH".into(),
-        airline_name: "Lufthansa".into(),
-        flight_no: format!("LH{}", 400 + i % 600),
-        from: "FRA".into(),
-        from_name: "Frankfurt am Main Airport".into(),
-        to: "JFK".into(),
-        to_name: "John F Kennedy International Airport".into(),
-        departure: "2026-12-01T10:05:00Z".into(),
-        arrival: "2026-12-01T18:40:00Z".into(),
-        seats: 293,
-        booked: (i % 293) as u16,
-    }
-}
+use serde::Serialize;
 
 fn round_trip<C: Codec, T: Serialize + serde::de::DeserializeOwned>(
     value: &T,

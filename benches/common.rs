@@ -2,6 +2,11 @@
 //! the contenders' clients.
 #![allow(dead_code)]
 
+use std::time::Duration;
+
+use cached::AsyncRedisCache;
+use cached::macros::concurrent_cached;
+use cachet::{Cache, cached};
 use serde::{Deserialize, Serialize};
 
 /// A flight as the example returns it (about 200 bytes as JSON, 138 as postcard).
@@ -62,4 +67,27 @@ pub async fn deadpool_hit(pool: &deadpool_redis::Pool, key: &str) -> Flight {
         .await
         .expect("GET");
     postcard::from_bytes(&bytes).expect("decode")
+}
+
+/// cachet's contender: a `#[cached]` fn.
+#[cached(ns = "bench_flight", ttl = "1h", cache = cache, skip(cache))]
+pub async fn cachet_flight(cache: &Cache, id: i64) -> Flight {
+    flight(id)
+}
+
+/// The `cached` crate's Redis-backed `#[concurrent_cached]`.
+#[concurrent_cached(
+    ty = "cached::AsyncRedisCache<i64, Flight>",
+    create = r##"{
+        AsyncRedisCache::builder("cachet_bench_cached_crate")
+            .ttl(Duration::from_secs(3600))
+            .connection_string(&redis_url())
+            .build()
+            .await
+            .expect("the cached crate's Redis cache")
+    }"##,
+    map_error = r##"|e| format!("{e:?}")"##
+)]
+pub async fn cached_crate_flight(id: i64) -> Result<Flight, String> {
+    Ok(flight(id))
 }

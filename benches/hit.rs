@@ -13,32 +13,9 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
-use cached::AsyncRedisCache;
-use cached::macros::concurrent_cached;
-use cachet::{Cache, cached};
-use common::{Flight, deadpool_hit, flight, raw_hit, redis_url};
+use cachet::Cache;
+use common::{cached_crate_flight, cachet_flight, deadpool_hit, flight, raw_hit, redis_url};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-
-#[cached(ns = "bench_flight", ttl = "1h", cache = cache, skip(cache))]
-async fn cachet_flight(cache: &Cache, id: i64) -> Flight {
-    flight(id)
-}
-
-#[concurrent_cached(
-    ty = "cached::AsyncRedisCache<i64, Flight>",
-    create = r##"{
-        AsyncRedisCache::builder("cachet_bench_cached_crate")
-            .ttl(Duration::from_secs(3600))
-            .connection_string(&redis_url())
-            .build()
-            .await
-            .expect("the cached crate's Redis cache")
-    }"##,
-    map_error = r##"|e| format!("{e:?}")"##
-)]
-async fn cached_crate_flight(id: i64) -> Result<Flight, String> {
-    Ok(flight(id))
-}
 
 fn benches(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()

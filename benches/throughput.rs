@@ -12,31 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use cached::AsyncRedisCache;
-use cached::macros::concurrent_cached;
-use cachet::{Cache, cached};
-use common::{Flight, deadpool_hit, flight, raw_hit, redis_url};
-
-#[cached(ns = "bench_flight", ttl = "1h", cache = cache, skip(cache))]
-async fn cachet_flight(cache: &Cache, id: i64) -> Flight {
-    flight(id)
-}
-
-#[concurrent_cached(
-    ty = "cached::AsyncRedisCache<i64, Flight>",
-    create = r##"{
-        AsyncRedisCache::builder("cachet_bench_cached_crate")
-            .ttl(Duration::from_secs(3600))
-            .connection_string(&redis_url())
-            .build()
-            .await
-            .expect("the cached crate's Redis cache")
-    }"##,
-    map_error = r##"|e| format!("{e:?}")"##
-)]
-async fn cached_crate_flight(id: i64) -> Result<Flight, String> {
-    Ok(flight(id))
-}
+use cachet::Cache;
+use common::{cached_crate_flight, cachet_flight, deadpool_hit, flight, raw_hit, redis_url};
 
 #[derive(Clone, Copy, Debug)]
 enum Contender {
