@@ -449,3 +449,82 @@ fn an_outage_is_logged_once_not_per_call() {
     assert_eq!(count("Redis unavailable"), 1, "{text}");
     assert_eq!(count("Redis answers again"), 1, "{text}");
 }
+
+/// A Redis ACL user that may only touch `aclcache:*` keys (and run the
+/// commands a cache needs) is enough for every operation: reads, leases,
+/// stores, both invalidations, stale refresh locks, ping. Its password never
+/// shows in `Debug` output.
+#[tokio::test]
+async fn an_acl_user_restricted_to_the_prefix_is_enough() {
+    let server = RedisServer::start();
+    let mut admin = raw(&server.url()).await;
+    let _: () = redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                "cachet",
+                "on",
+                ">s3cret-pass",
+                "~aclcache:*",
+                "-@all",
+            ][..],
+        )
+        .arg(
+            &[
+                "+get",
+                "+set",
+                "+mget",
+                "+pttl",
+                "+ping",
+                "+evalsha",
+                "+eval",
+                "+script|load",
+            ][..],
+        )
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("redis://cachet:s3cret-pass@127.0.0.1:{}", server.port);
+    let c = Cache::builder()
+        .redis_url(&url)
+        .prefix("aclcache")
+        .build()
+        .unwrap();
+    assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+    c.ping().await.expect("the restricted user can PING");
+    let ns = c
+        .namespace("flight")
+        .ttl(Duration::from_millis(300))
+        .stale(Duration::from_secs(5));
+    assert_eq!(ns.get_or_compute(&1, async { 10u32 }).await, 10);
+    assert_eq!(
+        with_status(ns.get_or_compute(&1, async { 11u32 })).await,
+        (10, Status::Hit)
+    );
+    assert_eq!(ns.invalidate_key(&1).await, Invalidation::Done);
+    assert_eq!(ns.invalidate().await, Invalidation::Done);
+    assert_eq!(
+        with_status(ns.get_or_compute(&1, async { 12u32 })).await,
+        (12, Status::Miss)
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // Past the TTL: one call wins the refresh lock (`...|r`, under the prefix).
+    assert_eq!(
+        with_status(ns.get_or_compute(&1, async { 13u32 })).await,
+        (13, Status::Miss)
+    );
+    let st = c.stats().total;
+    assert_eq!(
+        (st.errors, st.bypasses),
+        (0, 0),
+        "nothing was refused: {st:?}"
+    );
+    // The user really is restricted: a key outside the prefix is refused.
+    let mut user = raw(&url).await;
+    let denied: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("other:key")
+        .arg(1)
+        .query_async(&mut user)
+        .await;
+    assert!(denied.is_err());
+}
