@@ -97,9 +97,7 @@ pub(crate) enum Found<'a> {
 /// Metadata stored with every entry.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub(crate) struct Meta {
-    #[allow(dead_code)] // read by stale-while-revalidate / early refresh
     pub expires_at_ms: u64,
-    #[allow(dead_code)]
     pub compute_ms: u32,
 }
 
