@@ -48,7 +48,7 @@ async fn one(who: Contender, c: &mut Clients) {
             // The protocol floor of cachet's read: entry and generation in one MGET.
             let (bytes, _g): (Vec<u8>, Option<Vec<u8>>) = redis::cmd("MGET")
                 .arg(RAW_KEY)
-                .arg("cachet-bench:bench_flight:gen")
+                .arg("cachet-bench:{bench_flight}:gen")
                 .query_async(&mut c.raw)
                 .await
                 .expect("MGET");

@@ -66,21 +66,21 @@ async fn keys_are_readable_and_carry_the_prefix() {
     assert_eq!(
         keys,
         [
-            "flightdb:airport:gen",
-            "flightdb:airport:v1:FRA",
-            "flightdb:airport:v1:MUC",
-            "flightdb:routes:gen",
-            "flightdb:shared:gen",
-            "flightdb:shared:v1:7",
+            "flightdb:{airport}:gen",
+            "flightdb:{airport}:v1:FRA",
+            "flightdb:{airport}:v1:MUC",
+            "flightdb:{routes}:gen",
+            "flightdb:{shared}:gen",
+            "flightdb:{shared}:v1:7",
         ],
         "the cache wrote only under its prefix, with readable keys"
     );
-    let ttl: i64 = conn.pttl("flightdb:shared:v1:7").await.unwrap();
+    let ttl: i64 = conn.pttl("flightdb:{shared}:v1:7").await.unwrap();
     assert!(
         ttl > 280_000 && ttl <= 300_000,
         "default TTL with jitter: {ttl}"
     );
-    let gen_ttl: i64 = conn.pttl("flightdb:shared:gen").await.unwrap();
+    let gen_ttl: i64 = conn.pttl("flightdb:{shared}:gen").await.unwrap();
     assert_eq!(gen_ttl, -1, "generation tokens do not expire");
 }
 
@@ -450,10 +450,10 @@ fn an_outage_is_logged_once_not_per_call() {
     assert_eq!(count("Redis answers again"), 1, "{text}");
 }
 
-/// A Redis ACL user that may only touch `aclcache:*` keys (and run the
-/// commands a cache needs) is enough for every operation: reads, leases,
-/// stores, both invalidations, stale refresh locks, ping. Its password never
-/// shows in `Debug` output.
+/// A Redis ACL user that may only touch `aclcache:*` keys and channels (and
+/// run the commands a cache needs) is enough for every operation: reads,
+/// leases, stores, both invalidations and their notices, stale refresh
+/// locks, ping. Its password never shows in `Debug` output.
 #[tokio::test]
 async fn an_acl_user_restricted_to_the_prefix_is_enough() {
     let server = RedisServer::start();
@@ -466,6 +466,7 @@ async fn an_acl_user_restricted_to_the_prefix_is_enough() {
                 "on",
                 ">s3cret-pass",
                 "~aclcache:*",
+                "&aclcache:*",
                 "-@all",
             ][..],
         )
@@ -479,6 +480,9 @@ async fn an_acl_user_restricted_to_the_prefix_is_enough() {
                 "+evalsha",
                 "+eval",
                 "+script|load",
+                "+hello",
+                "+subscribe",
+                "+publish",
             ][..],
         )
         .query_async(&mut admin)

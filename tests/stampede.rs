@@ -400,9 +400,40 @@ async fn early_refresh_refreshes_once_per_window_across_instances() {
 /// 8 readers and 2 writers for 10 s over 20 keys, random delays inside the
 /// bodies: every read that starts after a write's invalidation returned
 /// must see that write or a later one.
+/// Readers on one cache, writers on one cache (the same, or another
+/// instance sharing the prefix, as another process would): once an
+/// invalidation returns, no read that starts later returns an older value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomized_reads_never_see_a_write_older_than_a_returned_invalidation() {
     let c = cache(Backend::Redis, "checker");
+    check_linearizable(c.clone(), c, None).await;
+}
+
+/// The same across two instances: readers trust their connections'
+/// generation views (a hit is one GET), so this checks that a view is never
+/// older than the reply it is compared with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_reads_across_instances_never_see_an_older_write() {
+    let prefix = unique_prefix("checker2");
+    let instance = || {
+        Cache::builder()
+            .redis_url(redis_url())
+            .prefix(&prefix)
+            .build()
+            .unwrap()
+    };
+    check_linearizable(instance(), instance(), None).await;
+}
+
+/// With the local tier on: in the process that invalidates, it is as strict
+/// as Redis (invalidations apply to it before they return).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_reads_with_the_local_tier_never_see_an_older_write() {
+    let c = cache(Backend::Redis, "checker_local");
+    check_linearizable(c.clone(), c, Some(Duration::from_secs(10))).await;
+}
+
+async fn check_linearizable(c: Cache, writer: Cache, local: Option<Duration>) {
     const KEYS: usize = 20;
     let db: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
     // Per key: the newest version whose invalidation has returned.
@@ -410,7 +441,7 @@ async fn randomized_reads_never_see_a_write_older_than_a_returned_invalidation()
     let seconds: u64 = std::env::var("CHECKER_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(5);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let reads = Arc::new(AtomicU64::new(0));
     let violations = Arc::new(AtomicU64::new(0));
@@ -430,9 +461,11 @@ async fn randomized_reads_never_see_a_write_older_than_a_returned_invalidation()
                 let before = floor[k].load(SeqCst);
                 let (d1, d2) = (rng() % 3, rng() % 3);
                 let db = db.clone();
-                let v = c
-                    .namespace("checker")
-                    .ttl(Duration::from_secs(30))
+                let mut ns = c.namespace("checker").ttl(Duration::from_secs(30));
+                if let Some(l) = local {
+                    ns = ns.local(l);
+                }
+                let v = ns
                     .get_or_compute(&k, async move {
                         tokio::time::sleep(Duration::from_millis(d1)).await;
                         let v = db[k].load(SeqCst);
@@ -448,7 +481,7 @@ async fn randomized_reads_never_see_a_write_older_than_a_returned_invalidation()
         }));
     }
     for w in 0..2u64 {
-        let (c, db, floor) = (c.clone(), db.clone(), floor.clone());
+        let (c, db, floor) = (writer.clone(), db.clone(), floor.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = support_rng(100 + w);
             while Instant::now() < deadline {
@@ -468,7 +501,14 @@ async fn randomized_reads_never_see_a_write_older_than_a_returned_invalidation()
         t.await.unwrap();
     }
     let (reads, violations) = (reads.load(SeqCst), violations.load(SeqCst));
-    println!("randomized checker: {reads} reads checked, {violations} violations");
+    let st = c.stats().total;
+    println!(
+        "randomized checker: {reads} reads checked, {violations} violations ({} local hits)",
+        st.local_hits
+    );
+    if local.is_some() {
+        assert!(st.local_hits > 0, "the local tier served: {st:?}");
+    }
     assert!(reads > 1000, "the checker checked something: {reads}");
     assert_eq!(violations, 0, "{violations} stale reads out of {reads}");
 }

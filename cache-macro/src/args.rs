@@ -22,6 +22,7 @@ const CACHED_OPTIONS: &[&str] = &[
     "lock_wait",
     "lease",
     "early_refresh",
+    "local",
     "crate",
 ];
 const INVALIDATES_OPTIONS: &[&str] = &["ns", "key", "cache", "version", "crate"];
@@ -99,6 +100,8 @@ pub(crate) struct CachedArgs {
     pub lock_wait: Option<Duration>,
     pub lease: Option<Duration>,
     pub early_refresh: Option<f64>,
+    /// Local tier TTL; zero for `local = false`.
+    pub local: Option<Duration>,
     pub krate: Option<Path>,
 }
 
@@ -149,6 +152,7 @@ impl Parse for CachedArgs {
                 "lock_wait" => args.lock_wait = Some(parse_ttl(input, &name)?),
                 "lease" => args.lease = Some(parse_ttl(input, &name)?),
                 "early_refresh" => args.early_refresh = Some(parse_beta(input)?),
+                "local" => args.local = Some(parse_local(input, &name)?),
                 "crate" => args.krate = Some(parse_crate(input, &name)?),
                 _ => return Err(unknown_option(&name, "cached", CACHED_OPTIONS, "")),
             }
@@ -273,6 +277,22 @@ fn parse_ns(input: ParseStream<'_>, name: &Ident) -> Result<LitStr> {
 
 const TTL_HELP: &str =
     "write a duration string such as \"90s\", \"5m\" or \"1h 30m\", or whole seconds such as 300";
+
+/// `local = "10s"`, or `local = false` to opt out of a cache-wide default.
+fn parse_local(input: ParseStream<'_>, name: &Ident) -> Result<Duration> {
+    if input.peek(Token![=]) && input.peek2(syn::LitBool) {
+        input.parse::<Token![=]>()?;
+        let lit: syn::LitBool = input.parse()?;
+        if lit.value {
+            return Err(Error::new(
+                lit.span(),
+                "`local = true` needs a duration: write `local = \"10s\"` (how long a hit stays in this process), or `local = false`",
+            ));
+        }
+        return Ok(Duration::ZERO);
+    }
+    parse_ttl(input, name)
+}
 
 fn parse_ttl(input: ParseStream<'_>, name: &Ident) -> Result<Duration> {
     eq(input, name)?;

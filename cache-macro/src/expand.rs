@@ -275,6 +275,7 @@ fn expand_cached(args: CachedArgs, func: Func) -> syn::Result<TokenStream> {
         let stale = ttl_tokens(args.stale);
         let lock_wait = ttl_tokens(args.lock_wait);
         let lease = ttl_tokens(args.lease);
+        let local = ttl_tokens(args.local);
         let lock = match args.lock {
             Some(b) => quote!(::core::option::Option::Some(#b)),
             None => quote!(::core::option::Option::None),
@@ -290,6 +291,7 @@ fn expand_cached(args: CachedArgs, func: Func) -> syn::Result<TokenStream> {
             lock_wait: #lock_wait,
             lease: #lease,
             early_refresh: #early,
+            local: #local,
         })
     };
     let (cache_binding, cache) = cache_expr(&krate, args.cache.as_ref());

@@ -64,6 +64,7 @@ use proc_macro::TokenStream;
 /// | `lock_wait = "3s"` | longest wait for another caller's computation (default: the cache's) |
 /// | `lease = "10s"` | lease time of a miss (default: the cache's, at most the TTL) |
 /// | `early_refresh` / `early_refresh = 1.5` | XFetch early refresh with this beta (1.0 when bare) |
+/// | `local = "10s"` / `local = false` | keep hits in this process's local (L1) tier for this long, evicted across processes by the invalidation channel (default: the cache's, off unless `CacheBuilder::local`) |
 /// | `crate = path` | path of the `cachet` crate if it is renamed (default `::cachet`) |
 ///
 /// `Result<T, E>` caches `Ok` only and returns `Err` unchanged; any other

@@ -155,6 +155,14 @@ pub(crate) fn classify<'a>(stored: Option<&'a [u8]>, generation: Option<&[u8]>) 
     }
 }
 
+/// The generation an entry was stored under (`None`: not an entry).
+pub(crate) fn generation_of(bytes: &[u8]) -> Option<&[u8]> {
+    match bytes.first() {
+        Some(&ENTRY_MAGIC) if bytes.len() >= HEADER_LEN => Some(&bytes[1..1 + TOKEN_LEN]),
+        _ => None,
+    }
+}
+
 /// The part of an entry after magic and generation: the store script
 /// prepends `0xCA` and the generation it checked.
 pub(crate) fn entry_tail(meta: Meta, payload_len: usize) -> Vec<u8> {

@@ -231,12 +231,17 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
 }
 
-/// `"{prefix}:{ns}:v{version}:"` — the part of an entry key before the args.
+/// `"{prefix}:{{ns}}:v{version}:"` — the part of an entry key before the args.
+///
+/// The namespace is a Redis Cluster hash tag: every key of a namespace (its
+/// entries and its generation) lives in one slot, so the multi-key reads
+/// and scripts never cross slots. Namespace names cannot contain braces and
+/// the prefix cannot either, so no argument can move a key to another slot.
 ///
 /// ```
 /// use cachet_runtime::key::entry_key_prefix;
 ///
-/// assert_eq!(entry_key_prefix("app", "users", 7), "app:users:v7:");
+/// assert_eq!(entry_key_prefix("app", "users", 7), "app:{users}:v7:");
 /// ```
 pub fn entry_key_prefix(prefix: &str, ns: &str, version: u32) -> String {
     // 10 digits for u32::MAX, "v", three ':'; leave room for short args too.
@@ -247,28 +252,29 @@ pub fn entry_key_prefix(prefix: &str, ns: &str, version: u32) -> String {
             .saturating_add(14 + 32),
     );
     key.push_str(prefix);
-    key.push(':');
+    key.push_str(":{");
     key.push_str(ns);
-    key.push_str(":v");
+    key.push_str("}:v");
     // Writing into a String cannot fail.
     let _ = write!(key, "{version}");
     key.push(':');
     key
 }
 
-/// `"{prefix}:{ns}:gen"` — the key holding the namespace's generation.
+/// `"{prefix}:{{ns}}:gen"` — the key holding the namespace's generation (in
+/// the same hash slot as the namespace's entries).
 ///
 /// ```
 /// use cachet_runtime::key::generation_key;
 ///
-/// assert_eq!(generation_key("app", "users"), "app:users:gen");
+/// assert_eq!(generation_key("app", "users"), "app:{users}:gen");
 /// ```
 pub fn generation_key(prefix: &str, ns: &str) -> String {
-    let mut key = String::with_capacity(prefix.len().saturating_add(ns.len()).saturating_add(5));
+    let mut key = String::with_capacity(prefix.len().saturating_add(ns.len()).saturating_add(7));
     key.push_str(prefix);
-    key.push(':');
+    key.push_str(":{");
     key.push_str(ns);
-    key.push_str(":gen");
+    key.push_str("}:gen");
     key
 }
 
@@ -887,11 +893,11 @@ mod tests {
     fn write_args_appends_and_restores_on_error() {
         let mut key = entry_key_prefix("p", "ns", 1);
         assert!(write_args(&mut key, &("a", 1u8)).is_ok());
-        assert_eq!(key, "p:ns:v1:a:1");
+        assert_eq!(key, "p:{ns}:v1:a:1");
 
         let mut key = entry_key_prefix("p", "ns", 1);
         assert!(write_args(&mut key, &("a", Failing)).is_err());
-        assert_eq!(key, "p:ns:v1:");
+        assert_eq!(key, "p:{ns}:v1:");
     }
 
     // --- scalars ----------------------------------------------------------
@@ -1156,7 +1162,7 @@ mod tests {
         // Hashing applies to the args only, after the key prefix.
         let mut key = entry_key_prefix("p", "ns", 2);
         assert!(write_args(&mut key, &(a.as_str(), 1u8)).is_ok());
-        let args = key.strip_prefix("p:ns:v2:").unwrap_or_default();
+        let args = key.strip_prefix("p:{ns}:v2:").unwrap_or_default();
         assert!(is_hashed(args), "{args}");
         assert!(args.starts_with("kkkk"));
     }
@@ -1240,12 +1246,12 @@ mod tests {
 
     #[test]
     fn key_layout() {
-        assert_eq!(entry_key_prefix("app", "users", 0), "app:users:v0:");
+        assert_eq!(entry_key_prefix("app", "users", 0), "app:{users}:v0:");
         assert_eq!(
             entry_key_prefix("app", "users", u32::MAX),
-            "app:users:v4294967295:"
+            "app:{users}:v4294967295:"
         );
-        assert_eq!(generation_key("app", "users"), "app:users:gen");
+        assert_eq!(generation_key("app", "users"), "app:{users}:gen");
     }
 
     // --- brute-force injectivity --------------------------------------------

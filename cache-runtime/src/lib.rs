@@ -15,12 +15,14 @@
 mod backend;
 mod breaker;
 mod cache;
+mod channel;
 pub mod codec;
 mod entry;
 mod error;
 mod flight;
 mod global;
 pub mod key;
+mod local;
 mod stats;
 
 pub use cache::{Cache, CacheBuilder, Filter, Invalidation, Namespace, NoFilter, Unreachable};

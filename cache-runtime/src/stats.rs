@@ -90,6 +90,8 @@ pub(crate) struct Counters {
     pub stale_served: AtomicU64,
     pub refreshes: AtomicU64,
     pub early_refreshes: AtomicU64,
+    pub local_hits: AtomicU64,
+    pub too_large: AtomicU64,
 }
 
 #[inline]
@@ -116,6 +118,8 @@ impl Counters {
             stale_served: self.stale_served.load(Relaxed),
             refreshes: self.refreshes.load(Relaxed),
             early_refreshes: self.early_refreshes.load(Relaxed),
+            local_hits: self.local_hits.load(Relaxed),
+            too_large: self.too_large.load(Relaxed),
         }
     }
 }
@@ -157,6 +161,11 @@ pub struct Counts {
     pub refreshes: u64,
     /// Probabilistic early refreshes (XFetch) before the TTL ended.
     pub early_refreshes: u64,
+    /// Of the `hits`, those served by the local (L1) tier without a Redis round trip.
+    pub local_hits: u64,
+    /// Values not stored because their encoding exceeded `max_value_bytes`
+    /// (also counted in `stores_rejected`).
+    pub too_large: u64,
 }
 
 impl Counts {
@@ -189,6 +198,8 @@ impl Counts {
         self.stale_served += o.stale_served;
         self.refreshes += o.refreshes;
         self.early_refreshes += o.early_refreshes;
+        self.local_hits += o.local_hits;
+        self.too_large += o.too_large;
     }
 }
 

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use super::{Acquire, Backend, Expect, Fetched, Result, Store};
+use super::{Acquire, Backend, Expect, Fetched, Notice, Result, Store};
 use crate::entry::{self, TOKEN_LEN, Token};
 
 struct Value {
@@ -71,7 +72,12 @@ impl MemoryBackend {
 }
 
 impl Backend for MemoryBackend {
-    async fn fetch(&self, entry_key: &str, generation_key: &str) -> Result<Fetched> {
+    async fn fetch(
+        &self,
+        entry_key: &str,
+        generation_key: &str,
+        _views: &[AtomicU64],
+    ) -> Result<Fetched> {
         let map = self.lock();
         let now = Instant::now();
         Ok(Fetched {
@@ -108,7 +114,14 @@ impl Backend for MemoryBackend {
         Ok(true)
     }
 
-    async fn set_generation(&self, generation_key: &str, token: &Token) -> Result<()> {
+    /// In process there is no channel: the cache applies every
+    /// invalidation to its local tier itself.
+    async fn set_generation(
+        &self,
+        generation_key: &str,
+        token: &Token,
+        _notice: Notice<'_>,
+    ) -> Result<()> {
         let mut map = self.lock();
         map.set(generation_key, token.to_vec(), None, Instant::now());
         Ok(())
@@ -159,7 +172,13 @@ impl Backend for MemoryBackend {
         Ok(true)
     }
 
-    async fn put_tombstone(&self, entry_key: &str, tombstone: &[u8], ttl: Duration) -> Result<()> {
+    async fn put_tombstone(
+        &self,
+        entry_key: &str,
+        tombstone: &[u8],
+        ttl: Duration,
+        _notice: Notice<'_>,
+    ) -> Result<()> {
         let mut map = self.lock();
         map.replace(entry_key, tombstone.to_vec(), ttl, Instant::now());
         Ok(())

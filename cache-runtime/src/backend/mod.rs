@@ -8,6 +8,7 @@ pub(crate) mod memory;
 pub(crate) mod redis;
 
 use std::fmt;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use crate::entry::Token;
@@ -58,6 +59,14 @@ pub(crate) enum Acquire {
     /// The key changed since it was read (another lease, a new entry, a
     /// tombstone): read again.
     Changed,
+}
+
+/// The message an invalidation publishes (in the same script), for the
+/// other processes' generation views and local tiers (see `channel.rs`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Notice<'a> {
+    pub channel: &'a str,
+    pub message: &'a [u8],
 }
 
 /// A compare-and-set store of one entry.
@@ -123,11 +132,14 @@ pub(crate) type Result<T> = std::result::Result<T, BackendError>;
 
 /// The operations the cache needs from a store.
 pub(crate) trait Backend: Send + Sync {
-    /// The entry and the generation, in one round trip.
+    /// The entry and the generation, in one round trip. `views` are the
+    /// namespace's generation views, one per connection slot (see
+    /// `channel.rs`): while one is known, only the entry is read.
     fn fetch(
         &self,
         entry_key: &str,
         generation_key: &str,
+        views: &[AtomicU64],
     ) -> impl Future<Output = Result<Fetched>> + Send;
     /// Compare-and-set store; `Ok(false)` when the guard refused it.
     fn store(&self, store: Store<'_>) -> impl Future<Output = Result<bool>> + Send;
@@ -136,6 +148,7 @@ pub(crate) trait Backend: Send + Sync {
         &self,
         generation_key: &str,
         token: &Token,
+        notice: Notice<'_>,
     ) -> impl Future<Output = Result<()>> + Send;
     /// One round trip that touches no key (health check).
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
@@ -171,20 +184,26 @@ pub(crate) trait Backend: Send + Sync {
         entry_key: &str,
         tombstone: &[u8],
         ttl: Duration,
+        notice: Notice<'_>,
     ) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// The backend a cache was built with.
 pub(crate) enum AnyBackend {
-    Redis(redis::RedisBackend),
+    Redis(Box<redis::RedisBackend>),
     Memory(memory::MemoryBackend),
 }
 
 impl Backend for AnyBackend {
-    async fn fetch(&self, entry_key: &str, generation_key: &str) -> Result<Fetched> {
+    async fn fetch(
+        &self,
+        entry_key: &str,
+        generation_key: &str,
+        views: &[AtomicU64],
+    ) -> Result<Fetched> {
         match self {
-            AnyBackend::Redis(b) => b.fetch(entry_key, generation_key).await,
-            AnyBackend::Memory(b) => b.fetch(entry_key, generation_key).await,
+            AnyBackend::Redis(b) => b.fetch(entry_key, generation_key, views).await,
+            AnyBackend::Memory(b) => b.fetch(entry_key, generation_key, views).await,
         }
     }
 
@@ -195,10 +214,15 @@ impl Backend for AnyBackend {
         }
     }
 
-    async fn set_generation(&self, generation_key: &str, token: &Token) -> Result<()> {
+    async fn set_generation(
+        &self,
+        generation_key: &str,
+        token: &Token,
+        notice: Notice<'_>,
+    ) -> Result<()> {
         match self {
-            AnyBackend::Redis(b) => b.set_generation(generation_key, token).await,
-            AnyBackend::Memory(b) => b.set_generation(generation_key, token).await,
+            AnyBackend::Redis(b) => b.set_generation(generation_key, token, notice).await,
+            AnyBackend::Memory(b) => b.set_generation(generation_key, token, notice).await,
         }
     }
 
@@ -242,10 +266,16 @@ impl Backend for AnyBackend {
         }
     }
 
-    async fn put_tombstone(&self, entry_key: &str, tombstone: &[u8], ttl: Duration) -> Result<()> {
+    async fn put_tombstone(
+        &self,
+        entry_key: &str,
+        tombstone: &[u8],
+        ttl: Duration,
+        notice: Notice<'_>,
+    ) -> Result<()> {
         match self {
-            AnyBackend::Redis(b) => b.put_tombstone(entry_key, tombstone, ttl).await,
-            AnyBackend::Memory(b) => b.put_tombstone(entry_key, tombstone, ttl).await,
+            AnyBackend::Redis(b) => b.put_tombstone(entry_key, tombstone, ttl, notice).await,
+            AnyBackend::Memory(b) => b.put_tombstone(entry_key, tombstone, ttl, notice).await,
         }
     }
 }

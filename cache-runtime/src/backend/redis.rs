@@ -1,25 +1,28 @@
-//! Redis backend on a deadpool-redis pool.
+//! Redis backend: kept multiplexed RESP3 connections made by deadpool-redis.
 //!
 //! deadpool-redis recycles a connection with `UNWATCH` + `PING` on every
 //! `pool.get()`, which would double the cost of a hit. A redis-rs
 //! multiplexed connection is shared by any number of tasks, so the backend
-//! checks a few connections out of the pool once and keeps them in slots;
-//! the hit path clones one (an `Arc` clone) and pays exactly one round trip.
-//! A connection that breaks is detached from the pool and its slot is
-//! refilled in a background task, so a caller never waits for a reconnect
-//! longer than the operation timeout.
+//! keeps a few connections in slots and the hit path clones one (an `Arc`
+//! clone) and pays exactly one round trip. Each connection is made by its
+//! own deadpool-redis `Manager` (with the connect and response timeouts and
+//! a push handler that knows which connection it serves), subscribes to the
+//! invalidation channel (see `channel.rs`), and lives in its slot until it
+//! breaks; then the slot is refilled in a background task, so a caller never
+//! waits for a reconnect longer than the operation timeout.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use deadpool_redis::{Manager, Pool, Runtime};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Script};
+use redis::{AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, Script};
 use tokio::sync::Notify;
 
-use super::{Acquire, Backend, BackendError, Expect, Fetched, Result, Store};
-use crate::entry::Token;
+use super::{Acquire, Backend, BackendError, Expect, Fetched, Notice, Result, Store};
+use crate::channel::{ConnSink, Hub, token_value};
+use crate::entry::{self, Token};
 
 /// Compare-and-set store. KEYS: entry, generation. ARGV: expect mode ("0":
 /// key must be empty, "1": key must start with ARGV[2], "2": key must be
@@ -76,11 +79,22 @@ end
 return 1
 ";
 
-/// Key invalidation: a tombstone over whatever is there. KEYS: entry.
-/// ARGV: tombstone, PX milliseconds.
+/// Key invalidation: a tombstone over whatever is there, and its notice.
+/// KEYS: entry. ARGV: tombstone, PX milliseconds, channel, message.
+/// Returns 1, or 0 when the notice was refused (an ACL without the channel).
 const TOMBSTONE_SCRIPT: &str = r"
 local px = math.max(tonumber(ARGV[2]), redis.call('PTTL', KEYS[1]))
 redis.call('SET', KEYS[1], ARGV[1], 'PX', px)
+if type(redis.pcall('PUBLISH', ARGV[3], ARGV[4])) == 'table' then return 0 end
+return 1
+";
+
+/// Namespace invalidation: a new generation, and its notice. KEYS:
+/// generation. ARGV: token, channel, message. Returns 1, or 0 when the
+/// notice was refused.
+const GENERATION_SCRIPT: &str = r"
+redis.call('SET', KEYS[1], ARGV[1])
+if type(redis.pcall('PUBLISH', ARGV[2], ARGV[3])) == 'table' then return 0 end
 return 1
 ";
 
@@ -89,6 +103,7 @@ pub(crate) struct RedisConfig {
     pub connections: usize,
     pub op_timeout: Duration,
     pub connect_timeout: Duration,
+    pub hub: Arc<Hub>,
 }
 
 struct Slot {
@@ -101,10 +116,16 @@ struct Slot {
 }
 
 struct Shared {
-    pool: Pool,
+    info: ConnectionInfo,
+    conn_config: AsyncConnectionConfig,
+    hub: Arc<Hub>,
     slots: Box<[Slot]>,
     epoch: AtomicU64,
     connect_timeout: Duration,
+    /// A subscription was refused once (logged once).
+    refused: AtomicBool,
+    /// A notice was refused once (logged once).
+    notice_refused: AtomicBool,
 }
 
 pub(crate) struct RedisBackend {
@@ -115,26 +136,28 @@ pub(crate) struct RedisBackend {
     acquire_script: Script,
     release_script: Script,
     tombstone_script: Script,
+    generation_script: Script,
 }
 
 impl RedisBackend {
-    /// Builds the pool; no I/O.
+    /// Checks the URL and sets the connections up; no I/O.
     pub(crate) fn new(cfg: RedisConfig) -> std::result::Result<Self, String> {
-        let conn_cfg = AsyncConnectionConfig::new()
+        let info = cfg
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| format!("invalid Redis URL: {e}"))?;
+        // RESP3: the connections that serve commands also receive the
+        // invalidation channel's messages, in order with the replies.
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(settings);
+        let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(cfg.connect_timeout))
             .set_response_timeout(Some(cfg.op_timeout));
-        let manager = Manager::new_with_config(cfg.url.as_str(), conn_cfg)
-            .map_err(|e| format!("invalid Redis URL: {e}"))?;
         let connections = cfg.connections.max(1);
-        let pool = Pool::builder(manager)
-            // The kept connections plus headroom for reconnects in flight.
-            .max_size(connections * 2)
-            .wait_timeout(Some(cfg.connect_timeout))
-            .create_timeout(Some(cfg.connect_timeout))
-            .recycle_timeout(Some(cfg.connect_timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| format!("cannot build the Redis pool: {e}"))?;
         let slots = (0..connections)
             .map(|_| Slot {
                 conn: RwLock::new(None),
@@ -144,10 +167,14 @@ impl RedisBackend {
             .collect();
         Ok(RedisBackend {
             shared: Arc::new(Shared {
-                pool,
+                info,
+                conn_config,
+                hub: cfg.hub,
                 slots,
                 epoch: AtomicU64::new(0),
                 connect_timeout: cfg.connect_timeout,
+                refused: AtomicBool::new(false),
+                notice_refused: AtomicBool::new(false),
             }),
             next: AtomicUsize::new(0),
             op_timeout: cfg.op_timeout,
@@ -155,6 +182,7 @@ impl RedisBackend {
             acquire_script: Script::new(ACQUIRE_SCRIPT),
             release_script: Script::new(RELEASE_SCRIPT),
             tombstone_script: Script::new(TOMBSTONE_SCRIPT),
+            generation_script: Script::new(GENERATION_SCRIPT),
         })
     }
 
@@ -194,19 +222,17 @@ impl RedisBackend {
         }
         let shared = Arc::clone(&self.shared);
         let task = tokio::spawn(async move {
-            let got = tokio::time::timeout(shared.connect_timeout, shared.pool.get()).await;
+            let epoch = shared.epoch.fetch_add(1, Relaxed) + 1;
+            let got = tokio::time::timeout(shared.connect_timeout, shared.connect(i, epoch)).await;
             let slot = &shared.slots[i];
             let result = match got {
-                Ok(Ok(obj)) => {
-                    // Detach it from the pool: it lives in the slot until it breaks.
-                    let conn = deadpool_redis::Connection::take(obj);
-                    let epoch = shared.epoch.fetch_add(1, Relaxed) + 1;
+                Ok(Ok(conn)) => {
                     if let Ok(mut w) = slot.conn.write() {
                         *w = Some((epoch, conn.clone()));
                     }
                     Ok((i, epoch, conn))
                 }
-                Ok(Err(e)) => Err(BackendError::Unavailable(pool_error(&e))),
+                Ok(Err(e)) => Err(e),
                 Err(_) => Err(BackendError::Timeout),
             };
             slot.connecting.store(false, Relaxed);
@@ -236,6 +262,20 @@ impl RedisBackend {
         }
     }
 
+    /// The invalidation landed but Redis refused its notice (an ACL without
+    /// the channel). Processes that can subscribe would keep their views and
+    /// local tiers: say so, loudly, once.
+    fn notice_refused(&self, published: i64, notice: Notice<'_>) {
+        if published == 0 && !self.shared.notice_refused.swap(true, Relaxed) {
+            tracing::error!(
+                channel = notice.channel,
+                "cachet: Redis refused to publish an invalidation notice (ACL): \
+                 processes allowed to subscribe may serve invalidated entries from their \
+                 views and local tiers; grant every cache user `&<prefix>:*`"
+            );
+        }
+    }
+
     async fn run<T, F, Fut>(&self, op: F) -> Result<T>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
@@ -249,6 +289,50 @@ impl RedisBackend {
                 Err(e.into())
             }
         }
+    }
+}
+
+impl Shared {
+    /// Makes connection `epoch` for slot `i` and subscribes it.
+    async fn connect(&self, i: usize, epoch: u64) -> Result<MultiplexedConnection> {
+        self.hub.begin_connection(i, epoch);
+        let sink = ConnSink {
+            hub: Arc::clone(&self.hub),
+            slot: i,
+            conn: epoch,
+        };
+        let manager = Manager::new_with_config(
+            self.info.clone(),
+            self.conn_config.clone().set_push_sender(sink),
+        )
+        .map_err(BackendError::from)?;
+        // A pool of one, for deadpool-redis's connect timeouts; the
+        // connection is taken out of it and kept.
+        let pool = Pool::builder(manager)
+            .max_size(1)
+            .create_timeout(Some(self.connect_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|_| BackendError::Unavailable("cannot build a Redis connection pool"))?;
+        let obj = pool.get().await.map_err(|e| {
+            tracing::debug!(slot = i, error = %e, "cachet: cannot connect to Redis");
+            BackendError::Unavailable(pool_error(&e))
+        })?;
+        let mut conn = deadpool_redis::Connection::take(obj);
+        match conn.subscribe(self.hub.channel()).await {
+            Ok(()) => self.hub.subscribed(i, epoch),
+            Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+                return Err(e.into());
+            }
+            Err(e) => {
+                if !self.refused.swap(true, Relaxed) {
+                    tracing::warn!(channel = self.hub.channel(), error = %e,
+                        "cachet: cannot subscribe to the invalidation channel: the local tier stays off \
+                         and hits read the generation too (an ACL needs `&<prefix>:*`)");
+                }
+            }
+        }
+        Ok(conn)
     }
 }
 
@@ -272,16 +356,52 @@ fn pool_error(e: &deadpool_redis::PoolError) -> &'static str {
 }
 
 impl Backend for RedisBackend {
-    async fn fetch(&self, entry_key: &str, generation_key: &str) -> Result<Fetched> {
-        self.run(|mut c| async move {
-            let (entry, generation): (Option<Vec<u8>>, Option<Vec<u8>>) = redis::cmd("MGET")
+    async fn fetch(
+        &self,
+        entry_key: &str,
+        generation_key: &str,
+        views: &[AtomicU64],
+    ) -> Result<Fetched> {
+        let (slot, epoch, mut conn) = self.conn().await?;
+        let hub = &self.shared.hub;
+        let view = views.get(slot);
+        if view.is_some_and(|v| v.load(SeqCst) != 0) {
+            // The generation is known on this connection: read the entry only.
+            let got: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("GET")
                 .arg(entry_key)
-                .arg(generation_key)
-                .query_async(&mut c)
-                .await?;
-            Ok(Fetched { entry, generation })
-        })
-        .await
+                .query_async(&mut conn)
+                .await;
+            let entry = got.map_err(|e| {
+                self.check(slot, epoch, &e);
+                BackendError::from(e)
+            })?;
+            // Read after the reply: every push before it has been applied.
+            let known = view.map_or(0, |v| v.load(SeqCst));
+            if known != 0
+                && hub.is_live(slot, epoch)
+                && let Some(g) = entry.as_deref().and_then(entry::generation_of)
+                && token_value(g) == known
+            {
+                let generation = Some(g.to_vec());
+                return Ok(Fetched { entry, generation });
+            }
+            // Not live by the view: read both, which also re-learns the view.
+        }
+        let pushes_before = hub.pushes(slot);
+        type Both = (Option<Vec<u8>>, Option<Vec<u8>>);
+        let got: redis::RedisResult<Both> = redis::cmd("MGET")
+            .arg(entry_key)
+            .arg(generation_key)
+            .query_async(&mut conn)
+            .await;
+        let (entry, generation) = got.map_err(|e| {
+            self.check(slot, epoch, &e);
+            BackendError::from(e)
+        })?;
+        if let (Some(v), Some(g)) = (view, generation.as_deref()) {
+            hub.learn(slot, epoch, pushes_before, v, token_value(g));
+        }
+        Ok(Fetched { entry, generation })
     }
 
     async fn store(&self, s: Store<'_>) -> Result<bool> {
@@ -305,15 +425,26 @@ impl Backend for RedisBackend {
         .await
     }
 
-    async fn set_generation(&self, generation_key: &str, token: &Token) -> Result<()> {
-        self.run(|mut c| async move {
-            redis::cmd("SET")
-                .arg(generation_key)
-                .arg(&token[..])
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await
+    async fn set_generation(
+        &self,
+        generation_key: &str,
+        token: &Token,
+        notice: Notice<'_>,
+    ) -> Result<()> {
+        let script = &self.generation_script;
+        let published = self
+            .run(|mut c| async move {
+                script
+                    .key(generation_key)
+                    .arg(&token[..])
+                    .arg(notice.channel)
+                    .arg(notice.message)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await?;
+        self.notice_refused(published, notice);
+        Ok(())
     }
 
     async fn acquire(
@@ -386,17 +517,28 @@ impl Backend for RedisBackend {
             .await
     }
 
-    async fn put_tombstone(&self, entry_key: &str, tombstone: &[u8], ttl: Duration) -> Result<()> {
+    async fn put_tombstone(
+        &self,
+        entry_key: &str,
+        tombstone: &[u8],
+        ttl: Duration,
+        notice: Notice<'_>,
+    ) -> Result<()> {
         let px = millis(ttl);
         let script = &self.tombstone_script;
-        self.run(|mut c| async move {
-            script
-                .key(entry_key)
-                .arg(tombstone)
-                .arg(px)
-                .invoke_async::<()>(&mut c)
-                .await
-        })
-        .await
+        let published = self
+            .run(|mut c| async move {
+                script
+                    .key(entry_key)
+                    .arg(tombstone)
+                    .arg(px)
+                    .arg(notice.channel)
+                    .arg(notice.message)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await?;
+        self.notice_refused(published, notice);
+        Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! One cached call, from the read to the store.
 //!
 //! ```text
-//! read (MGET entry, generation)                      1 round trip
+//! local tier (opt-in): live, same epochs ................ hit, no round trip
+//! read (GET entry, or MGET entry + generation)       1 round trip
 //!   live, fresh ........................................ hit
 //!   live, fresh, XFetch says refresh, won refresh lock .. recompute, store
 //!   live, past TTL, within `stale`, won refresh lock .... recompute, store
@@ -18,7 +19,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -28,6 +29,7 @@ use crate::backend::{Acquire, Backend, BackendError, Expect, Store};
 use crate::entry::{self, Found, HEADER_LEN, IDENTITY_LEN, Meta, TOKEN_LEN};
 use crate::flight::{self, Outcome, Role};
 use crate::key::KeyError;
+use crate::local::Ticket;
 use crate::stats::{self, Status, bump};
 
 /// How an output relates to its cacheable value.
@@ -81,6 +83,9 @@ struct Policy {
     lock_wait: Duration,
     lease: Duration,
     early_refresh: Option<f64>,
+    /// Local tier TTL (zero: off) and where the channel stood before the read.
+    local: Duration,
+    ticket: Option<Ticket>,
 }
 
 /// What one read found, owned.
@@ -115,12 +120,46 @@ impl Cache {
                 .min(ttl)
                 .max(Duration::from_millis(1)),
             early_refresh: o.early_refresh.filter(|b| *b > 0.0),
+            local: o.local.or(inner.local_ttl).unwrap_or(Duration::ZERO),
+            ticket: None,
+        }
+    }
+
+    /// Puts a value read or stored by this call into the local tier, unless
+    /// an invalidation of the namespace (or a lost subscription) came in
+    /// since the call's ticket; checked again after the insert, so a racing
+    /// invalidation either sees the entry or is seen.
+    fn local_insert(
+        &self,
+        state: &NsState,
+        key: &str,
+        payload: &[u8],
+        policy: &Policy,
+        expires_at_ms: u64,
+    ) {
+        let Some(ticket) = policy.ticket else {
+            return;
+        };
+        let hub = &self.inner.hub;
+        let unchanged =
+            || state.local_seq.load(SeqCst) == ticket.seq && hub.flushes() == ticket.flushes;
+        let left = Duration::from_millis(expires_at_ms.saturating_sub(entry::unix_ms()));
+        let ttl = policy.local.min(left);
+        if ttl.is_zero() || !unchanged() {
+            return;
+        }
+        if hub.local.insert(key, payload, ticket, ttl) && !unchanged() {
+            hub.local.remove(key);
         }
     }
 
     async fn read(&self, state: &NsState, entry_key: &str) -> Result<Snapshot, BackendError> {
         let inner = &*self.inner;
-        match inner.backend.fetch(entry_key, &state.generation_key).await {
+        match inner
+            .backend
+            .fetch(entry_key, &state.generation_key, &state.views)
+            .await
+        {
             Ok(fetched) => {
                 inner.breaker.success();
                 let generation = fetched.generation.filter(|g| g.len() == TOKEN_LEN);
@@ -191,13 +230,32 @@ impl Cache {
             // An invalidation of this entry has not landed yet: do not trust the cache.
             return bypass(Some(&state), fut).await;
         }
+        let mut policy = self.policy(opts);
+        if !policy.local.is_zero()
+            && let Some(flushes) = inner.hub.local_epoch()
+        {
+            // The ticket is taken before the local lookup and the Redis read.
+            let ticket = Ticket {
+                seq: state.local_seq.load(SeqCst),
+                epoch: state.local_epoch.load(SeqCst),
+                flushes,
+            };
+            if let Some(hit) = inner.hub.local.get(&entry_key, ticket.epoch, flushes)
+                && let Ok(value) = inner.codec.decode::<T>(&hit.payload)
+            {
+                bump(&state.counters.hits);
+                bump(&state.counters.local_hits);
+                stats::report(Status::Hit);
+                return (shape.from_value)(value);
+            }
+            policy.ticket = Some(ticket);
+        }
         if !inner.breaker.allow() {
             return bypass(Some(&state), fut).await;
         }
         let Ok(snap) = self.read(&state, &entry_key).await else {
             return bypass(Some(&state), fut).await;
         };
-        let policy = self.policy(opts);
         let (read, generation) = (snap.read, snap.generation);
         let expect = match read {
             Read::Live { entry, meta } => {
@@ -242,6 +300,15 @@ impl Cache {
                     }
                     match inner.codec.decode::<T>(payload) {
                         Ok(value) => {
+                            if fresh {
+                                self.local_insert(
+                                    &state,
+                                    &entry_key,
+                                    payload,
+                                    &policy,
+                                    meta.expires_at_ms,
+                                );
+                            }
                             let (counter, status) = if fresh {
                                 (&state.counters.hits, Status::Hit)
                             } else {
@@ -575,6 +642,16 @@ impl Cache {
                                 &tail,
                             )
                             .await;
+                        if stored {
+                            let payload = &tail[payload_at..];
+                            self.local_insert(
+                                state,
+                                entry_key,
+                                payload,
+                                policy,
+                                meta.expires_at_ms,
+                            );
+                        }
                     }
                     if leader.as_ref().is_some_and(flight::Leader::has_followers) {
                         outcome = Outcome::Value(Arc::from(&tail[payload_at..]));
@@ -634,6 +711,7 @@ impl Cache {
             return false;
         }
         if tail.len() > inner.max_value_bytes {
+            bump(&state.counters.too_large);
             tracing::debug!(
                 key = entry_key,
                 bytes = tail.len(),

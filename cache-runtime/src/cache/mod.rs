@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -12,12 +12,14 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::backend::memory::MemoryBackend;
 use crate::backend::redis::{RedisBackend, RedisConfig};
-use crate::backend::{AnyBackend, Backend};
+use crate::backend::{AnyBackend, Backend, Notice};
 use crate::breaker::Breaker;
+use crate::channel::{Hub, Message};
 use crate::codec::{Codec, CodecKind};
 use crate::entry;
 use crate::error::Error;
 use crate::key;
+use crate::local::Local;
 
 mod get;
 
@@ -62,7 +64,8 @@ struct Inner {
     max_value_bytes: usize,
     retry_for: Duration,
     description: String,
-    namespaces: RwLock<HashMap<String, Arc<NsState>>>,
+    hub: Arc<Hub>,
+    local_ttl: Option<Duration>,
     retry: Mutex<RetryQueue>,
     flights: Flights,
     lock_wait: Duration,
@@ -82,7 +85,7 @@ impl Inner {
 }
 
 /// Per-namespace state shared by every call of the namespace.
-struct NsState {
+pub(crate) struct NsState {
     name: String,
     generation_key: String,
     counters: Counters,
@@ -90,6 +93,13 @@ struct NsState {
     pending_namespace: AtomicBool,
     /// Number of queued key invalidations of this namespace.
     pending_keys: AtomicUsize,
+    /// The generation Redis holds, as each connection slot knows it (0:
+    /// unknown); see `channel.rs`.
+    pub(crate) views: Box<[AtomicU64]>,
+    /// Bumped by every invalidation of the namespace (local tier placeholder).
+    pub(crate) local_seq: AtomicU64,
+    /// Bumped by namespace invalidations: older local entries are dead.
+    pub(crate) local_epoch: AtomicU64,
 }
 
 #[derive(Default)]
@@ -195,13 +205,13 @@ impl Cache {
     }
 
     /// The Redis key an entry of `ns` with this key value and schema version
-    /// is stored under (`{prefix}:{ns}:v{version}:{args}`), for inspection
+    /// is stored under (`{prefix}:{{ns}}:v{version}:{args}`), for inspection
     /// with `redis-cli`.
     ///
     /// ```
     /// let cache = cachet::Cache::builder().memory().prefix("flightdb").build().unwrap();
     /// let key = cache.entry_key("flight_count", 1, &("FRA", "JFK")).unwrap();
-    /// assert_eq!(key, "flightdb:flight_count:v1:FRA:JFK");
+    /// assert_eq!(key, "flightdb:{flight_count}:v1:FRA:JFK");
     /// ```
     pub fn entry_key<K: Serialize + ?Sized>(
         &self,
@@ -244,7 +254,7 @@ impl Cache {
     /// Counters of this process: hits, misses, errors and hit ratio, per
     /// namespace and in total.
     pub fn stats(&self) -> Stats {
-        let map = read(&self.inner.namespaces);
+        let map = read(&self.inner.hub.namespaces);
         Stats::from_namespaces(
             map.values()
                 .map(|ns| (ns.name.clone(), ns.counters.snapshot()))
@@ -260,7 +270,7 @@ impl Cache {
     }
 
     fn state(&self, ns: &str) -> Option<Arc<NsState>> {
-        if let Some(s) = read(&self.inner.namespaces).get(ns) {
+        if let Some(s) = read(&self.inner.hub.namespaces).get(ns) {
             return Some(Arc::clone(s));
         }
         if let Err(msg) = key::validate_name("namespace", ns) {
@@ -269,6 +279,7 @@ impl Cache {
         }
         let mut map = self
             .inner
+            .hub
             .namespaces
             .write()
             .unwrap_or_else(|p| p.into_inner());
@@ -279,6 +290,11 @@ impl Cache {
                 counters: Counters::default(),
                 pending_namespace: AtomicBool::new(false),
                 pending_keys: AtomicUsize::new(0),
+                views: (0..self.inner.hub.slots())
+                    .map(|_| AtomicU64::new(0))
+                    .collect(),
+                local_seq: AtomicU64::new(0),
+                local_epoch: AtomicU64::new(0),
             })
         });
         Some(Arc::clone(state))
@@ -286,46 +302,76 @@ impl Cache {
 
     async fn invalidate_namespace(&self, state: &Arc<NsState>) -> Invalidation {
         let inner = &*self.inner;
-        if inner.breaker.allow() {
-            match inner
-                .backend
-                .set_generation(&state.generation_key, &entry::token())
-                .await
-            {
-                Ok(()) => {
-                    inner.breaker.success();
-                    bump(&state.counters.invalidations);
-                    return Invalidation::Done;
-                }
-                Err(e) => {
-                    inner.note_failure(&e);
-                    bump(&state.counters.errors);
-                }
-            }
+        let done = inner.breaker.allow() && self.send_namespace(state).await;
+        // Also when queued: this process must not serve what it invalidated.
+        inner.hub.local_namespace_invalidated(state);
+        if done {
+            bump(&state.counters.invalidations);
+            return Invalidation::Done;
         }
         self.enqueue(state, None)
     }
 
     async fn invalidate_entry(&self, state: &Arc<NsState>, entry_key: String) -> Invalidation {
         let inner = &*self.inner;
-        if inner.breaker.allow() {
-            match inner
-                .backend
-                .put_tombstone(&entry_key, &entry::tombstone(), inner.guard_ttl)
-                .await
-            {
-                Ok(()) => {
-                    inner.breaker.success();
-                    bump(&state.counters.invalidations);
-                    return Invalidation::Done;
-                }
-                Err(e) => {
-                    inner.note_failure(&e);
-                    bump(&state.counters.errors);
-                }
-            }
+        let done = inner.breaker.allow() && self.send_key(state, &entry_key).await;
+        inner.hub.local_key_invalidated(state, &entry_key);
+        if done {
+            bump(&state.counters.invalidations);
+            return Invalidation::Done;
         }
         self.enqueue(state, Some(entry_key))
+    }
+
+    /// A new namespace generation, published on the channel; true if it landed.
+    async fn send_namespace(&self, state: &NsState) -> bool {
+        let inner = &*self.inner;
+        let token = entry::token();
+        let message = Message::generation(&state.name, &token);
+        let notice = Notice {
+            channel: inner.hub.channel(),
+            message: &message,
+        };
+        match inner
+            .backend
+            .set_generation(&state.generation_key, &token, notice)
+            .await
+        {
+            Ok(()) => {
+                inner.breaker.success();
+                true
+            }
+            Err(e) => {
+                inner.note_failure(&e);
+                bump(&state.counters.errors);
+                false
+            }
+        }
+    }
+
+    /// A tombstone over one entry, published on the channel; true if it landed.
+    async fn send_key(&self, state: &NsState, entry_key: &str) -> bool {
+        let inner = &*self.inner;
+        let message = Message::key(&state.name, entry_key);
+        let notice = Notice {
+            channel: inner.hub.channel(),
+            message: &message,
+        };
+        match inner
+            .backend
+            .put_tombstone(entry_key, &entry::tombstone(), inner.guard_ttl, notice)
+            .await
+        {
+            Ok(()) => {
+                inner.breaker.success();
+                true
+            }
+            Err(e) => {
+                inner.note_failure(&e);
+                bump(&state.counters.errors);
+                false
+            }
+        }
     }
 
     /// Queues an invalidation (of the namespace, or of one entry key) and
@@ -386,13 +432,9 @@ impl Cache {
             };
             for (name, p) in namespaces {
                 bump(&p.state.counters.invalidation_retries);
-                let sent = inner
-                    .backend
-                    .set_generation(&p.state.generation_key, &entry::token())
-                    .await;
+                let sent = self.send_namespace(&p.state).await;
                 let mut q = lock(&inner.retry);
-                if sent.is_ok() {
-                    inner.breaker.success();
+                if sent {
                     bump(&p.state.counters.invalidations);
                     tracing::info!(namespace = %name, "cachet: queued namespace invalidation landed");
                     if q.namespaces.get(&name).is_some_and(|cur| cur.seq == p.seq) {
@@ -411,14 +453,10 @@ impl Cache {
             }
             for (key, p) in keys {
                 bump(&p.state.counters.invalidation_retries);
-                let sent = inner
-                    .backend
-                    .put_tombstone(&key, &entry::tombstone(), inner.guard_ttl)
-                    .await;
+                let sent = self.send_key(&p.state, &key).await;
                 let mut q = lock(&inner.retry);
                 let current = q.keys.get(&key).is_some_and(|cur| cur.seq == p.seq);
-                if sent.is_ok() {
-                    inner.breaker.success();
+                if sent {
                     bump(&p.state.counters.invalidations);
                 } else if p.since.elapsed() >= inner.retry_for && current {
                     bump(&p.state.counters.invalidations_dropped);
@@ -498,6 +536,7 @@ pub struct CallOptions {
     pub lock_wait: Option<Duration>,
     pub lease: Option<Duration>,
     pub early_refresh: Option<f64>,
+    pub local: Option<Duration>,
 }
 
 impl CallOptions {
@@ -509,6 +548,7 @@ impl CallOptions {
         lock_wait: None,
         lease: None,
         early_refresh: None,
+        local: None,
     };
 }
 
@@ -619,6 +659,16 @@ impl<'c, U> Namespace<'c, U> {
     /// refreshes per entry and window, across processes.
     pub fn early_refresh(mut self, beta: f64) -> Self {
         self.opts.early_refresh = Some(beta);
+        self
+    }
+
+    /// Keeps hits in this process's local (L1) tier for up to `ttl` (zero:
+    /// off), in front of Redis: a local hit costs no round trip. Other
+    /// processes' invalidations evict it through the invalidation channel
+    /// (within milliseconds); while the channel is down nothing new enters
+    /// it and nothing is served past `ttl`. Keep `ttl` short.
+    pub fn local(mut self, ttl: Duration) -> Self {
+        self.opts.local = Some(ttl);
         self
     }
 
@@ -750,6 +800,8 @@ pub struct CacheBuilder {
     retry_for: Duration,
     lock_wait: Duration,
     max_lease: Duration,
+    local_ttl: Option<Duration>,
+    local_capacity: u64,
 }
 
 impl Default for CacheBuilder {
@@ -770,6 +822,8 @@ impl Default for CacheBuilder {
             retry_for: Duration::from_secs(600),
             lock_wait: Duration::from_secs(3),
             max_lease: Duration::from_secs(10),
+            local_ttl: None,
+            local_capacity: 64 << 20,
         }
     }
 }
@@ -880,6 +934,22 @@ impl CacheBuilder {
         self
     }
 
+    /// The local (L1) tier for every namespace: hits are kept in this
+    /// process for up to `ttl` (default: off; a call's `local` overrides
+    /// it). See [`Namespace::local`].
+    pub fn local(mut self, ttl: Duration) -> Self {
+        self.local_ttl = Some(ttl);
+        self
+    }
+
+    /// Bound of the local tier in bytes of keys and values (default 64 MiB;
+    /// 0 turns the tier off). Least recently and frequently used entries go
+    /// first.
+    pub fn local_capacity(mut self, bytes: u64) -> Self {
+        self.local_capacity = bytes;
+        self
+    }
+
     /// Validates the configuration and creates the pool. No I/O: Redis is
     /// first contacted by the first cached call.
     pub fn build(self) -> Result<Cache, Error> {
@@ -896,6 +966,12 @@ impl CacheBuilder {
                 self.connections
             )));
         }
+        let hub = Arc::new(Hub::new(
+            &self.prefix,
+            if self.memory { 1 } else { self.connections },
+            self.memory,
+            Local::new(self.local_capacity),
+        ));
         let (backend, description) = if self.memory {
             (
                 AnyBackend::Memory(MemoryBackend::default()),
@@ -913,9 +989,10 @@ impl CacheBuilder {
                 connections: self.connections,
                 op_timeout: self.op_timeout,
                 connect_timeout: self.connect_timeout,
+                hub: Arc::clone(&hub),
             })
             .map_err(|e| Error::Config(format!("{e} ({description})")))?;
-            (AnyBackend::Redis(backend), description)
+            (AnyBackend::Redis(Box::new(backend)), description)
         };
         Ok(Cache {
             inner: Arc::new(Inner {
@@ -928,7 +1005,8 @@ impl CacheBuilder {
                 max_value_bytes: self.max_value_bytes,
                 retry_for: self.retry_for,
                 description,
-                namespaces: RwLock::new(HashMap::new()),
+                hub,
+                local_ttl: self.local_ttl,
                 retry: Mutex::new(RetryQueue::default()),
                 flights: Flights::default(),
                 lock_wait: self.lock_wait,

@@ -1,0 +1,346 @@
+//! The invalidation channel: every invalidation publishes a message on
+//! `{prefix}:invalidations` from inside the script that applies it, and
+//! every kept Redis connection subscribes to it (RESP3, so the same
+//! connection also serves commands).
+//!
+//! Redis writes a published message into each subscriber's output stream
+//! before it answers the publisher, and a connection's stream is one ordered
+//! sequence of pushes and replies. redis-rs hands pushes to [`ConnSink`]
+//! synchronously, in stream order, before it completes any later reply on
+//! that connection. So once a reply arrives on connection `c`, every
+//! invalidation that Redis applied before it executed that command has
+//! already been applied to `c`'s view. Two things are built on that:
+//!
+//! * **Generation views.** Per namespace and connection, the generation
+//!   Redis holds, learned from an `MGET` (entry + generation) and then kept
+//!   current by the pushes. While a view is known, a hit reads only the
+//!   entry (`GET`: the same one round trip and server work as a hand-written
+//!   cache-aside) and compares its generation with the view, read *after*
+//!   the reply. A view is only learned when no push arrived on the
+//!   connection while the `MGET` was in flight, and it is forgotten when the
+//!   connection goes away, so it can be unknown (one `MGET` more) but never
+//!   older than the reply it is compared with.
+//! * **The local (L1) tier.** See [`crate::local`]: pushes evict it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, RwLock};
+
+use redis::aio::AsyncPushSender;
+use redis::{PushInfo, PushKind, Value};
+
+use crate::cache::NsState;
+use crate::entry::{TOKEN_LEN, Token};
+use crate::local::Local;
+
+/// A namespace generation token as a number (0: unknown). Tokens are 16
+/// lowercase hex digits; anything else (a foreign value) is not learnable.
+pub(crate) fn token_value(bytes: &[u8]) -> u64 {
+    if bytes.len() != TOKEN_LEN {
+        return 0;
+    }
+    let mut v = 0u64;
+    for &c in bytes {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return 0,
+        };
+        v = (v << 4) | u64::from(d);
+    }
+    v
+}
+
+/// State shared by the cache and the push handlers of its connections.
+pub(crate) struct Hub {
+    channel: String,
+    pub(crate) namespaces: RwLock<HashMap<String, Arc<NsState>>>,
+    slots: Box<[SlotSync]>,
+    /// Bumped whenever a subscription is lost: local entries from before
+    /// are not served (messages may have been missed).
+    flushes: AtomicU64,
+    /// Connections whose subscription is confirmed and still up.
+    subscribed: AtomicUsize,
+    /// In-process backend: every invalidation is applied locally, so the
+    /// local tier needs no channel.
+    in_process: bool,
+    pub(crate) local: Local,
+}
+
+/// Per connection slot: which connection's pushes count, and a counter of
+/// pushes that learners compare to detect a race.
+struct SlotSync {
+    lock: Mutex<()>,
+    pushes: AtomicU64,
+    conn: AtomicU64,
+    subscribed: AtomicBool,
+}
+
+/// One invalidation, as published.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Message<'a> {
+    /// `g <ns> <token>`: the namespace has a new generation.
+    Generation { ns: &'a str, token: u64 },
+    /// `k <ns> <entry key>`: one entry was invalidated.
+    Key { ns: &'a str, key: &'a str },
+}
+
+impl Message<'_> {
+    pub(crate) fn generation(ns: &str, token: &Token) -> Vec<u8> {
+        let mut m = Vec::with_capacity(3 + ns.len() + TOKEN_LEN);
+        m.extend_from_slice(b"g ");
+        m.extend_from_slice(ns.as_bytes());
+        m.push(b' ');
+        m.extend_from_slice(token);
+        m
+    }
+
+    pub(crate) fn key(ns: &str, key: &str) -> Vec<u8> {
+        let mut m = Vec::with_capacity(3 + ns.len() + key.len());
+        m.extend_from_slice(b"k ");
+        m.extend_from_slice(ns.as_bytes());
+        m.push(b' ');
+        m.extend_from_slice(key.as_bytes());
+        m
+    }
+
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Message<'_>> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let (kind, rest) = text.split_once(' ')?;
+        let (ns, arg) = rest.split_once(' ')?;
+        match kind {
+            "g" => Some(Message::Generation {
+                ns,
+                token: token_value(arg.as_bytes()),
+            }),
+            "k" => Some(Message::Key { ns, key: arg }),
+            _ => None,
+        }
+    }
+}
+
+impl Hub {
+    pub(crate) fn new(prefix: &str, slots: usize, in_process: bool, local: Local) -> Hub {
+        Hub {
+            channel: format!("{prefix}:invalidations"),
+            namespaces: RwLock::new(HashMap::new()),
+            slots: (0..slots)
+                .map(|_| SlotSync {
+                    lock: Mutex::new(()),
+                    pushes: AtomicU64::new(0),
+                    conn: AtomicU64::new(0),
+                    subscribed: AtomicBool::new(false),
+                })
+                .collect(),
+            flushes: AtomicU64::new(0),
+            subscribed: AtomicUsize::new(0),
+            in_process,
+            local,
+        }
+    }
+
+    pub(crate) fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    pub(crate) fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Can the local tier take new entries: is some connection subscribed
+    /// (or is the backend in process)? Returns the flush epoch to compare
+    /// at insertion.
+    pub(crate) fn local_epoch(&self) -> Option<u64> {
+        let flushes = self.flushes.load(SeqCst);
+        (self.in_process || self.subscribed.load(SeqCst) > 0).then_some(flushes)
+    }
+
+    pub(crate) fn flushes(&self) -> u64 {
+        self.flushes.load(SeqCst)
+    }
+
+    fn each_namespace(&self, f: impl Fn(&NsState)) {
+        let map = self.namespaces.read().unwrap_or_else(|p| p.into_inner());
+        for ns in map.values() {
+            f(ns);
+        }
+    }
+
+    fn namespace(&self, name: &str) -> Option<Arc<NsState>> {
+        let map = self.namespaces.read().unwrap_or_else(|p| p.into_inner());
+        map.get(name).cloned()
+    }
+
+    /// Connection `conn` is about to serve slot `slot`: forget the views of
+    /// the connection before it.
+    pub(crate) fn begin_connection(&self, slot: usize, conn: u64) {
+        let s = &self.slots[slot];
+        let _g = s.lock.lock().unwrap_or_else(|p| p.into_inner());
+        s.pushes.fetch_add(1, SeqCst);
+        s.conn.store(conn, SeqCst);
+        if s.subscribed.swap(false, SeqCst) {
+            self.subscribed.fetch_sub(1, SeqCst);
+            self.flush_local();
+        }
+        self.each_namespace(|ns| ns.views[slot].store(0, SeqCst));
+    }
+
+    /// The slot's connection confirmed its subscription.
+    pub(crate) fn subscribed(&self, slot: usize, conn: u64) {
+        let s = &self.slots[slot];
+        let _g = s.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if s.conn.load(SeqCst) == conn && !s.subscribed.swap(true, SeqCst) {
+            self.subscribed.fetch_add(1, SeqCst);
+        }
+    }
+
+    /// Is `conn` the slot's current, subscribed connection?
+    pub(crate) fn is_live(&self, slot: usize, conn: u64) -> bool {
+        let s = &self.slots[slot];
+        s.subscribed.load(SeqCst) && s.conn.load(SeqCst) == conn
+    }
+
+    /// The push count of a slot, read before an `MGET` that may teach a view.
+    pub(crate) fn pushes(&self, slot: usize) -> u64 {
+        self.slots[slot].pushes.load(SeqCst)
+    }
+
+    /// Teaches `view` the generation an `MGET` on `conn` returned, if no push
+    /// arrived on the slot since `pushes_before` and `conn` still serves it.
+    pub(crate) fn learn(
+        &self,
+        slot: usize,
+        conn: u64,
+        pushes_before: u64,
+        view: &AtomicU64,
+        token: u64,
+    ) {
+        if token == 0 {
+            return;
+        }
+        let s = &self.slots[slot];
+        let _g = s.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if s.pushes.load(SeqCst) == pushes_before
+            && s.conn.load(SeqCst) == conn
+            && s.subscribed.load(SeqCst)
+        {
+            view.store(token, SeqCst);
+        }
+    }
+
+    fn flush_local(&self) {
+        self.flushes.fetch_add(1, SeqCst);
+        self.local.clear();
+    }
+
+    /// Applies an invalidation of a whole namespace to the local tier.
+    pub(crate) fn local_namespace_invalidated(&self, ns: &NsState) {
+        ns.local_seq.fetch_add(1, SeqCst);
+        ns.local_epoch.fetch_add(1, SeqCst);
+    }
+
+    /// Applies an invalidation of one entry to the local tier.
+    pub(crate) fn local_key_invalidated(&self, ns: &NsState, key: &str) {
+        ns.local_seq.fetch_add(1, SeqCst);
+        self.local.remove(key);
+    }
+
+    fn on_push(&self, slot: usize, conn: u64, info: PushInfo) {
+        let s = &self.slots[slot];
+        match info.kind {
+            PushKind::Message => {
+                let payload = match info.data.as_slice() {
+                    [_channel, Value::BulkString(p)] => p,
+                    _ => return,
+                };
+                let Some(msg) = Message::parse(payload) else {
+                    return;
+                };
+                let _g = s.lock.lock().unwrap_or_else(|p| p.into_inner());
+                let current = s.conn.load(SeqCst) == conn;
+                if current {
+                    s.pushes.fetch_add(1, SeqCst);
+                }
+                match msg {
+                    Message::Generation { ns, token } => {
+                        if let Some(state) = self.namespace(ns) {
+                            if current {
+                                state.views[slot].store(token, SeqCst);
+                            }
+                            self.local_namespace_invalidated(&state);
+                        }
+                    }
+                    Message::Key { ns, key } => {
+                        if let Some(state) = self.namespace(ns) {
+                            self.local_key_invalidated(&state, key);
+                        }
+                    }
+                }
+            }
+            PushKind::Disconnection => {
+                let _g = s.lock.lock().unwrap_or_else(|p| p.into_inner());
+                if s.conn.load(SeqCst) == conn {
+                    s.pushes.fetch_add(1, SeqCst);
+                    if s.subscribed.swap(false, SeqCst) {
+                        self.subscribed.fetch_sub(1, SeqCst);
+                    }
+                    self.each_namespace(|ns| ns.views[slot].store(0, SeqCst));
+                }
+                self.flush_local();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The push handler of one connection: knows its slot and connection id, so
+/// pushes of a replaced connection never touch its successor's views.
+pub(crate) struct ConnSink {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) slot: usize,
+    pub(crate) conn: u64,
+}
+
+impl AsyncPushSender for ConnSink {
+    fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
+        self.hub.on_push(self.slot, self.conn, info);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let t = crate::entry::token();
+        let g = Message::generation("flight_count", &t);
+        assert_eq!(
+            Message::parse(&g),
+            Some(Message::Generation {
+                ns: "flight_count",
+                token: token_value(&t)
+            })
+        );
+        let k = Message::key("airport", "app:{airport}:v1:F R A");
+        assert_eq!(
+            Message::parse(&k),
+            Some(Message::Key {
+                ns: "airport",
+                key: "app:{airport}:v1:F R A"
+            })
+        );
+        assert_eq!(Message::parse(b"x y z"), None);
+        assert_eq!(Message::parse(b"g"), None);
+        assert_eq!(Message::parse(&[0xff, b' ', b'a', b' ', b'b']), None);
+    }
+
+    #[test]
+    fn token_values() {
+        assert_eq!(token_value(b"000000000000000a"), 10);
+        assert_eq!(token_value(b"ffffffffffffffff"), u64::MAX);
+        assert_eq!(token_value(b"000000000000000A"), 0);
+        assert_eq!(token_value(b"short"), 0);
+    }
+}
