@@ -91,3 +91,19 @@ pub async fn cachet_flight(cache: &Cache, id: i64) -> Flight {
 pub async fn cached_crate_flight(id: i64) -> Result<Flight, String> {
     Ok(flight(id))
 }
+
+/// Replaces (or appends) the section between `<!-- {name} -->` markers.
+pub fn write_section(name: &str, body: &str) -> std::io::Result<()> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let (begin, end) = (
+        format!("<!-- {name} begin -->"),
+        format!("<!-- {name} end -->"),
+    );
+    let section = format!("{begin}\n{body}{end}");
+    let new = match (text.find(&begin), text.find(&end)) {
+        (Some(b), Some(e)) if e > b => format!("{}{section}{}", &text[..b], &text[e + end.len()..]),
+        _ => format!("{}\n{section}\n", text.trim_end()),
+    };
+    std::fs::write(path, new)
+}

@@ -77,6 +77,35 @@ fn benches(c: &mut Criterion) {
     });
     g.finish();
 
+    // The local tier against a Redis hit, by hand (same key, same record).
+    let local = rt.block_on(async {
+        let local = Cache::builder()
+            .redis_url(&url)
+            .prefix("cachet-bench")
+            .local(Duration::from_secs(3600))
+            .build()
+            .expect("cache");
+        local.ping().await.expect("Redis answers");
+        for _ in 0..3 {
+            assert_eq!(
+                local_flight(&local, Duration::from_secs(3600)).await,
+                flight(7)
+            );
+        }
+        assert_eq!(local.stats().total.local_hits, 2, "served locally");
+        local
+    });
+    let mut g = c.benchmark_group("local");
+    g.bench_function("cachet Redis hit", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(local_flight(&local, Duration::ZERO).await) })
+    });
+    g.bench_function("cachet local hit (L1)", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(local_flight(&local, Duration::from_secs(3600)).await) })
+    });
+    g.finish();
+
     // Misses: a fresh key per iteration.
     let n = AtomicI64::new(0);
     let mut g = c.benchmark_group("miss");
@@ -150,6 +179,16 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// One flight through the by-hand API; `local` zero: Redis only.
+async fn local_flight(cache: &Cache, local: Duration) -> common::Flight {
+    cache
+        .namespace("bench_local")
+        .ttl(Duration::from_secs(3600))
+        .local(local)
+        .get_or_compute(&7i64, async { flight(7) })
+        .await
 }
 
 criterion_group! {

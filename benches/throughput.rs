@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use cachet::Cache;
-use common::{cached_crate_flight, cachet_flight, deadpool_hit, flight, raw_hit, redis_url};
+use common::{
+    cached_crate_flight, cachet_flight, deadpool_hit, flight, raw_hit, redis_url, write_section,
+};
 
 #[derive(Clone, Copy, Debug)]
 enum Contender {
@@ -149,20 +151,4 @@ async fn main() {
     );
     println!("{table}");
     write_section("throughput", &table).expect("write BENCHMARKS.md");
-}
-
-/// Replaces (or appends) the section between `<!-- {name} -->` markers.
-fn write_section(name: &str, body: &str) -> std::io::Result<()> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let (begin, end) = (
-        format!("<!-- {name} begin -->"),
-        format!("<!-- {name} end -->"),
-    );
-    let section = format!("{begin}\n{body}{end}");
-    let new = match (text.find(&begin), text.find(&end)) {
-        (Some(b), Some(e)) if e > b => format!("{}{section}{}", &text[..b], &text[e + end.len()..]),
-        _ => format!("{}\n{section}\n", text.trim_end()),
-    };
-    std::fs::write(path, new)
 }

@@ -1,0 +1,72 @@
+//! A fixed number of cache hits, for counting what one hit costs with
+//! valgrind (allocations with DHAT, instructions with callgrind): run it
+//! twice with different counts and divide the difference, so that start-up
+//! and connection set-up cancel out. `benches/per_hit.sh` does that.
+//!
+//! `HITS=n MODE=redis|local|raw cargo bench --bench per_hit`
+
+mod common;
+
+use std::time::Duration;
+
+use cachet::Cache;
+use common::{flight, raw_hit, redis_url};
+
+fn main() {
+    let hits: u64 = std::env::var("HITS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let mode = std::env::var("MODE").unwrap_or_else(|_| "redis".into());
+    // One worker thread: the count does not depend on scheduling.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let url = redis_url();
+        let cache = Cache::builder()
+            .redis_url(&url)
+            .prefix("cachet-bench")
+            .connections(1)
+            .op_timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("cache");
+        let mut raw = redis::Client::open(url.as_str())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("raw connection");
+        let raw_key = "cachet-bench:raw:flight:7";
+        let bytes = postcard::to_allocvec(&flight(7)).expect("encode");
+        let _: () = redis::cmd("SET")
+            .arg(raw_key)
+            .arg(bytes)
+            .query_async(&mut raw)
+            .await
+            .expect("SET");
+        let local = Duration::from_secs(if mode == "local" { 3600 } else { 0 });
+        let ns = cache
+            .namespace("bench_per_hit")
+            .ttl(Duration::from_secs(3600))
+            .local(local);
+        let call = || ns.get_or_compute(&7i64, async { flight(7) });
+        // Warm: connect, learn the generation, fill the local tier.
+        for _ in 0..3 {
+            assert_eq!(call().await, flight(7));
+        }
+        for _ in 0..hits {
+            let f = if mode == "raw" {
+                raw_hit(&mut raw, raw_key).await
+            } else {
+                call().await
+            };
+            std::hint::black_box(f);
+        }
+        let st = cache.stats().total;
+        if mode != "raw" {
+            assert!(st.hits >= hits, "every call was a hit: {st:?}");
+        }
+    });
+}
