@@ -20,6 +20,8 @@ pub mod codec;
 mod entry;
 mod error;
 mod flight;
+#[cfg(test)]
+mod fuzz_tests;
 mod global;
 pub mod key;
 mod local;
