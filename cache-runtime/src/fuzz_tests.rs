@@ -1257,18 +1257,13 @@ where
     Ok(())
 }
 
-/// Equal, except that JSON may move a float by a few ulps (2 seen; see
-/// `json_round_trips_every_f64`).
-fn same_row(codec: CodecKind, a: &Row, b: &Row) -> bool {
-    if is_json(codec) {
-        let ulps = a.ratio.to_bits().abs_diff(b.ratio.to_bits());
-        ulps <= 4 && a.ratio.is_sign_negative() == b.ratio.is_sign_negative() && {
-            let mut b = b.clone();
-            b.ratio = a.ratio;
-            *a == b
-        }
-    } else {
-        a == b
+/// Equal, floats bit for bit (JSON included: serde_json's
+/// `float_roundtrip` is on; see `json_round_trips_every_f64`).
+fn same_row(_codec: CodecKind, a: &Row, b: &Row) -> bool {
+    a.ratio.to_bits() == b.ratio.to_bits() && {
+        let mut b = b.clone();
+        b.ratio = a.ratio;
+        *a == b
     }
 }
 
@@ -1486,12 +1481,12 @@ fn codecs_reject_length_bombs() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
-/// serde_json (without its `float_roundtrip` feature) parses some of the
-/// shortest round-trip decimals it writes to a nearby `f64`, so the JSON
-/// codec can return a cached `f64` a few ulps away from the computed one.
+/// Without its `float_roundtrip` feature, serde_json parses some of the
+/// shortest round-trip decimals it writes to a nearby `f64` (these two came
+/// back 1 and 2 ulps off), so the JSON codec would return a cached `f64`
+/// that differs from the computed one. The feature is on.
 #[cfg(feature = "json")]
 #[test]
-#[ignore = "JSON codec: enable serde_json's `float_roundtrip` feature to make f64 exact"]
 fn json_round_trips_every_f64() {
     // Read back 1 and 2 ulps off.
     for x in [-1.401_574_878_023_500_1e138_f64, -9.407_347_743_220_297e226] {
