@@ -4,7 +4,7 @@
 //! `cached` crate's `#[concurrent_cached]` and a naive deadpool checkout per
 //! call. Writes a table into BENCHMARKS.md.
 //!
-//! `cargo bench --bench throughput` (`THROUGHPUT_SECONDS`, default 3 per cell)
+//! `cargo bench --bench throughput` (`THROUGHPUT_SECONDS`, default 5 per cell)
 
 mod common;
 
@@ -95,15 +95,18 @@ async fn main() {
     let seconds: f64 = std::env::var("THROUGHPUT_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
+        .unwrap_or(5.0);
     let url = redis_url();
-    let connections: usize = std::env::var("CACHET_CONNECTIONS")
+    // `CACHET_CONNECTIONS`: kept connections (default: the cache's default).
+    let mut builder = Cache::builder();
+    if let Some(n) = std::env::var("CACHET_CONNECTIONS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
+    {
+        builder = builder.connections(n);
+    }
     let clients = Clients {
-        cache: Cache::builder()
-            .connections(connections)
+        cache: builder
             .redis_url(&url)
             .prefix("cachet-bench")
             .build()
@@ -128,26 +131,55 @@ async fn main() {
     for who in ALL {
         one(who, &mut warm).await;
     }
+    // `THROUGHPUT_ONLY=Cachet` (a contender's name): run only it, e.g. under
+    // `perf record`; nothing is written.
+    if let Ok(only) = std::env::var("THROUGHPUT_ONLY") {
+        for who in ALL.iter().filter(|w| format!("{w:?}") == only) {
+            let ops = ops_per_second(*who, 64, seconds, &clients).await;
+            eprintln!("64 tasks {who:?}: {ops:.0} ops/s");
+        }
+        return;
+    }
+    // Short cells in rounds, contenders interleaved (rotating which goes
+    // first), and the median per contender: a burst of other work on the 2
+    // cores then moves one cell of one round, not a whole column.
+    let rounds = 5;
     let mut rows = String::new();
     for tasks in [1, 16, 64] {
-        let mut cells = vec![];
-        let mut raw = 0.0;
-        for who in ALL {
-            let ops = ops_per_second(who, tasks, seconds, &clients).await;
-            if matches!(who, Contender::Raw) {
-                raw = ops;
+        let mut samples: Vec<Vec<f64>> = vec![vec![]; ALL.len()];
+        for round in 0..rounds {
+            for k in 0..ALL.len() {
+                let i = (k + round) % ALL.len();
+                let ops = ops_per_second(ALL[i], tasks, seconds / rounds as f64, &clients).await;
+                samples[i].push(ops);
             }
-            eprintln!("{tasks:>3} tasks {who:?}: {ops:.0} ops/s");
-            cells.push(format!("{ops:.0} ({:.2})", ops / raw));
         }
+        let medians: Vec<f64> = samples
+            .iter_mut()
+            .map(|v| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            })
+            .collect();
+        let raw = medians[0];
+        let cells: Vec<String> = ALL
+            .iter()
+            .zip(&medians)
+            .map(|(who, ops)| {
+                eprintln!("{tasks:>3} tasks {who:?}: {ops:.0} ops/s (median of {rounds})");
+                format!("{ops:.0} ({:.2})", ops / raw)
+            })
+            .collect();
         rows.push_str(&format!("| {tasks} | {} |\n", cells.join(" | ")));
     }
     let table = format!(
-        "Cache hits of the same ~200-byte record, {seconds} s per cell, 2 tokio workers; \
-         ops/s and, in parentheses, the ratio to raw redis-rs in the same row.\n\n\
+        "Cache hits of the same ~200-byte record, 2 tokio workers; per cell the median of \
+         {rounds} rounds of {:.1} s, contenders interleaved; ops/s and, in parentheses, the \
+         ratio to raw redis-rs in the same row.\n\n\
          ```sh\ncargo bench --bench throughput\n```\n\n\
-         | tasks | raw redis-rs GET + decode | raw MGET (entry + generation) + decode | cachet `#[cached]` | cached 4.1 `#[concurrent_cached]` | deadpool `pool.get()` + GET |\n\
-         |---|---|---|---|---|---|\n{rows}"
+         | tasks | raw redis-rs GET + decode | raw MGET (entry + generation: a hit without views) + decode | cachet `#[cached]` | cached 4.1 `#[concurrent_cached]` | deadpool `pool.get()` + GET |\n\
+         |---|---|---|---|---|---|\n{rows}",
+        seconds / rounds as f64
     );
     println!("{table}");
     write_section("throughput", &table).expect("write BENCHMARKS.md");

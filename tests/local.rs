@@ -79,7 +79,7 @@ async fn a_hit_reads_only_the_entry_once_the_generation_is_known() {
         calls(&mut admin, "get").await - get0,
         calls(&mut admin, "mget").await - mget0,
     );
-    // Each of the (2) connections learns the generation with one MGET.
+    // Each kept connection learns the generation with one MGET.
     assert!(mgets <= 2, "{mgets} MGETs");
     assert!(gets >= 98, "{gets} GETs");
     // Another instance invalidates: the very next read sees it.

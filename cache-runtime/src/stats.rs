@@ -74,52 +74,81 @@ pub(crate) fn report(status: Status) {
 /// Atomic counters of one namespace.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub bypasses: AtomicU64,
-    pub errors: AtomicU64,
-    pub decode_errors: AtomicU64,
-    pub stores: AtomicU64,
-    pub stores_rejected: AtomicU64,
-    pub invalidations: AtomicU64,
-    pub invalidations_queued: AtomicU64,
-    pub invalidation_retries: AtomicU64,
-    pub invalidations_dropped: AtomicU64,
-    pub coalesced: AtomicU64,
-    pub lease_waits: AtomicU64,
-    pub stale_served: AtomicU64,
-    pub refreshes: AtomicU64,
-    pub early_refreshes: AtomicU64,
-    pub local_hits: AtomicU64,
-    pub too_large: AtomicU64,
+    pub hits: Counter,
+    pub misses: Counter,
+    pub bypasses: Counter,
+    pub errors: Counter,
+    pub decode_errors: Counter,
+    pub stores: Counter,
+    pub stores_rejected: Counter,
+    pub invalidations: Counter,
+    pub invalidations_queued: Counter,
+    pub invalidation_retries: Counter,
+    pub invalidations_dropped: Counter,
+    pub coalesced: Counter,
+    pub lease_waits: Counter,
+    pub stale_served: Counter,
+    pub refreshes: Counter,
+    pub early_refreshes: Counter,
+    pub local_hits: Counter,
+    pub too_large: Counter,
+}
+
+/// A counter sharded over a few cache lines: the hit path bumps one from
+/// every worker thread, and one shared atomic would bounce between cores.
+#[derive(Debug, Default)]
+pub(crate) struct Counter {
+    shards: [Shard; SHARDS],
+}
+
+const SHARDS: usize = 8;
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Shard(AtomicU64);
+
+impl Counter {
+    pub(crate) fn get(&self) -> u64 {
+        self.shards.iter().map(|s| s.0.load(Relaxed)).sum()
+    }
+}
+
+/// This thread's shard: threads are numbered in the order they first count.
+fn shard() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
 }
 
 #[inline]
-pub(crate) fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Relaxed);
+pub(crate) fn bump(c: &Counter) {
+    c.shards[shard()].0.fetch_add(1, Relaxed);
 }
 
 impl Counters {
     pub(crate) fn snapshot(&self) -> Counts {
         Counts {
-            hits: self.hits.load(Relaxed),
-            misses: self.misses.load(Relaxed),
-            bypasses: self.bypasses.load(Relaxed),
-            errors: self.errors.load(Relaxed),
-            decode_errors: self.decode_errors.load(Relaxed),
-            stores: self.stores.load(Relaxed),
-            stores_rejected: self.stores_rejected.load(Relaxed),
-            invalidations: self.invalidations.load(Relaxed),
-            invalidations_queued: self.invalidations_queued.load(Relaxed),
-            invalidation_retries: self.invalidation_retries.load(Relaxed),
-            invalidations_dropped: self.invalidations_dropped.load(Relaxed),
-            coalesced: self.coalesced.load(Relaxed),
-            lease_waits: self.lease_waits.load(Relaxed),
-            stale_served: self.stale_served.load(Relaxed),
-            refreshes: self.refreshes.load(Relaxed),
-            early_refreshes: self.early_refreshes.load(Relaxed),
-            local_hits: self.local_hits.load(Relaxed),
-            too_large: self.too_large.load(Relaxed),
+            hits: self.hits.get(),
+            misses: self.misses.get(),
+            bypasses: self.bypasses.get(),
+            errors: self.errors.get(),
+            decode_errors: self.decode_errors.get(),
+            stores: self.stores.get(),
+            stores_rejected: self.stores_rejected.get(),
+            invalidations: self.invalidations.get(),
+            invalidations_queued: self.invalidations_queued.get(),
+            invalidation_retries: self.invalidation_retries.get(),
+            invalidations_dropped: self.invalidations_dropped.get(),
+            coalesced: self.coalesced.get(),
+            lease_waits: self.lease_waits.get(),
+            stale_served: self.stale_served.get(),
+            refreshes: self.refreshes.get(),
+            early_refreshes: self.early_refreshes.get(),
+            local_hits: self.local_hits.get(),
+            too_large: self.too_large.get(),
         }
     }
 }
