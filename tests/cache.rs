@@ -533,7 +533,25 @@ async fn large_values_are_not_stored(b: Backend) {
     assert_eq!(big.len(), 5000);
     let (_, s) = with_status(ns.get_or_compute(&1, async { "y".repeat(5000) })).await;
     assert_eq!(s, Status::Miss, "too large to store");
-    assert_eq!(c.stats().namespaces["big"].stores_rejected, 2);
+    let st = c.stats().namespaces["big"];
+    assert_eq!((st.stores_rejected, st.too_large, st.stores), (2, 2, 0));
+    // The default limit is 4 MiB: a 5 MiB value is not stored either, a 3 MiB one is.
+    let d = cache(b, "large_default");
+    let ns = d.namespace("big");
+    assert_eq!(
+        ns.get_or_compute(&5, async { vec![7u8; 5 << 20] })
+            .await
+            .len(),
+        5 << 20
+    );
+    assert_eq!(
+        ns.get_or_compute(&3, async { vec![7u8; 3 << 20] })
+            .await
+            .len(),
+        3 << 20
+    );
+    let st = d.stats().namespaces["big"];
+    assert_eq!((st.too_large, st.stores), (1, 1));
 }
 
 #[cached(ns = "generic", cache = cache, skip(cache))]
