@@ -371,3 +371,35 @@ async fn two_processes_local_tiers_follow_invalidations() {
         "every invalidation reached the other process within 100 ms: {delays:?}"
     );
 }
+
+/// The generation key evicted (and made again by the next store, without a
+/// notice): the views learn the new one, and caching resumes.
+#[tokio::test]
+async fn an_evicted_generation_is_learned_again() {
+    let server = RedisServer::start();
+    let c = cache_at(&server.url(), "evicted_gen", None);
+    let mut admin = raw(&server.url()).await;
+    assert_eq!(get(&c, 1, 10).await, (10, Status::Miss));
+    assert_eq!(get(&c, 1, 11).await, (10, Status::Hit));
+    // What allkeys-lru could do: the generation and the entry are gone.
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let mut statuses = vec![];
+    for v in 20..25 {
+        statuses.push(get(&c, 1, v).await.1);
+    }
+    // The first store is refused (its view predates the eviction) and
+    // forgets the view; the second miss learns the generation and stores.
+    assert_eq!(
+        statuses,
+        [
+            Status::Miss,
+            Status::Miss,
+            Status::Hit,
+            Status::Hit,
+            Status::Hit
+        ]
+    );
+}

@@ -736,6 +736,12 @@ impl Cache {
             }
             Ok(false) => {
                 bump(&state.counters.stores_rejected);
+                // A refusal may mean the generation was evicted and made
+                // again without a notice: forget the views, so the next
+                // read learns it (an MGET) instead of missing forever.
+                for view in &state.views {
+                    view.store(0, SeqCst);
+                }
                 false
             }
             Err(e) => {
