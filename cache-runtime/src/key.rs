@@ -148,7 +148,7 @@ pub fn encode_args<K: Serialize + ?Sized>(args: &K) -> Result<String, KeyError> 
 ///
 /// let mut key = entry_key_prefix("app", "flights", 3);
 /// write_args(&mut key, &("FRA", "JFK")).unwrap();
-/// assert_eq!(key, "app:flights:v3:FRA:JFK");
+/// assert_eq!(key, "app:{flights}:v3:FRA:JFK");
 /// ```
 pub fn write_args<K: Serialize + ?Sized>(out: &mut String, args: &K) -> Result<(), KeyError> {
     let start = out.len();
@@ -255,10 +255,35 @@ pub fn entry_key_prefix(prefix: &str, ns: &str, version: u32) -> String {
     key.push_str(":{");
     key.push_str(ns);
     key.push_str("}:v");
-    // Writing into a String cannot fail.
-    let _ = write!(key, "{version}");
+    push_u64(&mut key, u64::from(version));
     key.push(':');
     key
+}
+
+/// Pushes `v` in decimal, as `Display` would (without the formatting
+/// machinery: keys are built on every call).
+fn push_u64(out: &mut String, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &d in &buf[i..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Pushes `v` in decimal, as `Display` would.
+fn push_i64(out: &mut String, v: i64) {
+    if v < 0 {
+        out.push('-');
+    }
+    push_u64(out, v.unsigned_abs());
 }
 
 /// `"{prefix}:{{ns}}:gen"` — the key holding the namespace's generation (in
@@ -456,19 +481,23 @@ impl<'a, 'b> Serializer for &'b mut Encoder<'a> {
     }
 
     fn serialize_i8(self, v: i8) -> Result<(), KeyError> {
-        self.display(v)
+        push_i64(self.out, i64::from(v));
+        Ok(())
     }
 
     fn serialize_i16(self, v: i16) -> Result<(), KeyError> {
-        self.display(v)
+        push_i64(self.out, i64::from(v));
+        Ok(())
     }
 
     fn serialize_i32(self, v: i32) -> Result<(), KeyError> {
-        self.display(v)
+        push_i64(self.out, i64::from(v));
+        Ok(())
     }
 
     fn serialize_i64(self, v: i64) -> Result<(), KeyError> {
-        self.display(v)
+        push_i64(self.out, v);
+        Ok(())
     }
 
     fn serialize_i128(self, v: i128) -> Result<(), KeyError> {
@@ -476,19 +505,23 @@ impl<'a, 'b> Serializer for &'b mut Encoder<'a> {
     }
 
     fn serialize_u8(self, v: u8) -> Result<(), KeyError> {
-        self.display(v)
+        push_u64(self.out, u64::from(v));
+        Ok(())
     }
 
     fn serialize_u16(self, v: u16) -> Result<(), KeyError> {
-        self.display(v)
+        push_u64(self.out, u64::from(v));
+        Ok(())
     }
 
     fn serialize_u32(self, v: u32) -> Result<(), KeyError> {
-        self.display(v)
+        push_u64(self.out, u64::from(v));
+        Ok(())
     }
 
     fn serialize_u64(self, v: u64) -> Result<(), KeyError> {
-        self.display(v)
+        push_u64(self.out, v);
+        Ok(())
     }
 
     fn serialize_u128(self, v: u128) -> Result<(), KeyError> {
@@ -1242,6 +1275,33 @@ mod tests {
             assert!(err.contains("allowed"), "{err}");
         }
         assert!(validate_name("prefix", "a:b").unwrap_err().contains("':'"));
+    }
+
+    #[test]
+    fn integers_read_as_display_would_write_them() {
+        for v in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12345,
+            i64::MAX,
+            i64::MIN,
+            -1,
+            -10,
+            -987_654_321,
+        ] {
+            let mut out = String::new();
+            push_i64(&mut out, v);
+            assert_eq!(out, v.to_string());
+        }
+        for v in [0, 7, 10, 1_000_000, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, v);
+            assert_eq!(out, v.to_string());
+        }
     }
 
     #[test]
