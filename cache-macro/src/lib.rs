@@ -27,7 +27,7 @@ use proc_macro::TokenStream;
 ///
 /// struct Db; // a pool or handle: not part of the key
 ///
-/// // Key: "{prefix}:airport:v1:FRA". `None` (unknown code) is cached too,
+/// // Key: "{prefix}:{airport}:v1:FRA". `None` (unknown code) is cached too,
 /// // so unknown codes do not reach the database again and again.
 /// #[cached(ns = "airport", ttl = "10m", skip(db))]
 /// async fn airport(db: &Db, code: &str) -> Result<Option<Airport>, std::io::Error> {
