@@ -20,14 +20,16 @@ use common::{
 #[derive(Clone, Copy, Debug)]
 enum Contender {
     Raw,
+    RawClone,
     RawMget,
     Cachet,
     CachedCrate,
     Deadpool,
 }
 
-const ALL: [Contender; 5] = [
+const ALL: [Contender; 6] = [
     Contender::Raw,
+    Contender::RawClone,
     Contender::RawMget,
     Contender::Cachet,
     Contender::CachedCrate,
@@ -46,6 +48,8 @@ struct Clients {
 async fn one(who: Contender, c: &mut Clients) {
     let f = match who {
         Contender::Raw => raw_hit(&mut c.raw, RAW_KEY).await,
+        // What a shared client handle does: clone the connection per call.
+        Contender::RawClone => raw_hit(&mut c.raw.clone(), RAW_KEY).await,
         Contender::RawMget => {
             // The protocol floor of cachet's read: entry and generation in one MGET.
             let (bytes, _g): (Vec<u8>, Option<Vec<u8>>) = redis::cmd("MGET")
@@ -177,8 +181,8 @@ async fn main() {
          {rounds} rounds of {:.1} s, contenders interleaved; ops/s and, in parentheses, the \
          ratio to raw redis-rs in the same row.\n\n\
          ```sh\ncargo bench --bench throughput\n```\n\n\
-         | tasks | raw redis-rs GET + decode | raw MGET (entry + generation: a hit without views) + decode | cachet `#[cached]` | cached 4.1 `#[concurrent_cached]` | deadpool `pool.get()` + GET |\n\
-         |---|---|---|---|---|---|\n{rows}",
+         | tasks | raw redis-rs GET + decode | raw, connection cloned per call | raw MGET (entry + generation: a hit without views) + decode | cachet `#[cached]` | cached 4.1 `#[concurrent_cached]` | deadpool `pool.get()` + GET |\n\
+         |---|---|---|---|---|---|---|\n{rows}",
         seconds / rounds as f64
     );
     println!("{table}");

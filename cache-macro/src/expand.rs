@@ -369,7 +369,8 @@ fn expand_cached(args: CachedArgs, func: Func) -> syn::Result<TokenStream> {
             #cache_binding
             let #call = {
                 #key_support
-                #krate::__private::call(#cache, #ns, #version, #key_expr)
+                static __CACHET_SLOT: #krate::__private::NsSlot = #krate::__private::NsSlot::new();
+                #krate::__private::call_at(&__CACHET_SLOT, #cache, #ns, #version, #key_expr)
             };
             // `unless` is passed in braces, for one error span (see `__private::unless_arg`).
             #[allow(unused_braces)]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::cache::Shape;
-pub use crate::cache::{CallOptions, Sharer};
+pub use crate::cache::{CallOptions, NsSlot, Sharer};
 use crate::key::KeyError;
 use crate::{Cache, Filter, global};
 
@@ -31,6 +31,7 @@ pub fn resolve(explicit: Option<&Cache>) -> Option<&Cache> {
 pub struct Call<'c> {
     cache: Option<&'c Cache>,
     ns: &'static str,
+    slot: Option<&'static NsSlot>,
     entry_key: Result<String, KeyError>,
 }
 
@@ -49,7 +50,23 @@ pub fn call<'c, K: Serialize + ?Sized>(
     Call {
         cache,
         ns,
+        slot: None,
         entry_key,
+    }
+}
+
+/// [`call`] from a `#[cached]` call site, with the site's [`NsSlot`].
+#[inline]
+pub fn call_at<'c, K: Serialize + ?Sized>(
+    slot: &'static NsSlot,
+    cache: Option<&'c Cache>,
+    ns: &'static str,
+    version: u32,
+    key: &K,
+) -> Call<'c> {
+    Call {
+        slot: Some(slot),
+        ..call(cache, ns, version, key)
     }
 }
 
@@ -64,8 +81,16 @@ impl Call<'_> {
     {
         match self.cache {
             Some(c) => {
-                c.run_key(self.ns, self.entry_key, &opts, &unless, fut, Shape::plain())
-                    .await
+                c.run_key(
+                    self.ns,
+                    self.slot,
+                    self.entry_key,
+                    &opts,
+                    &unless,
+                    fut,
+                    Shape::plain(),
+                )
+                .await
             }
             None => uncached(fut).await,
         }
@@ -91,6 +116,7 @@ impl Call<'_> {
             Some(c) => {
                 c.run_key(
                     self.ns,
+                    self.slot,
                     self.entry_key,
                     &opts,
                     &unless,

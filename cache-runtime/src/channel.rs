@@ -21,6 +21,22 @@
 //!   connection goes away, so it can be unknown (one `MGET` more) but never
 //!   older than the reply it is compared with.
 //! * **The local (L1) tier.** See [`crate::local`]: pushes evict it.
+//!
+//! **Cluster mode** has neither. redis-rs's cluster connection hands pushes
+//! over through a channel of its own, not in order with replies (measured:
+//! 20% of replies arrived before a push Redis wrote ahead of them), so a
+//! view could be older than the reply it is compared with: the hub is built
+//! with `ordered: false`, and `learn`, `is_live` and the pushes never set a
+//! view. The local tier needs less (a read takes its ticket before it reads,
+//! so pushes only have to arrive, and a lost subscription must be noticed),
+//! but cluster pub/sub cannot promise even that: a message is relayed over
+//! the cluster bus to the node that holds the subscription, and is lost
+//! without any sign to the subscriber when that node is partitioned or
+//! failed over (its connection may stay open, redis-rs re-subscribes only
+//! after it refreshes its slot map, and a disconnection push does not say
+//! which node it was about). So cluster connections do not subscribe at all,
+//! no connection is ever `subscribed`, and the local tier takes no entries.
+//! Invalidations still publish their messages (the cluster broadcasts them).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
@@ -51,6 +67,17 @@ pub(crate) fn token_value(bytes: &[u8]) -> u64 {
     v
 }
 
+/// The 16 lowercase hex digits of a token value (the inverse of
+/// [`token_value`]).
+pub(crate) fn token_bytes(v: u64) -> Token {
+    let mut t = [0u8; TOKEN_LEN];
+    for (i, b) in t.iter_mut().enumerate() {
+        let d = ((v >> (60 - 4 * i)) & 0xf) as u8;
+        *b = if d < 10 { b'0' + d } else { b'a' + d - 10 };
+    }
+    t
+}
+
 /// State shared by the cache and the push handlers of its connections.
 pub(crate) struct Hub {
     channel: String,
@@ -64,6 +91,9 @@ pub(crate) struct Hub {
     /// In-process backend: every invalidation is applied locally, so the
     /// local tier needs no channel.
     in_process: bool,
+    /// Pushes arrive in order with replies on each connection (one server):
+    /// generation views may be learned. False in cluster mode.
+    ordered: bool,
     pub(crate) local: Local,
 }
 
@@ -120,7 +150,13 @@ impl Message<'_> {
 }
 
 impl Hub {
-    pub(crate) fn new(prefix: &str, slots: usize, in_process: bool, local: Local) -> Hub {
+    pub(crate) fn new(
+        prefix: &str,
+        slots: usize,
+        in_process: bool,
+        ordered: bool,
+        local: Local,
+    ) -> Hub {
         Hub {
             channel: format!("{prefix}:invalidations"),
             namespaces: RwLock::new(HashMap::new()),
@@ -135,6 +171,7 @@ impl Hub {
             flushes: AtomicU64::new(0),
             subscribed: AtomicUsize::new(0),
             in_process,
+            ordered,
             local,
         }
     }
@@ -194,10 +231,11 @@ impl Hub {
         }
     }
 
-    /// Is `conn` the slot's current, subscribed connection?
+    /// Is `conn` the slot's current, subscribed connection, whose pushes
+    /// arrive in order with its replies?
     pub(crate) fn is_live(&self, slot: usize, conn: u64) -> bool {
         let s = &self.slots[slot];
-        s.subscribed.load(SeqCst) && s.conn.load(SeqCst) == conn
+        self.ordered && s.subscribed.load(SeqCst) && s.conn.load(SeqCst) == conn
     }
 
     /// The push count of a slot, read before an `MGET` that may teach a view.
@@ -215,7 +253,7 @@ impl Hub {
         view: &AtomicU64,
         token: u64,
     ) {
-        if token == 0 {
+        if token == 0 || !self.ordered {
             return;
         }
         let s = &self.slots[slot];
@@ -264,7 +302,7 @@ impl Hub {
                 match msg {
                     Message::Generation { ns, token } => {
                         if let Some(state) = self.namespace(ns) {
-                            if current {
+                            if current && self.ordered {
                                 state.views[slot].store(token, SeqCst);
                             }
                             self.local_namespace_invalidated(&state);
@@ -342,5 +380,9 @@ mod tests {
         assert_eq!(token_value(b"ffffffffffffffff"), u64::MAX);
         assert_eq!(token_value(b"000000000000000A"), 0);
         assert_eq!(token_value(b"short"), 0);
+        for _ in 0..1000 {
+            let t = crate::entry::token();
+            assert_eq!(token_bytes(token_value(&t)), t);
+        }
     }
 }

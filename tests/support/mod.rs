@@ -3,7 +3,9 @@
 //! macro that runs one scenario on every backend.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod proxy;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -6,6 +6,7 @@
 
 pub(crate) mod memory;
 pub(crate) mod redis;
+pub(crate) mod spare;
 
 use std::fmt;
 use std::sync::atomic::AtomicU64;

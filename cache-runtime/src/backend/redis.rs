@@ -1,4 +1,5 @@
-//! Redis backend: kept multiplexed RESP3 connections made by deadpool-redis.
+//! Redis backend: kept multiplexed RESP3 connections made by deadpool-redis,
+//! or (cluster mode) one redis-rs cluster connection.
 //!
 //! deadpool-redis recycles a connection with `UNWATCH` + `PING` on every
 //! `pool.get()`, which would double the cost of a hit. A redis-rs
@@ -10,18 +11,41 @@
 //! invalidation channel (see `channel.rs`), and lives in its slot until it
 //! breaks; then the slot is refilled in a background task, so a caller never
 //! waits for a reconnect longer than the operation timeout.
+//!
+//! **Cluster mode** keeps one slot holding one redis-rs `ClusterConnection`
+//! (one multiplexed connection per node behind a routing task, cheap to
+//! clone), made with `ClusterClientBuilder` and its connect, response and
+//! overall timeouts, so no call waits longer than the operation timeout.
+//! deadpool-redis's `cluster` feature is not used: its `Manager` takes no
+//! timeouts, retries or TLS certificates, and its recycle `PING`s every
+//! master on each `pool.get()`. Every key a command or script touches carries
+//! the namespace's hash tag (`prefix:{ns}:...`), so an `MGET` of entry and
+//! generation, and every script, run on the one master of that slot (never
+//! `CROSSSLOT`). The cluster connection does not deliver pushes in order with
+//! replies (they take a channel of their own inside redis-rs), so it does not
+//! subscribe: generation views and the local tier stay off (see
+//! `channel.rs`), and every hit reads entry and generation with one `MGET`.
+//! It repairs itself (node reconnects, slot map refreshes, the seeds again);
+//! it is replaced, in the background while it keeps serving, only when it
+//! has not answered a single call for `REPLACE_AFTER`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_redis::{Manager, Pool, Runtime};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, Script};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, ProtocolVersion,
+    RedisFuture, Script, Value,
+};
 use tokio::sync::Notify;
 
+use super::spare::{self, Lent};
 use super::{Acquire, Backend, BackendError, Expect, Fetched, Notice, Result, Store};
-use crate::channel::{ConnSink, Hub, token_value};
+use crate::channel::{ConnSink, Hub, token_bytes, token_value};
 use crate::entry::{self, Token};
 
 /// Compare-and-set store. KEYS: entry, generation. ARGV: expect mode ("0":
@@ -99,25 +123,112 @@ return 1
 ";
 
 pub(crate) struct RedisConfig {
-    pub url: String,
+    /// The server's URL, or (cluster mode) the seed nodes' URLs.
+    pub urls: Vec<String>,
+    pub cluster: bool,
     pub connections: usize,
     pub op_timeout: Duration,
     pub connect_timeout: Duration,
+    /// PEM of the CA(s) to trust for `rediss://` (none: the system's roots).
+    pub tls_root_cert: Option<Vec<u8>>,
     pub hub: Arc<Hub>,
 }
+
+/// Cluster mode: a connection that has not answered one call for this long
+/// (or the connect timeout twice, if longer) while calls kept failing is
+/// replaced; at most one replacement per such period.
+const REPLACE_AFTER: Duration = Duration::from_secs(2);
+
+/// Retries of one request inside the cluster connection (MOVED, ASK,
+/// TRYAGAIN, a node reconnecting), and their waits, all within the overall
+/// response timeout (the operation timeout).
+const CLUSTER_RETRIES: u32 = 2;
+const CLUSTER_RETRY_WAIT_MS: (u64, u64) = (10, 100);
+
+/// How connections are made.
+enum Mode {
+    /// One server: deadpool-redis makes each slot's connection.
+    Node {
+        info: ConnectionInfo,
+        conn_config: AsyncConnectionConfig,
+    },
+    /// Redis Cluster: one slot, one cluster connection.
+    Cluster { client: ClusterClient },
+}
+
+/// A kept connection, cloned per call.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Node(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Lent<'_, Conn> {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        (**self).req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        (**self).req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        (**self).get_db()
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Node(c) => c.req_packed_command(cmd),
+            // Routed by the command's keys: the first key's slot for
+            // EVALSHA, one node for an MGET within one slot.
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Node(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+spare::spares!(SPARES, Conn);
 
 struct Slot {
     /// (epoch, connection): the epoch tells a stale "this broke" report from
     /// one about the current connection.
-    conn: RwLock<Option<(u64, MultiplexedConnection)>>,
+    conn: RwLock<Option<(u64, Conn)>>,
+    /// Process-unique id, for the per-thread spare clones (`spare.rs`).
+    id: u64,
+    /// The epoch of the connection in `conn` (0: none), readable without the lock.
+    current: AtomicU64,
     connecting: AtomicBool,
     /// Woken when a connect attempt for this slot ends.
     connected: Notify,
 }
 
 struct Shared {
-    info: ConnectionInfo,
-    conn_config: AsyncConnectionConfig,
+    mode: Mode,
     hub: Arc<Hub>,
     slots: Box<[Slot]>,
     epoch: AtomicU64,
@@ -126,6 +237,11 @@ struct Shared {
     refused: AtomicBool,
     /// A notice was refused once (logged once).
     notice_refused: AtomicBool,
+    /// Cluster mode: when a call last succeeded (ms since `started`), or a
+    /// replacement was last tried.
+    last_ok_ms: AtomicU64,
+    started: Instant,
+    replace_after: Duration,
 }
 
 pub(crate) struct RedisBackend {
@@ -140,41 +256,41 @@ pub(crate) struct RedisBackend {
 }
 
 impl RedisBackend {
-    /// Checks the URL and sets the connections up; no I/O.
+    /// Checks the URL(s) and sets the connections up; no I/O.
     pub(crate) fn new(cfg: RedisConfig) -> std::result::Result<Self, String> {
-        let info = cfg
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| format!("invalid Redis URL: {e}"))?;
-        // RESP3: the connections that serve commands also receive the
-        // invalidation channel's messages, in order with the replies.
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(settings);
-        let conn_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(cfg.connect_timeout))
-            .set_response_timeout(Some(cfg.op_timeout));
-        let connections = cfg.connections.max(1);
+        let root_cert = cfg.tls_root_cert.as_deref();
+        let (mode, connections) = if cfg.cluster {
+            let client = cluster_client(&cfg.urls, root_cert, cfg.op_timeout, cfg.connect_timeout)?;
+            (Mode::Cluster { client }, 1)
+        } else {
+            let url = cfg.urls.first().map_or("", String::as_str);
+            let conn_config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(cfg.connect_timeout))
+                .set_response_timeout(Some(cfg.op_timeout));
+            let info = node_info(url, root_cert)?;
+            (Mode::Node { info, conn_config }, cfg.connections.max(1))
+        };
         let slots = (0..connections)
             .map(|_| Slot {
                 conn: RwLock::new(None),
+                id: spare::slot_id(),
+                current: AtomicU64::new(0),
                 connecting: AtomicBool::new(false),
                 connected: Notify::new(),
             })
             .collect();
         Ok(RedisBackend {
             shared: Arc::new(Shared {
-                info,
-                conn_config,
+                mode,
                 hub: cfg.hub,
                 slots,
                 epoch: AtomicU64::new(0),
                 connect_timeout: cfg.connect_timeout,
                 refused: AtomicBool::new(false),
                 notice_refused: AtomicBool::new(false),
+                last_ok_ms: AtomicU64::new(0),
+                started: Instant::now(),
+                replace_after: REPLACE_AFTER.max(cfg.connect_timeout.saturating_mul(2)),
             }),
             next: AtomicUsize::new(0),
             op_timeout: cfg.op_timeout,
@@ -186,23 +302,37 @@ impl RedisBackend {
         })
     }
 
+    fn is_cluster(&self) -> bool {
+        matches!(self.shared.mode, Mode::Cluster { .. })
+    }
+
     /// A connection from a slot: a clone of a kept multiplexed connection, or
     /// (slot empty) one being established in the background, waited for at
     /// most the operation timeout.
-    async fn conn(&self) -> Result<(usize, u64, MultiplexedConnection)> {
+    async fn conn(&self) -> Result<(usize, Lent<'_, Conn>)> {
         let n = self.shared.slots.len();
         let i = if n == 1 {
             0
         } else {
             self.next.fetch_add(1, Relaxed) % n
         };
-        if let Some((epoch, c)) = read_slot(&self.shared.slots[i]) {
-            return Ok((i, epoch, c));
+        let slot = &self.shared.slots[i];
+        let lend = |epoch, c| spare::lend(&SPARES, c, slot.id, epoch, &slot.current);
+        // A spare clone of this thread: no lock, no shared counter.
+        let current = slot.current.load(Relaxed);
+        if current != 0
+            && let Some(c) = spare::take(&SPARES, slot.id, current)
+        {
+            return Ok((i, lend(current, c)));
         }
-        self.reconnect(i).await
+        if let Some((epoch, c)) = read_slot(slot) {
+            return Ok((i, lend(epoch, c)));
+        }
+        let (i, epoch, c) = self.reconnect(i).await?;
+        Ok((i, lend(epoch, c)))
     }
 
-    async fn reconnect(&self, i: usize) -> Result<(usize, u64, MultiplexedConnection)> {
+    async fn reconnect(&self, i: usize) -> Result<(usize, u64, Conn)> {
         let slot = &self.shared.slots[i];
         if slot
             .connecting
@@ -229,7 +359,9 @@ impl RedisBackend {
                 Ok(Ok(conn)) => {
                     if let Ok(mut w) = slot.conn.write() {
                         *w = Some((epoch, conn.clone()));
+                        slot.current.store(epoch, Relaxed);
                     }
+                    shared.note_ok();
                     Ok((i, epoch, conn))
                 }
                 Ok(Err(e)) => Err(e),
@@ -248,6 +380,10 @@ impl RedisBackend {
 
     /// Forgets a connection that broke (so the next call reconnects).
     fn check(&self, slot: usize, epoch: u64, err: &redis::RedisError) {
+        if self.is_cluster() {
+            self.check_cluster(err);
+            return;
+        }
         // A response timeout leaves the multiplexed connection usable: keep it.
         if err.is_timeout()
             || !(err.is_unrecoverable_error() || err.is_connection_dropped() || err.is_io_error())
@@ -258,8 +394,55 @@ impl RedisBackend {
             && w.as_ref().is_some_and(|(e, _)| *e == epoch)
         {
             *w = None;
+            self.shared.slots[slot].current.store(0, Relaxed);
             tracing::debug!(slot, error = %err, "cachet: dropped a broken Redis connection");
         }
+    }
+
+    /// Cluster mode: one failed call says little (a master failing over, a
+    /// slot moving; the cluster connection repairs itself), so the
+    /// connection is kept. Only when no call at all has succeeded for
+    /// `replace_after` is a new one made, in the background, while the old
+    /// one keeps serving: that covers a routing task that died or is stuck.
+    fn check_cluster(&self, err: &redis::RedisError) {
+        let outage = err.is_timeout()
+            || err.is_io_error()
+            || err.is_connection_dropped()
+            || err.is_connection_refusal()
+            || err.is_unrecoverable_error()
+            || err.is_cluster_error();
+        let shared = &self.shared;
+        let now = shared.now_ms();
+        let quiet = now.saturating_sub(shared.last_ok_ms.load(Relaxed));
+        if !outage || quiet < millis(shared.replace_after) {
+            return;
+        }
+        let slot = &shared.slots[0];
+        if slot
+            .connecting
+            .compare_exchange(false, true, Relaxed, Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        // The next attempt no sooner than `replace_after` from now.
+        shared.last_ok_ms.store(now, Relaxed);
+        tracing::debug!(error = %err, "cachet: replacing the Redis Cluster connection");
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            let epoch = shared.epoch.fetch_add(1, Relaxed) + 1;
+            let got = tokio::time::timeout(shared.connect_timeout, shared.connect(0, epoch)).await;
+            let slot = &shared.slots[0];
+            if let Ok(Ok(conn)) = got
+                && let Ok(mut w) = slot.conn.write()
+            {
+                *w = Some((epoch, conn));
+                slot.current.store(epoch, Relaxed);
+                shared.note_ok();
+            }
+            slot.connecting.store(false, Relaxed);
+            slot.connected.notify_waiters();
+        });
     }
 
     /// The invalidation landed but Redis refused its notice (an ACL without
@@ -276,14 +459,25 @@ impl RedisBackend {
         }
     }
 
-    async fn run<T, F, Fut>(&self, op: F) -> Result<T>
+    /// Cluster mode: notes that a call succeeded.
+    fn ok(&self) {
+        if self.is_cluster() {
+            self.shared.note_ok();
+        }
+    }
+
+    async fn run<'a, T, F, Fut>(&'a self, op: F) -> Result<T>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Lent<'a, Conn>) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let (slot, epoch, conn) = self.conn().await?;
+        let (slot, conn) = self.conn().await?;
+        let epoch = conn.epoch();
         match op(conn).await {
-            Ok(v) => Ok(v),
+            Ok(v) => {
+                self.ok();
+                Ok(v)
+            }
             Err(e) => {
                 self.check(slot, epoch, &e);
                 Err(e.into())
@@ -293,19 +487,48 @@ impl RedisBackend {
 }
 
 impl Shared {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn note_ok(&self) {
+        self.last_ok_ms.store(self.now_ms(), Relaxed);
+    }
+
+    /// Makes connection `epoch` for slot `i` (subscribed, on one server).
+    async fn connect(&self, i: usize, epoch: u64) -> Result<Conn> {
+        match &self.mode {
+            Mode::Node { info, conn_config } => self
+                .connect_node(info, conn_config, i, epoch)
+                .await
+                .map(Conn::Node),
+            Mode::Cluster { client } => match client.get_async_connection().await {
+                Ok(c) => Ok(Conn::Cluster(c)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cachet: cannot connect to the Redis Cluster");
+                    Err(e.into())
+                }
+            },
+        }
+    }
+
     /// Makes connection `epoch` for slot `i` and subscribes it.
-    async fn connect(&self, i: usize, epoch: u64) -> Result<MultiplexedConnection> {
+    async fn connect_node(
+        &self,
+        info: &ConnectionInfo,
+        conn_config: &AsyncConnectionConfig,
+        i: usize,
+        epoch: u64,
+    ) -> Result<MultiplexedConnection> {
         self.hub.begin_connection(i, epoch);
         let sink = ConnSink {
             hub: Arc::clone(&self.hub),
             slot: i,
             conn: epoch,
         };
-        let manager = Manager::new_with_config(
-            self.info.clone(),
-            self.conn_config.clone().set_push_sender(sink),
-        )
-        .map_err(BackendError::from)?;
+        let manager =
+            Manager::new_with_config(info.clone(), conn_config.clone().set_push_sender(sink))
+                .map_err(BackendError::from)?;
         // A pool of one, for deadpool-redis's connect timeouts; the
         // connection is taken out of it and kept.
         let pool = Pool::builder(manager)
@@ -336,11 +559,114 @@ impl Shared {
     }
 }
 
+/// Does the URL ask for TLS?
+fn is_tls_url(url: &str) -> bool {
+    let lower = url.trim_start().to_ascii_lowercase();
+    lower.starts_with("rediss://") || lower.starts_with("valkeys://")
+}
+
+/// TLS needs the `tls` feature; a root certificate needs a TLS URL.
+fn check_tls(urls: &[String], root_cert: Option<&[u8]>) -> std::result::Result<(), String> {
+    let tls = urls.iter().any(|u| is_tls_url(u));
+    if tls && !cfg!(feature = "tls") {
+        return Err(
+            "a `rediss://` URL needs TLS support: enable the `tls` feature of cachet".into(),
+        );
+    }
+    if root_cert.is_some() && !cfg!(feature = "tls") {
+        return Err("tls_root_cert needs the `tls` feature of cachet".into());
+    }
+    if root_cert.is_some() && !urls.iter().all(|u| is_tls_url(u)) {
+        return Err("tls_root_cert needs `rediss://` URLs".into());
+    }
+    if tls {
+        // redis enables rustls without a crypto provider; pick ring, once
+        // per process. An `Err` means another one is installed: fine.
+        #[cfg(feature = "tls")]
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    Ok(())
+}
+
+/// The trusted CA(s): at least one certificate, and only well-formed ones
+/// (redis-rs would take a PEM with none, and then trust nothing).
+#[cfg(feature = "tls")]
+fn root_certs(pem: &[u8]) -> std::result::Result<redis::TlsCertificates, String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        cert.map_err(|e| format!("invalid TLS root certificate: {e}"))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err("invalid TLS root certificate: no PEM certificate in it".into());
+    }
+    Ok(redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
+    })
+}
+
+/// One server's connection info: RESP3, and the trusted CA if any.
+fn node_info(url: &str, root_cert: Option<&[u8]>) -> std::result::Result<ConnectionInfo, String> {
+    check_tls(&[url.to_owned()], root_cert)?;
+    let info = url
+        .into_connection_info()
+        .map_err(|e| format!("invalid Redis URL: {e}"))?;
+    // RESP3: the connections that serve commands also receive the
+    // invalidation channel's messages, in order with the replies.
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    let info = info.set_redis_settings(settings);
+    #[cfg(feature = "tls")]
+    if let Some(pem) = root_cert {
+        // The certificates go into the `ConnectionInfo` through a `Client`
+        // (PEM parsed here, so a bad one fails the build); it is handed to
+        // `Manager::new_with_config` as is. deadpool-redis's `Config`
+        // would drop them.
+        let client = redis::Client::build_with_tls(info, root_certs(pem)?)
+            .map_err(|e| format!("invalid TLS root certificate: {e}"))?;
+        return Ok(client.get_connection_info().clone());
+    }
+    Ok(info)
+}
+
+/// The cluster client: seeds, timeouts, few and short retries (all within
+/// the operation timeout), TLS. No I/O.
+fn cluster_client(
+    urls: &[String],
+    root_cert: Option<&[u8]>,
+    op_timeout: Duration,
+    connect_timeout: Duration,
+) -> std::result::Result<ClusterClient, String> {
+    if urls.is_empty() {
+        return Err("cluster mode needs at least one node URL".into());
+    }
+    check_tls(urls, root_cert)?;
+    let builder = ClusterClientBuilder::new(urls.iter().map(String::as_str))
+        .connection_timeout(connect_timeout)
+        .response_timeout(op_timeout)
+        .overall_response_timeout(Some(op_timeout))
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(CLUSTER_RETRY_WAIT_MS.0)
+        .max_retry_wait(CLUSTER_RETRY_WAIT_MS.1);
+    #[cfg(feature = "tls")]
+    let builder = match root_cert {
+        Some(pem) => builder.certs(root_certs(pem)?),
+        None => builder,
+    };
+    builder
+        .build()
+        .map_err(|e| format!("invalid Redis Cluster configuration: {e}"))
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-fn read_slot(slot: &Slot) -> Option<(u64, MultiplexedConnection)> {
+fn read_slot(slot: &Slot) -> Option<(u64, Conn)> {
     slot.conn.read().ok()?.clone()
 }
 
@@ -362,9 +688,16 @@ impl Backend for RedisBackend {
         generation_key: &str,
         views: &[AtomicU64],
     ) -> Result<Fetched> {
-        let (slot, epoch, mut conn) = self.conn().await?;
+        let (slot, mut conn) = self.conn().await?;
+        let epoch = conn.epoch();
         let hub = &self.shared.hub;
-        let view = views.get(slot);
+        // Cluster mode: pushes are not ordered with replies, so no views
+        // (the hub, built unordered, would never learn one either).
+        let view = if self.is_cluster() {
+            None
+        } else {
+            views.get(slot)
+        };
         if view.is_some_and(|v| v.load(SeqCst) != 0) {
             // The generation is known on this connection: read the entry only.
             let got: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("GET")
@@ -377,15 +710,26 @@ impl Backend for RedisBackend {
             })?;
             // Read after the reply: every push before it has been applied.
             let known = view.map_or(0, |v| v.load(SeqCst));
-            if known != 0
-                && hub.is_live(slot, epoch)
-                && let Some(g) = entry.as_deref().and_then(entry::generation_of)
-                && token_value(g) == known
-            {
-                let generation = Some(g.to_vec());
-                return Ok(Fetched { entry, generation });
+            if known != 0 && hub.is_live(slot, epoch) {
+                match entry.as_deref().map(entry::generation_of) {
+                    // An entry of the known generation: a hit (or stale).
+                    Some(Some(g)) if token_value(g) == known => {
+                        let generation = Some(g.to_vec());
+                        return Ok(Fetched { entry, generation });
+                    }
+                    // Nothing, a tombstone, a lease or foreign bytes: a miss
+                    // whatever the generation, which is the known one.
+                    None | Some(None) => {
+                        let generation = Some(token_bytes(known).to_vec());
+                        return Ok(Fetched { entry, generation });
+                    }
+                    // An entry of another generation: the view may be behind
+                    // a generation Redis made without a notice (evicted and
+                    // re-created by a store), so read both.
+                    Some(Some(_)) => {}
+                }
             }
-            // Not live by the view: read both, which also re-learns the view.
+            // Read both, which also (re-)learns the view.
         }
         let pushes_before = hub.pushes(slot);
         type Both = (Option<Vec<u8>>, Option<Vec<u8>>);
@@ -398,6 +742,7 @@ impl Backend for RedisBackend {
             self.check(slot, epoch, &e);
             BackendError::from(e)
         })?;
+        self.ok();
         if let (Some(v), Some(g)) = (view, generation.as_deref()) {
             hub.learn(slot, epoch, pushes_before, v, token_value(g));
         }
@@ -540,5 +885,55 @@ impl Backend for RedisBackend {
             .await?;
         self.notice_refused(published, notice);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn urls(u: &[&str]) -> Vec<String> {
+        u.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn tls_urls_are_recognised() {
+        assert!(is_tls_url("rediss://h:6380"));
+        assert!(is_tls_url("Valkeys://h"));
+        assert!(!is_tls_url("redis://h"));
+        assert!(!is_tls_url("valkey://h"));
+    }
+
+    #[test]
+    fn tls_settings_are_checked() {
+        assert!(check_tls(&urls(&["redis://h"]), None).is_ok());
+        let root = Some(&b"pem"[..]);
+        let err = check_tls(&urls(&["rediss://a", "redis://b"]), root).unwrap_err();
+        assert!(
+            err.contains("feature") || err.contains("rediss://"),
+            "{err}"
+        );
+        if cfg!(feature = "tls") {
+            assert!(check_tls(&urls(&["rediss://h"]), None).is_ok());
+            assert!(check_tls(&urls(&["rediss://h"]), root).is_ok());
+        } else {
+            let err = check_tls(&urls(&["rediss://h"]), None).unwrap_err();
+            assert!(err.contains("`tls` feature"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_needs_seeds_with_one_username() {
+        let t = Duration::from_millis(100);
+        assert!(
+            cluster_client(&[], None, t, t)
+                .unwrap_err()
+                .contains("at least one")
+        );
+        assert!(cluster_client(&urls(&["redis://a:1", "redis://b:2"]), None, t, t).is_ok());
+        let err =
+            cluster_client(&urls(&["redis://u:p@a:1", "redis://v:p@b:2"]), None, t, t).unwrap_err();
+        assert!(!err.contains(":p@"), "{err}");
+        assert!(cluster_client(&urls(&["http://a"]), None, t, t).is_err());
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{Cache, CallOptions, Filter, NsState, bypass, jitter, lock};
+use super::{Cache, CallOptions, Filter, NsSlot, NsState, bypass, jitter, lock};
 use crate::backend::{Acquire, Backend, BackendError, Expect, Store};
 use crate::entry::{self, Found, HEADER_LEN, IDENTITY_LEN, Meta, TOKEN_LEN};
 use crate::flight::{self, Outcome, Role};
@@ -197,9 +197,11 @@ impl Cache {
     }
 
     /// The core of every cached call (see the module docs).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn run_key<T, R, U, Fut>(
         &self,
         ns: &str,
+        slot: Option<&'static NsSlot>,
         entry_key: Result<String, KeyError>,
         opts: &CallOptions,
         unless: &U,
@@ -212,7 +214,7 @@ impl Cache {
         Fut: Future<Output = R>,
     {
         let inner = &*self.inner;
-        let Some(state) = self.state(ns) else {
+        let Some(state) = self.state_at(ns, slot) else {
             return bypass(None, fut).await;
         };
         let entry_key = match entry_key {

@@ -55,6 +55,8 @@ pub struct Cache {
 }
 
 struct Inner {
+    /// Process-unique, for [`NsSlot`].
+    id: u64,
     backend: AnyBackend,
     breaker: Breaker,
     prefix: String,
@@ -80,6 +82,39 @@ impl Inner {
             self.breaker.failure(e);
         } else {
             tracing::debug!(error = %e, "cachet: Redis command failed");
+        }
+    }
+}
+
+/// Where a `#[cached]` call site keeps the state of its namespace in the
+/// first cache it is called with. Not public API.
+#[doc(hidden)]
+pub struct NsSlot {
+    cell: std::sync::OnceLock<(u64, Arc<NsState>)>,
+}
+
+impl NsSlot {
+    /// An empty slot (a `static` in the generated code).
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        NsSlot {
+            cell: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+/// A namespace's state, from a call site's slot or from the cache's map.
+pub(crate) enum StateRef {
+    Static(&'static Arc<NsState>),
+    Owned(Arc<NsState>),
+}
+
+impl std::ops::Deref for StateRef {
+    type Target = NsState;
+    fn deref(&self) -> &NsState {
+        match self {
+            StateRef::Static(s) => s,
+            StateRef::Owned(s) => s,
         }
     }
 }
@@ -267,6 +302,23 @@ impl Cache {
     pub fn has_queued_invalidations(&self) -> bool {
         let q = lock(&self.inner.retry);
         !q.namespaces.is_empty() || !q.keys.is_empty()
+    }
+
+    /// The namespace's state; through `slot` (one per `#[cached]` call
+    /// site) without a lock or a reference count once the site has seen
+    /// this cache.
+    fn state_at(&self, ns: &str, slot: Option<&'static NsSlot>) -> Option<StateRef> {
+        if let Some((id, state)) = slot.and_then(|s| s.cell.get())
+            && *id == self.inner.id
+        {
+            return Some(StateRef::Static(state));
+        }
+        let state = self.state(ns)?;
+        if let Some(s) = slot {
+            // The first cache a call site sees keeps the fast path.
+            let _ = s.cell.set((self.inner.id, Arc::clone(&state)));
+        }
+        Some(StateRef::Owned(state))
     }
 
     fn state(&self, ns: &str) -> Option<Arc<NsState>> {
@@ -667,6 +719,20 @@ impl<'c, U> Namespace<'c, U> {
     /// processes' invalidations evict it through the invalidation channel
     /// (within milliseconds); while the channel is down nothing new enters
     /// it and nothing is served past `ttl`. Keep `ttl` short.
+    ///
+    /// ```
+    /// # async fn demo() {
+    /// use std::time::Duration;
+    /// let cache = cachet::Cache::builder().memory().build().unwrap();
+    /// let airports = cache.namespace("airport").local(Duration::from_secs(10));
+    /// let name: String = airports.get_or_compute(&"FRA", async { "Frankfurt".into() }).await;
+    /// // Served from this process's memory, no round trip:
+    /// let again: String = airports.get_or_compute(&"FRA", async { unreachable!() }).await;
+    /// assert_eq!((name.as_str(), again.as_str()), ("Frankfurt", "Frankfurt"));
+    /// assert_eq!(cache.stats().total.local_hits, 1);
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo());
+    /// ```
     pub fn local(mut self, ttl: Duration) -> Self {
         self.opts.local = Some(ttl);
         self
@@ -711,6 +777,7 @@ impl<'c, U> Namespace<'c, U> {
         self.cache
             .run_key(
                 self.name,
+                None,
                 entry_key,
                 &self.opts,
                 &self.unless,
@@ -734,6 +801,7 @@ impl<'c, U> Namespace<'c, U> {
         self.cache
             .run_key(
                 self.name,
+                None,
                 entry_key,
                 &self.opts,
                 &self.unless,
@@ -786,6 +854,8 @@ impl Cache {
 #[derive(Clone)]
 pub struct CacheBuilder {
     redis_url: Option<String>,
+    cluster: Option<Vec<String>>,
+    tls_root_cert: Option<Vec<u8>>,
     memory: bool,
     prefix: String,
     default_ttl: Duration,
@@ -808,12 +878,14 @@ impl Default for CacheBuilder {
     fn default() -> Self {
         CacheBuilder {
             redis_url: None,
+            cluster: None,
+            tls_root_cert: None,
             memory: false,
             prefix: "cachet".into(),
             default_ttl: Duration::from_secs(300),
             op_timeout: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(1),
-            connections: 2,
+            connections: 1,
             codec: CodecKind::default(),
             breaker_threshold: 3,
             breaker_cooldown: Duration::from_millis(500),
@@ -832,6 +904,14 @@ impl fmt::Debug for CacheBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheBuilder")
             .field("redis_url", &self.redis_url.as_deref().map(redact))
+            .field(
+                "cluster",
+                &self
+                    .cluster
+                    .as_ref()
+                    .map(|urls| urls.iter().map(|u| redact(u)).collect::<Vec<_>>()),
+            )
+            .field("tls_root_cert", &self.tls_root_cert.as_ref().map(|_| "set"))
             .field("memory", &self.memory)
             .field("prefix", &self.prefix)
             .field("default_ttl", &self.default_ttl)
@@ -846,7 +926,56 @@ impl CacheBuilder {
     /// else `redis://127.0.0.1:6379`.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.redis_url = Some(url.into());
+        self.cluster = None;
         self.memory = false;
+        self
+    }
+
+    /// Redis Cluster mode, with these seed nodes (`redis://host:port`, or
+    /// `rediss://` with the `tls` feature; one reachable seed is enough, the
+    /// others are found through it). Every key of a namespace carries the
+    /// namespace as hash tag (`prefix:{ns}:...`), so a namespace lives on
+    /// one master, and each read and script touches one slot.
+    ///
+    /// In cluster mode a hit always reads entry and generation with one
+    /// `MGET` (no generation views) and the local tier is off: redis-rs's
+    /// cluster connection does not order pub/sub messages with replies,
+    /// and the cluster bus may lose them silently in a failover. One
+    /// cluster connection (a multiplexed connection per node) serves every
+    /// call; [`connections`](Self::connections) does not apply.
+    ///
+    /// ```
+    /// let cache = cachet::Cache::builder()
+    ///     .cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"])
+    ///     .prefix("flightdb")
+    ///     .build()
+    ///     .unwrap(); // no I/O yet: connects on first use
+    /// assert_eq!(cache.prefix(), "flightdb");
+    /// ```
+    pub fn cluster(mut self, urls: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.cluster = Some(urls.into_iter().map(Into::into).collect());
+        self.redis_url = None;
+        self.memory = false;
+        self
+    }
+
+    /// Trusts this CA certificate (PEM; several may be concatenated) for
+    /// `rediss://` connections, instead of the system's root certificates:
+    /// for servers whose certificate a private CA signed. The server's
+    /// certificate must name the URL's host. Needs the `tls` feature and
+    /// `rediss://` URL(s); the PEM is checked by [`build`](Self::build).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cache = cachet::Cache::builder()
+    ///     .redis_url("rediss://cachet:secret@redis.internal:6380")
+    ///     .tls_root_cert(std::fs::read("/etc/redis/ca.crt")?)
+    ///     .build()?; // cachet = { features = ["tls"] }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_cert = Some(pem.into());
         self
     }
 
@@ -883,7 +1012,10 @@ impl CacheBuilder {
         self
     }
 
-    /// Number of multiplexed Redis connections kept open (default 2, 1 to 64).
+    /// Number of multiplexed Redis connections kept open (default 1, 1 to 64).
+    /// One pipelines every concurrent call into as few writes as possible,
+    /// which is what a single-threaded Redis serves fastest; more help when
+    /// one client process is CPU-bound on reading replies.
     pub fn connections(mut self, n: usize) -> Self {
         self.connections = n;
         self
@@ -936,7 +1068,17 @@ impl CacheBuilder {
 
     /// The local (L1) tier for every namespace: hits are kept in this
     /// process for up to `ttl` (default: off; a call's `local` overrides
-    /// it). See [`Namespace::local`].
+    /// it). See [`Namespace::local`]. Off in [cluster](Self::cluster) mode.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cache = cachet::Cache::builder()
+    ///     .local(Duration::from_secs(5))
+    ///     .local_capacity(16 << 20)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = cache;
+    /// ```
     pub fn local(mut self, ttl: Duration) -> Self {
         self.local_ttl = Some(ttl);
         self
@@ -966,10 +1108,21 @@ impl CacheBuilder {
                 self.connections
             )));
         }
+        let clustered = !self.memory && self.cluster.is_some();
+        if clustered && self.local_ttl.is_some_and(|t| !t.is_zero()) {
+            tracing::warn!(
+                "cachet: the local tier is off in Redis Cluster mode (see CacheBuilder::cluster)"
+            );
+        }
         let hub = Arc::new(Hub::new(
             &self.prefix,
-            if self.memory { 1 } else { self.connections },
+            if self.memory || clustered {
+                1
+            } else {
+                self.connections
+            },
             self.memory,
+            !clustered,
             Local::new(self.local_capacity),
         ));
         let (backend, description) = if self.memory {
@@ -978,24 +1131,40 @@ impl CacheBuilder {
                 "memory".to_string(),
             )
         } else {
-            let url = self
-                .redis_url
-                .clone()
-                .or_else(|| std::env::var("REDIS_URL").ok())
-                .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-            let description = redact(&url);
+            let (urls, description) = match &self.cluster {
+                Some(urls) => {
+                    let redacted: Vec<String> = urls.iter().map(|u| redact(u)).collect();
+                    (
+                        urls.clone(),
+                        format!("Redis Cluster {}", redacted.join(",")),
+                    )
+                }
+                None => {
+                    let url = self
+                        .redis_url
+                        .clone()
+                        .or_else(|| std::env::var("REDIS_URL").ok())
+                        .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+                    let description = redact(&url);
+                    (vec![url], description)
+                }
+            };
             let backend = RedisBackend::new(RedisConfig {
-                url,
+                urls,
+                cluster: clustered,
                 connections: self.connections,
                 op_timeout: self.op_timeout,
                 connect_timeout: self.connect_timeout,
+                tls_root_cert: self.tls_root_cert.clone(),
                 hub: Arc::clone(&hub),
             })
             .map_err(|e| Error::Config(format!("{e} ({description})")))?;
             (AnyBackend::Redis(Box::new(backend)), description)
         };
+        static IDS: AtomicU64 = AtomicU64::new(1);
         Ok(Cache {
             inner: Arc::new(Inner {
+                id: IDS.fetch_add(1, Relaxed),
                 backend,
                 breaker: Breaker::new(self.breaker_threshold, self.breaker_cooldown),
                 prefix: self.prefix,
