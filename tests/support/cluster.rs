@@ -28,8 +28,9 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use super::scratch_dir;
 
 /// Number of hash slots of a Redis Cluster.
 pub const SLOTS: u16 = 16384;
@@ -535,22 +536,6 @@ fn free_ports(count: usize) -> Vec<u16> {
         .iter()
         .map(|l| l.local_addr().expect("bound address").port())
         .collect()
-}
-
-/// A new empty dir under the system temp dir.
-fn scratch_dir(kind: &str) -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "cachet-{kind}-{}-{}-{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    dir
 }
 
 fn log_tail(dir: &Path, port: u16) -> String {

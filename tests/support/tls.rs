@@ -11,11 +11,12 @@
 //! not trust is refused.
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use super::{free_port, scratch_dir};
 
 /// A `redis-server` with `--port 0 --tls-port <port>`, killed on drop.
 pub struct TlsRedis {
@@ -332,29 +333,6 @@ fn openssl(dir: &Path, args: &[&str]) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// A new empty dir under the system temp dir.
-fn scratch_dir(kind: &str) -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "cachet-{kind}-{}-{}-{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    dir
 }
 
 fn signal(child: &Child, sig: &str) {
