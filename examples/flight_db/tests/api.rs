@@ -102,6 +102,10 @@ async fn airports_are_cached_and_unknown_codes_do_not_reach_the_database(db: &Db
         st.misses, 2,
         "FRA once, ZZZ once: the other 5 calls were hits"
     );
+    assert!(
+        st.local_hits >= 3,
+        "repeated lookups came from the local tier: {st:?}"
+    );
     let (s, v) = get(&app, "/airports/FRANKFURT").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(error_of(&v).contains("not an IATA airport code"), "{v}");
