@@ -350,6 +350,13 @@ impl RedisBackend {
                 .map(|(epoch, c)| (i, epoch, c))
                 .ok_or(BackendError::Unavailable("cannot connect to Redis"));
         }
+        // Another caller may have filled the slot since this one found it
+        // empty: use that connection rather than replace a working one.
+        if let Some((epoch, c)) = read_slot(slot) {
+            slot.connecting.store(false, Relaxed);
+            slot.connected.notify_waiters();
+            return Ok((i, epoch, c));
+        }
         let shared = Arc::clone(&self.shared);
         let task = tokio::spawn(async move {
             let epoch = shared.epoch.fetch_add(1, Relaxed) + 1;
@@ -483,6 +490,13 @@ impl RedisBackend {
                 Err(e.into())
             }
         }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Threads drop their spare clones of these connections.
+        spare::retire(self.slots.iter().map(|s| s.id));
     }
 }
 

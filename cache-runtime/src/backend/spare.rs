@@ -9,12 +9,15 @@
 //! when it is done: in the steady state no shared counter is touched.
 //!
 //! A spare belongs to one slot (a process-unique id) and one connection of
-//! it (the slot's epoch): a spare of a replaced connection is dropped when
-//! it is found. Each thread keeps at most [`CAP`] spares; the oldest go
-//! first, which also bounds how long spares of a dropped cache stay.
+//! it (the slot's epoch). When a thread meets a spare of a replaced
+//! connection it drops every spare of that slot's older connections; when a
+//! cache is dropped its slots are retired, and each thread drops their
+//! spares the next time it lends or returns one. Each thread keeps at most
+//! [`CAP`] spares; the oldest go first.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ops::{Deref, DerefMut};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Spares one thread keeps, over all slots.
@@ -24,6 +27,35 @@ const CAP: usize = 128;
 pub(crate) fn slot_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Relaxed)
+}
+
+/// Slots of dropped caches, and a counter of retirements.
+static RETIRED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+static RETIREMENTS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The retirements this thread has swept its spares for.
+    static SWEPT: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The slots of a dropped cache: their spares are dropped by every thread
+/// the next time it lends or returns a connection.
+pub(crate) fn retire(slots: impl IntoIterator<Item = u64>) {
+    let mut r = RETIRED.lock().unwrap_or_else(|p| p.into_inner());
+    r.extend(slots);
+    RETIREMENTS.fetch_add(1, Relaxed);
+}
+
+/// Drops this thread's spares of retired slots, if any were retired since
+/// it last looked (one atomic load otherwise).
+fn sweep_retired<C>(list: &mut Vec<Spare<C>>) {
+    let now = RETIREMENTS.load(Relaxed);
+    if SWEPT.try_with(Cell::get).ok() == Some(now) {
+        return;
+    }
+    let retired = RETIRED.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    list.retain(|x| !retired.contains(&x.slot));
+    let _ = SWEPT.try_with(|s| s.set(now));
 }
 
 /// One spare connection (see [`spares!`]).
@@ -68,8 +100,17 @@ impl<C: 'static> Drop for Lent<'_, C> {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        if self.current.load(Relaxed) != self.epoch {
-            return; // replaced or broken: let it go
+        let current = self.current.load(Relaxed);
+        if current != self.epoch {
+            // Replaced or broken: let it go, with this thread's other spares
+            // of the slot's older connections.
+            let slot = self.slot;
+            let _ = self.spares.try_with(|s| {
+                if let Ok(mut s) = s.try_borrow_mut() {
+                    s.retain(|x| x.slot != slot || x.epoch == current);
+                }
+            });
+            return;
         }
         let spare = Spare {
             slot: self.slot,
@@ -79,6 +120,7 @@ impl<C: 'static> Drop for Lent<'_, C> {
         // During thread teardown the list may be gone: drop the spare.
         let _ = self.spares.try_with(|s| {
             if let Ok(mut s) = s.try_borrow_mut() {
+                sweep_retired(&mut s);
                 if s.len() >= CAP {
                     s.remove(0);
                 }
@@ -98,8 +140,12 @@ pub(crate) fn take<C: 'static>(
         .try_with(|s| {
             let mut s = s.try_borrow_mut().ok()?;
             let i = s.iter().rposition(|x| x.slot == slot)?;
-            let x = s.swap_remove(i);
-            (x.epoch == epoch).then_some(x.conn)
+            if s[i].epoch != epoch {
+                // Spares of a replaced connection: drop them all.
+                s.retain(|x| x.slot != slot || x.epoch == epoch);
+                return None;
+            }
+            Some(s.swap_remove(i).conn)
         })
         .ok()
         .flatten()
@@ -163,6 +209,29 @@ mod tests {
         assert!(take(&TEST_SPARES, slot, 2).is_none());
         let c = lend(&TEST_SPARES, Arc::new(8), slot, 2, &current);
         assert_eq!((**c, c.epoch()), (8, 2));
+    }
+
+    #[test]
+    fn spares_of_replaced_connections_and_retired_slots_go() {
+        let current = AtomicU64::new(1);
+        let conn = Arc::new(3u32);
+        let (slot, other) = (slot_id(), slot_id());
+        let lent: Vec<_> = (0..5)
+            .map(|_| lend(&TEST_SPARES, Arc::clone(&conn), slot, 1, &current))
+            .collect();
+        drop(lent);
+        assert_eq!(Arc::strong_count(&conn), 6);
+        // The connection is replaced: the first look drops every old spare.
+        current.store(2, Relaxed);
+        assert!(take(&TEST_SPARES, slot, 2).is_none());
+        assert_eq!(Arc::strong_count(&conn), 1);
+        // A retired slot's spares go at this thread's next return.
+        let c = lend(&TEST_SPARES, Arc::clone(&conn), other, 2, &current);
+        drop(c);
+        assert_eq!(Arc::strong_count(&conn), 2);
+        retire([other]);
+        drop(lend(&TEST_SPARES, Arc::new(9), slot, 2, &current));
+        assert_eq!(Arc::strong_count(&conn), 1);
     }
 
     #[test]
