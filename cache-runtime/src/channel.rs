@@ -266,6 +266,19 @@ impl Hub {
         }
     }
 
+    /// Forgets the namespace's views on every slot (a store was refused for
+    /// its generation): counted as a push, so no learn in flight puts the
+    /// old one back.
+    pub(crate) fn forget_views(&self, ns: &NsState) {
+        for (i, s) in self.slots.iter().enumerate() {
+            let _g = s.lock.lock().unwrap_or_else(|p| p.into_inner());
+            s.pushes.fetch_add(1, SeqCst);
+            if let Some(v) = ns.views.get(i) {
+                v.store(0, SeqCst);
+            }
+        }
+    }
+
     fn flush_local(&self) {
         self.flushes.fetch_add(1, SeqCst);
         self.local.clear();
@@ -319,6 +332,9 @@ impl Hub {
                 let _g = s.lock.lock().unwrap_or_else(|p| p.into_inner());
                 if s.conn.load(SeqCst) == conn {
                     s.pushes.fetch_add(1, SeqCst);
+                    // No connection serves the slot any more: a subscription
+                    // confirmed after this (a race) must not count.
+                    s.conn.store(0, SeqCst);
                     if s.subscribed.swap(false, SeqCst) {
                         self.subscribed.fetch_sub(1, SeqCst);
                     }

@@ -741,9 +741,7 @@ impl Cache {
                 // A refusal may mean the generation was evicted and made
                 // again without a notice: forget the views, so the next
                 // read learns it (an MGET) instead of missing forever.
-                for view in &state.views {
-                    view.store(0, SeqCst);
-                }
+                inner.hub.forget_views(state);
                 false
             }
             Err(e) => {
