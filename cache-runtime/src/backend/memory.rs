@@ -82,7 +82,9 @@ impl Backend for MemoryBackend {
         let now = Instant::now();
         Ok(Fetched {
             entry: map.get(entry_key, now).map(<[u8]>::to_vec),
-            generation: map.get(generation_key, now).map(<[u8]>::to_vec),
+            generation: map
+                .get(generation_key, now)
+                .and_then(|g| Token::try_from(g).ok()),
         })
     }
 

@@ -18,7 +18,8 @@ use crate::entry::Token;
 #[derive(Debug, Default)]
 pub(crate) struct Fetched {
     pub entry: Option<Vec<u8>>,
-    pub generation: Option<Vec<u8>>,
+    /// The namespace generation (`None`: absent, or not a token).
+    pub generation: Option<Token>,
 }
 
 /// What a key must hold for a compare-and-set to go through.

@@ -728,13 +728,13 @@ impl Backend for RedisBackend {
                 match entry.as_deref().map(entry::generation_of) {
                     // An entry of the known generation: a hit (or stale).
                     Some(Some(g)) if token_value(g) == known => {
-                        let generation = Some(g.to_vec());
+                        let generation = Token::try_from(g).ok();
                         return Ok(Fetched { entry, generation });
                     }
                     // Nothing, a tombstone, a lease or foreign bytes: a miss
                     // whatever the generation, which is the known one.
                     None | Some(None) => {
-                        let generation = Some(token_bytes(known).to_vec());
+                        let generation = Some(token_bytes(known));
                         return Ok(Fetched { entry, generation });
                     }
                     // An entry of another generation: the view may be behind
@@ -757,7 +757,8 @@ impl Backend for RedisBackend {
             BackendError::from(e)
         })?;
         self.ok();
-        if let (Some(v), Some(g)) = (view, generation.as_deref()) {
+        let generation = generation.and_then(|g| Token::try_from(g.as_slice()).ok());
+        if let (Some(v), Some(g)) = (view, &generation) {
             hub.learn(slot, epoch, pushes_before, v, token_value(g));
         }
         Ok(Fetched { entry, generation })

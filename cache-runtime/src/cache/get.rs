@@ -26,7 +26,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::{Cache, CallOptions, Filter, NsSlot, NsState, bypass, jitter, lock};
 use crate::backend::{Acquire, Backend, BackendError, Expect, Store};
-use crate::entry::{self, Found, HEADER_LEN, IDENTITY_LEN, Meta, TOKEN_LEN};
+use crate::entry::{self, Found, HEADER_LEN, IDENTITY_LEN, Meta, Token};
 use crate::flight::{self, Outcome, Role};
 use crate::key::KeyError;
 use crate::local::Ticket;
@@ -102,7 +102,7 @@ enum Read {
 
 struct Snapshot {
     read: Read,
-    generation: Option<Vec<u8>>,
+    generation: Option<Token>,
 }
 
 impl Cache {
@@ -162,8 +162,8 @@ impl Cache {
         {
             Ok(fetched) => {
                 inner.breaker.success();
-                let generation = fetched.generation.filter(|g| g.len() == TOKEN_LEN);
-                let read = match entry::classify(fetched.entry.as_deref(), generation.as_deref()) {
+                let generation = fetched.generation;
+                let read = match entry::classify(fetched.entry.as_deref(), as_slice(&generation)) {
                     Found::Live { meta, .. } => Read::Live {
                         entry: fetched.entry.unwrap_or_default(),
                         meta,
@@ -291,7 +291,7 @@ impl Cache {
                                 &entry_key,
                                 &policy,
                                 expect,
-                                generation.as_deref(),
+                                as_slice(&generation),
                                 None,
                                 None,
                                 unless,
@@ -369,7 +369,7 @@ impl Cache {
         policy: &Policy,
         mut expect: Option<Vec<u8>>,
         mut leased: bool,
-        mut generation: Option<Vec<u8>>,
+        mut generation: Option<Token>,
         unless: &U,
         fut: Fut,
         shape: Shape<T, R>,
@@ -385,7 +385,7 @@ impl Cache {
             .checked_add(policy.lock_wait)
             .unwrap_or(now + Duration::from_secs(86_400));
         // In process: one leader per key; the others wait for its outcome.
-        let flight_key = flight::flight_key(&entry_key, generation.as_deref(), expect.as_deref());
+        let flight_key = flight::flight_key(&entry_key, as_slice(&generation), expect.as_deref());
         let mut leader = loop {
             match inner.flights.join(&flight_key) {
                 Role::Leader(l) => break l,
@@ -418,7 +418,7 @@ impl Cache {
                             &entry_key,
                             policy,
                             expect_of(&expect),
-                            generation.as_deref(),
+                            as_slice(&generation),
                             None,
                             None,
                             unless,
@@ -471,7 +471,7 @@ impl Cache {
                 // see the lease before it leads them here.
                 leader.alias(flight::flight_key(
                     &entry_key,
-                    generation.as_deref(),
+                    as_slice(&generation),
                     Some(&token),
                 ));
                 match inner
@@ -534,7 +534,7 @@ impl Cache {
             &entry_key,
             policy,
             store_expect,
-            generation.as_deref(),
+            as_slice(&generation),
             lease.as_ref(),
             Some(leader),
             unless,
@@ -791,6 +791,10 @@ enum Waited {
     OwnerGone(Snapshot),
     TimedOut,
     Failed,
+}
+
+fn as_slice(generation: &Option<Token>) -> Option<&[u8]> {
+    generation.as_ref().map(|g| &g[..])
 }
 
 fn expect_of(expect: &Option<Vec<u8>>) -> Expect<'_> {
