@@ -285,20 +285,21 @@ impl Cache {
                             &state.counters.refreshes
                         });
                         let expect = Expect::Prefix(identity);
-                        return self
-                            .compute(
-                                &state,
-                                &entry_key,
-                                &policy,
-                                expect,
-                                as_slice(&generation),
-                                None,
-                                None,
-                                unless,
-                                fut,
-                                &shape,
-                            )
-                            .await;
+                        // Boxed, like the misses below: the hit path's
+                        // future stays small (it is moved on every call).
+                        return Box::pin(self.compute(
+                            &state,
+                            &entry_key,
+                            &policy,
+                            expect,
+                            as_slice(&generation),
+                            None,
+                            None,
+                            unless,
+                            fut,
+                            &shape,
+                        ))
+                        .await;
                     }
                     match inner.codec.decode::<T>(payload) {
                         Ok(value) => {
@@ -329,16 +330,15 @@ impl Cache {
                 Some(identity.to_vec())
             }
             Read::Miss { expect, leased } => {
-                return self
-                    .miss(
-                        &state, entry_key, &policy, expect, leased, generation, unless, fut, shape,
-                    )
-                    .await;
+                return Box::pin(self.miss(
+                    &state, entry_key, &policy, expect, leased, generation, unless, fut, shape,
+                ))
+                .await;
             }
         };
-        self.miss(
+        Box::pin(self.miss(
             &state, entry_key, &policy, expect, false, generation, unless, fut, shape,
-        )
+        ))
         .await
     }
 
