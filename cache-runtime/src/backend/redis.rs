@@ -328,7 +328,8 @@ impl RedisBackend {
         if let Some((epoch, c)) = read_slot(slot) {
             return Ok((i, lend(epoch, c)));
         }
-        let (i, epoch, c) = self.reconnect(i).await?;
+        // Boxed: rare, and it would make every call's future larger.
+        let (i, epoch, c) = Box::pin(self.reconnect(i)).await?;
         Ok((i, lend(epoch, c)))
     }
 
