@@ -58,6 +58,27 @@ pub async fn raw_hit(conn: &mut redis::aio::MultiplexedConnection, key: &str) ->
     postcard::from_bytes(&bytes).expect("decode")
 }
 
+/// Where the hand-written contenders keep the record.
+pub const RAW_KEY: &str = "cachet-bench:raw:flight:7";
+
+/// A redis-rs multiplexed connection with the record stored under
+/// [`RAW_KEY`], as a hand-written cache-aside would have it after a miss.
+pub async fn raw_connection() -> redis::aio::MultiplexedConnection {
+    let mut raw = redis::Client::open(redis_url().as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection");
+    let bytes = postcard::to_allocvec(&flight(7)).expect("encode");
+    let _: () = redis::cmd("SET")
+        .arg(RAW_KEY)
+        .arg(bytes)
+        .query_async(&mut raw)
+        .await
+        .expect("SET");
+    raw
+}
+
 /// A naive deadpool-redis checkout per call, then GET + decode.
 pub async fn deadpool_hit(pool: &deadpool_redis::Pool, key: &str) -> Flight {
     let mut conn = pool.get().await.expect("checkout");

@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
 use cachet::Cache;
-use common::{cached_crate_flight, cachet_flight, deadpool_hit, flight, raw_hit, redis_url};
+use common::{
+    RAW_KEY, cached_crate_flight, cachet_flight, deadpool_hit, flight, raw_connection, raw_hit,
+    redis_url,
+};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 fn benches(c: &mut Criterion) {
@@ -30,26 +33,15 @@ fn benches(c: &mut Criterion) {
             .prefix("cachet-bench")
             .build()
             .expect("cache");
-        let raw = redis::Client::open(url.as_str())
-            .expect("url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("raw connection");
+        let raw = raw_connection().await;
         let pool = deadpool_redis::Config::from_url(url.as_str())
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .expect("pool");
         (cache, raw, pool)
     });
     // Warm every contender: each has the same record stored under its key.
-    let raw_key = "cachet-bench:raw:flight:7";
+    let raw_key = RAW_KEY;
     rt.block_on(async {
-        let bytes = postcard::to_allocvec(&flight(7)).expect("encode");
-        let _: () = redis::cmd("SET")
-            .arg(raw_key)
-            .arg(bytes)
-            .query_async(&mut raw)
-            .await
-            .expect("SET");
         assert_eq!(cachet_flight(&cache, 7).await, flight(7));
         assert_eq!(cached_crate_flight(7).await, Ok(flight(7)));
         assert_eq!(raw_hit(&mut raw, raw_key).await, flight(7));

@@ -12,7 +12,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cachet::Cache;
-use common::{cached_crate_flight, cachet_flight, flight, raw_hit, redis_url, write_section};
+use common::{
+    RAW_KEY, cached_crate_flight, cachet_flight, flight, raw_connection, raw_hit, redis_url,
+    write_section,
+};
 
 fn pct(v: &[Duration], p: f64) -> Duration {
     v[(((v.len() - 1) as f64) * p).round() as usize]
@@ -38,19 +41,8 @@ fn main() {
             .prefix("cachet-bench")
             .build()
             .expect("cache");
-        let mut raw = redis::Client::open(url.as_str())
-            .expect("url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("raw connection");
-        let raw_key = "cachet-bench:raw:flight:7";
-        let bytes = postcard::to_allocvec(&flight(7)).expect("encode");
-        let _: () = redis::cmd("SET")
-            .arg(raw_key)
-            .arg(bytes)
-            .query_async(&mut raw)
-            .await
-            .expect("SET");
+        let mut raw = raw_connection().await;
+        let raw_key = RAW_KEY;
         for _ in 0..1000 {
             assert_eq!(raw_hit(&mut raw, raw_key).await, flight(7));
             assert_eq!(cachet_flight(&cache, 7).await, flight(7));

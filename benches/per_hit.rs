@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use cachet::Cache;
-use common::{flight, raw_hit, redis_url};
+use common::{RAW_KEY, flight, raw_connection, raw_hit, redis_url};
 
 fn main() {
     let hits: u64 = std::env::var("HITS")
@@ -33,19 +33,8 @@ fn main() {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .expect("cache");
-        let mut raw = redis::Client::open(url.as_str())
-            .expect("url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("raw connection");
-        let raw_key = "cachet-bench:raw:flight:7";
-        let bytes = postcard::to_allocvec(&flight(7)).expect("encode");
-        let _: () = redis::cmd("SET")
-            .arg(raw_key)
-            .arg(bytes)
-            .query_async(&mut raw)
-            .await
-            .expect("SET");
+        let mut raw = raw_connection().await;
+        let raw_key = RAW_KEY;
         let local = Duration::from_secs(if mode == "local" { 3600 } else { 0 });
         let ns = cache
             .namespace("bench_per_hit")

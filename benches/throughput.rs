@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use cachet::Cache;
 use common::{
-    cached_crate_flight, cachet_flight, deadpool_hit, flight, raw_hit, redis_url, write_section,
+    RAW_KEY, cached_crate_flight, cachet_flight, deadpool_hit, raw_connection, raw_hit, redis_url,
+    write_section,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -35,8 +36,6 @@ const ALL: [Contender; 6] = [
     Contender::CachedCrate,
     Contender::Deadpool,
 ];
-
-const RAW_KEY: &str = "cachet-bench:raw:flight:7";
 
 #[derive(Clone)]
 struct Clients {
@@ -115,23 +114,12 @@ async fn main() {
             .prefix("cachet-bench")
             .build()
             .expect("cache"),
-        raw: redis::Client::open(url.as_str())
-            .expect("url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("raw connection"),
+        raw: raw_connection().await,
         pool: deadpool_redis::Config::from_url(url.as_str())
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .expect("pool"),
     };
     let mut warm = clients.clone();
-    let bytes = postcard::to_allocvec(&flight(7)).expect("encode");
-    let _: () = redis::cmd("SET")
-        .arg(RAW_KEY)
-        .arg(bytes)
-        .query_async(&mut warm.raw)
-        .await
-        .expect("SET");
     for who in ALL {
         one(who, &mut warm).await;
     }
