@@ -108,13 +108,4 @@ impl Local {
             map.invalidate_all();
         }
     }
-
-    /// Entries held (approximate; for tests and stats).
-    #[allow(dead_code)]
-    pub(crate) fn len(&self) -> u64 {
-        self.map.as_ref().map_or(0, |m| {
-            m.run_pending_tasks();
-            m.entry_count()
-        })
-    }
 }
