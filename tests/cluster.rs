@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cachet::{Cache, Invalidation, Status, with_status};
 use support::cluster::RedisCluster;
-use support::{Calls, unique_prefix};
+use support::{Calls, connected, unique_prefix};
 
 fn cluster_cache(cluster: &RedisCluster, prefix: &str) -> Cache {
     Cache::builder()
@@ -51,7 +51,8 @@ async fn the_core_behaviour_on_a_cluster() {
     let prefix = unique_prefix("cluster");
     let a = cluster_cache(&cluster, &prefix);
     let b = cluster_cache(&cluster, &prefix);
-    a.ping().await.expect("PING every master");
+    connected(&a).await;
+    connected(&b).await;
     assert!(format!("{a:?}").contains("Cluster"), "{a:?}");
 
     // Miss, hit; namespace and key invalidation from the other instance.
@@ -144,6 +145,7 @@ async fn the_core_behaviour_on_a_cluster() {
         .local(Duration::from_secs(60))
         .build()
         .unwrap();
+    connected(&local).await;
     let lns = local.namespace("flight");
     assert_eq!(lns.get_or_compute(&1, async { 0u32 }).await, 13);
     assert_eq!(
@@ -189,7 +191,8 @@ async fn the_core_behaviour_on_a_cluster() {
         .build()
         .unwrap();
     assert!(!format!("{acl:?}").contains("s3cret"), "{acl:?}");
-    acl.ping().await.expect("the restricted user can PING");
+    // The restricted user can PING.
+    connected(&acl).await;
     let ans = acl.namespace("acl");
     assert_eq!(ans.get_or_compute(&1, async { 1u8 }).await, 1);
     assert_eq!(
@@ -363,6 +366,7 @@ async fn a_master_that_returns_is_used_again() {
         .circuit_breaker(3, Duration::from_millis(200))
         .build()
         .unwrap();
+    connected(&cache).await;
     let ns = namespaces_on_distinct_masters(&cluster, 1).remove(0).0;
     let call = |v: u32| {
         let cache = cache.clone();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cachet::{Cache, Invalidation, Status, with_status};
 use redis::AsyncCommands;
-use support::{RedisServer, raw, redis_url, unique_prefix};
+use support::{RedisServer, connected, raw, redis_url, unique_prefix};
 use tokio::sync::Notify;
 
 fn cache_at(url: &str, prefix: &str, local: Option<Duration>) -> Cache {
@@ -51,17 +51,6 @@ async fn calls(conn: &mut redis::aio::MultiplexedConnection, cmd: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Connects: a value read or stored before any connection has subscribed
-/// does not enter the local tier.
-async fn wait_subscribed(c: &Cache) {
-    // A connection is used only once its subscription is confirmed.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while c.ping().await.is_err() {
-        assert!(Instant::now() < deadline, "Redis answers");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_hit_reads_only_the_entry_once_the_generation_is_known() {
     let server = RedisServer::start();
@@ -84,6 +73,7 @@ async fn a_hit_reads_only_the_entry_once_the_generation_is_known() {
     assert!(gets >= 98, "{gets} GETs");
     // Another instance invalidates: the very next read sees it.
     let other = cache_at(&server.url(), "views", None);
+    connected(&other).await;
     assert_eq!(
         other.namespace("price").invalidate().await,
         Invalidation::Done
@@ -97,7 +87,7 @@ async fn local_hits_take_no_round_trip() {
     let server = RedisServer::start();
     let c = cache_at(&server.url(), "l1", Some(Duration::from_secs(10)));
     let mut admin = raw(&server.url()).await;
-    wait_subscribed(&c).await;
+    connected(&c).await;
     assert_eq!(get(&c, 1, 10).await, (10, Status::Miss));
     let before = calls(&mut admin, "get").await + calls(&mut admin, "mget").await;
     for _ in 0..1000 {
@@ -123,7 +113,8 @@ async fn another_instances_invalidation_evicts_the_local_tier_within_100ms() {
     let prefix = unique_prefix("l1_evict");
     let reader = cache_at(&redis_url(), &prefix, Some(Duration::from_secs(30)));
     let writer = cache_at(&redis_url(), &prefix, None);
-    wait_subscribed(&reader).await;
+    connected(&reader).await;
+    connected(&writer).await;
     for round in 0..20u32 {
         let (key, v) = (round, round * 10);
         assert_eq!(get(&reader, key, v).await, (v, Status::Miss));
@@ -156,7 +147,7 @@ async fn another_instances_invalidation_evicts_the_local_tier_within_100ms() {
 async fn a_lost_channel_flushes_the_local_tier() {
     let mut server = RedisServer::start();
     let c = cache_at(&server.url(), "l1_lost", Some(Duration::from_secs(30)));
-    wait_subscribed(&c).await;
+    connected(&c).await;
     assert_eq!(get(&c, 1, 10).await, (10, Status::Miss));
     assert_eq!(get(&c, 1, 11).await, (10, Status::Hit));
     server.kill();
@@ -182,7 +173,7 @@ async fn a_lost_channel_flushes_the_local_tier() {
 async fn a_frozen_server_is_not_trusted_past_the_local_ttl() {
     let server = RedisServer::start();
     let c = cache_at(&server.url(), "l1_frozen", Some(Duration::from_millis(400)));
-    wait_subscribed(&c).await;
+    connected(&c).await;
     assert_eq!(get(&c, 1, 10).await, (10, Status::Miss));
     let stored = Instant::now();
     server.freeze();
@@ -214,7 +205,8 @@ async fn a_miss_in_flight_does_not_insert_an_invalidated_value() {
     let prefix = unique_prefix("l1_placeholder");
     let reader = cache_at(&redis_url(), &prefix, Some(Duration::from_secs(30)));
     let writer = cache_at(&redis_url(), &prefix, None);
-    wait_subscribed(&reader).await;
+    connected(&reader).await;
+    connected(&writer).await;
     for namespace_wide in [false, true] {
         let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
         let task = {
@@ -296,6 +288,7 @@ async fn two_processes_local_tiers_follow_invalidations() {
     const ROUNDS: u64 = 20;
     let prefix = unique_prefix("l1_processes");
     let writer = cache_at(&redis_url(), &prefix, None);
+    connected(&writer).await;
     let mut source = raw(&redis_url()).await;
     let source_key = format!("{prefix}:source");
     let _: () = source.set(&source_key, 0u64).await.unwrap();

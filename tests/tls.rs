@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cachet::{Cache, Error, Invalidation, Status, with_status};
 use support::tls::TlsRedis;
-use support::unique_prefix;
+use support::{connected, unique_prefix};
 
 fn tls_cache(url: &str, ca: Option<Vec<u8>>, prefix: &str) -> Cache {
     let b = Cache::builder().redis_url(url).prefix(prefix);
@@ -28,7 +28,7 @@ async fn rediss_with_the_private_ca_caches_and_invalidates() {
     let server = TlsRedis::start();
     let prefix = unique_prefix("tls");
     let c = tls_cache(&server.url(), Some(server.ca_pem()), &prefix);
-    c.ping().await.expect("PING over TLS");
+    connected(&c).await;
     let ns = c.namespace("flight").ttl(Duration::from_secs(60));
     assert_eq!(
         with_status(ns.get_or_compute(&1, async { 10u32 })).await,
@@ -61,6 +61,7 @@ async fn rediss_with_the_private_ca_caches_and_invalidates() {
 
     // The certificate names `localhost` too.
     let by_name = tls_cache(&server.localhost_url(), Some(server.ca_pem()), &prefix);
+    connected(&by_name).await;
     assert_eq!(
         with_status(
             by_name
@@ -144,9 +145,8 @@ async fn an_acl_user_over_tls() {
     assert!(!format!("{b:?}").contains("s3cret"), "{b:?}");
     let c = b.build().unwrap();
     assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
-    c.ping()
-        .await
-        .expect("the restricted user can PING over TLS");
+    // The restricted user can PING over TLS.
+    connected(&c).await;
     let ns = c.namespace("flight");
     assert_eq!(
         with_status(ns.get_or_compute(&1, async { 1u8 })).await,

@@ -14,6 +14,23 @@ use std::time::{Duration, Instant};
 
 use cachet::Cache;
 
+/// Waits (at most 10 s) until `c` answers a `PING`. A cache's first call
+/// waits at most the operation timeout for its connection and otherwise
+/// runs uncached, by design; a test that asserts exact statuses (or that a
+/// value entered the local tier, which needs a subscribed connection)
+/// waits here first, so a slow handshake on a loaded machine is not a
+/// failure.
+pub async fn connected(c: &Cache) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.ping().await {
+            Ok(_) => return,
+            Err(e) => assert!(Instant::now() < deadline, "Redis never answered: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The shared Redis of the machine (`$REDIS_URL`, else 127.0.0.1:6379).
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
