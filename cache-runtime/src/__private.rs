@@ -64,9 +64,15 @@ pub fn call_at<'c, K: Serialize + ?Sized>(
     version: u32,
     key: &K,
 ) -> Call<'c> {
+    let entry_key = match cache {
+        Some(c) => c.entry_key_at(slot, ns, version, key),
+        None => Ok(String::new()),
+    };
     Call {
+        cache,
+        ns,
         slot: Some(slot),
-        ..call(cache, ns, version, key)
+        entry_key,
     }
 }
 

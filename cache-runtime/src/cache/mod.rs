@@ -91,6 +91,8 @@ impl Inner {
 #[doc(hidden)]
 pub struct NsSlot {
     cell: std::sync::OnceLock<(u64, Arc<NsState>)>,
+    /// The site's entry-key prefix (`prefix:{ns}:v1:`) in that cache.
+    key_prefix: std::sync::OnceLock<(u64, Box<str>)>,
 }
 
 impl NsSlot {
@@ -99,6 +101,7 @@ impl NsSlot {
     pub const fn new() -> Self {
         NsSlot {
             cell: std::sync::OnceLock::new(),
+            key_prefix: std::sync::OnceLock::new(),
         }
     }
 }
@@ -255,6 +258,31 @@ impl Cache {
         key: &K,
     ) -> Result<String, key::KeyError> {
         let mut out = key::entry_key_prefix(&self.inner.prefix, ns, version);
+        key::write_args(&mut out, key)?;
+        Ok(out)
+    }
+
+    /// [`Cache::entry_key`] from a `#[cached]` call site: the prefix, fixed
+    /// per site (namespace and version), is built once.
+    pub(crate) fn entry_key_at<K: Serialize + ?Sized>(
+        &self,
+        slot: &NsSlot,
+        ns: &str,
+        version: u32,
+        key: &K,
+    ) -> Result<String, key::KeyError> {
+        let mut out = match slot.key_prefix.get() {
+            Some((id, p)) if *id == self.inner.id => {
+                let mut out = String::with_capacity(p.len() + 32);
+                out.push_str(p);
+                out
+            }
+            _ => {
+                let p = key::entry_key_prefix(&self.inner.prefix, ns, version);
+                let _ = slot.key_prefix.set((self.inner.id, p.as_str().into()));
+                p
+            }
+        };
         key::write_args(&mut out, key)?;
         Ok(out)
     }
