@@ -55,16 +55,37 @@ pub(crate) fn token_value(bytes: &[u8]) -> u64 {
     if bytes.len() != TOKEN_LEN {
         return 0;
     }
-    let mut v = 0u64;
-    for &c in bytes {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return 0,
-        };
-        v = (v << 4) | u64::from(d);
+    // Eight digits at a time: this runs on every hit.
+    match (hex8(bytes.get(..8)), hex8(bytes.get(8..))) {
+        (Some(hi), Some(lo)) => (u64::from(hi) << 32) | u64::from(lo),
+        _ => 0,
     }
-    v
+}
+
+/// Eight lowercase hex digits as a number, `None` if any byte is not one.
+/// All bytes are looked at at once: with every byte below 0x80, adding a
+/// constant below 0x80 sets a byte's top bit exactly when the byte is at
+/// least 0x80 minus the constant, and never carries into the next byte.
+fn hex8(digits: Option<&[u8]>) -> Option<u32> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOP: u64 = ONES * 0x80;
+    let x = u64::from_be_bytes(digits?.try_into().ok()?);
+    if x & TOP != 0 {
+        return None;
+    }
+    let at_least = |c: u64| x + ONES * (0x80 - c);
+    let digit = at_least(0x30) & !at_least(0x3a);
+    let letter = at_least(0x61) & !at_least(0x67);
+    if (digit | letter) & TOP != TOP {
+        return None;
+    }
+    // Each byte's value ('a' is 0x61: low nibble 1, plus 9), then the
+    // nibbles packed, first digit highest.
+    let v = (x & (ONES * 0x0f)) + ((letter & TOP) >> 7) * 9;
+    let v = (v | (v >> 4)) & 0x00ff_00ff_00ff_00ff;
+    let v = (v | (v >> 8)) & 0x0000_ffff_0000_ffff;
+    let v = (v | (v >> 16)) & 0x0000_0000_ffff_ffff;
+    u32::try_from(v).ok()
 }
 
 /// The 16 lowercase hex digits of a token value (the inverse of
@@ -396,6 +417,21 @@ mod tests {
         assert_eq!(token_value(b"ffffffffffffffff"), u64::MAX);
         assert_eq!(token_value(b"000000000000000A"), 0);
         assert_eq!(token_value(b"short"), 0);
+        assert_eq!(token_value(b"0123456789abcdef"), 0x0123_4567_89ab_cdef);
+        // Any byte that is not a lowercase hex digit, at any position.
+        let valid = |c: u8| c.is_ascii_digit() || (b'a'..=b'f').contains(&c);
+        for pos in 0..TOKEN_LEN {
+            for c in 0..=255u8 {
+                let mut t = *b"0123456789abcdef";
+                t[pos] = c;
+                let expect = if valid(c) {
+                    u64::from_str_radix(std::str::from_utf8(&t).unwrap(), 16).unwrap()
+                } else {
+                    0
+                };
+                assert_eq!(token_value(&t), expect, "byte {c:#x} at {pos}");
+            }
+        }
         for _ in 0..1000 {
             let t = crate::entry::token();
             assert_eq!(token_bytes(token_value(&t)), t);
