@@ -533,3 +533,38 @@ async fn an_acl_user_restricted_to_the_prefix_is_enough() {
         .await;
     assert!(denied.is_err());
 }
+
+/// A hit's `GET` reuses its lent handle's timer. Handles are kept per
+/// thread, so one can meet a runtime other than the one its timer belongs
+/// to, which may have shut down since: polling that timer would panic. Here
+/// the connection lives on a runtime that stays up, a thread uses the cache
+/// on one short-lived runtime, drops it, and uses the cache again on
+/// another.
+#[test]
+fn a_reused_handle_survives_the_runtime_it_was_first_used_on() {
+    let prefix = unique_prefix("runtimes");
+    let calls = Calls::default();
+    let keeper = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = cache_at(&redis_url(), &prefix);
+    // The kept connection is made (and driven) on `keeper`.
+    keeper.block_on(connected(&c));
+    assert_eq!(keeper.block_on(shared(&c, &calls, 4)), 8);
+    for _ in 0..3 {
+        let short = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for _ in 0..5 {
+            assert_eq!(short.block_on(shared(&c, &calls, 4)), 8);
+        }
+        drop(short);
+    }
+    assert_eq!(calls.get(), 1, "every call after the first was a hit");
+    let st = c.stats().total;
+    assert_eq!((st.errors, st.bypasses), (0, 0), "{st:?}");
+    drop(keeper);
+}

@@ -1027,7 +1027,7 @@ impl CacheBuilder {
     }
 
     /// Longest a call waits for one Redis operation before running uncached
-    /// (default 100 ms). Also the Redis response timeout.
+    /// (default 100 ms): the deadline of every Redis command.
     pub fn op_timeout(mut self, timeout: Duration) -> Self {
         self.op_timeout = timeout;
         self
