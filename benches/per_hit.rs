@@ -10,9 +10,12 @@ mod common;
 use std::time::Duration;
 
 use cachet::Cache;
-use common::{RAW_KEY, flight, raw_connection, raw_hit, redis_url};
+use common::{RAW_KEY, cachet_flight, flight, raw_connection, raw_hit, redis_url};
 
 fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` and `cargo bench -- --list`
+    }
     let hits: u64 = std::env::var("HITS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -45,11 +48,13 @@ fn main() {
         for _ in 0..3 {
             assert_eq!(call().await, flight(7));
         }
+        assert_eq!(cachet_flight(&cache, 7).await, flight(7));
         for _ in 0..hits {
-            let f = if mode == "raw" {
-                raw_hit(&mut raw, raw_key).await
-            } else {
-                call().await
+            let f = match mode.as_str() {
+                "raw" => raw_hit(&mut raw, raw_key).await,
+                // What users write: a `#[cached]` fn.
+                "redis" => cachet_flight(&cache, 7).await,
+                _ => call().await,
             };
             std::hint::black_box(f);
         }

@@ -31,6 +31,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` and `cargo bench -- --list`
+    }
     let rounds: u32 = std::env::var("PROPAGATION_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
