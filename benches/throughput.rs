@@ -4,7 +4,9 @@
 //! `cached` crate's `#[concurrent_cached]` and a naive deadpool checkout per
 //! call. Writes a table into BENCHMARKS.md.
 //!
-//! `cargo bench --bench throughput` (`THROUGHPUT_SECONDS`, default 5 per cell)
+//! `cargo bench --bench throughput` (`THROUGHPUT_SECONDS`: each contender's
+//! time over all rounds, default 6; `THROUGHPUT_ROUNDS`, default 15: one
+//! round's ratio moves by about ±9%, a median of 15 by about ±3%)
 
 mod common;
 
@@ -90,6 +92,63 @@ async fn ops_per_second(who: Contender, tasks: usize, seconds: f64, clients: &Cl
     count.load(Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// One contender's cell: median ops/s, the median of its ratios to the raw
+/// runs around it, and those raw runs.
+struct Sample {
+    ops: f64,
+    ratio: f64,
+    raw: Vec<f64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Runs `rounds` rounds of `raw, a, raw, b, raw, ...` (the order of the
+/// others rotating per round), each run `cell` seconds. The machine's speed
+/// drifts over seconds (2 cores shared with Redis and other services), so a
+/// contender is compared with the raw runs right before and after it.
+async fn sandwiched(
+    others: &[Contender],
+    tasks: usize,
+    rounds: usize,
+    cell: f64,
+    clients: &Clients,
+    verbose: bool,
+) -> Vec<Sample> {
+    let mut ops = vec![vec![]; others.len()];
+    let mut ratios = vec![vec![]; others.len()];
+    let mut raws = vec![vec![]; others.len()];
+    for round in 0..rounds {
+        let mut before = ops_per_second(Contender::Raw, tasks, cell, clients).await;
+        for k in 0..others.len() {
+            let i = (k + round) % others.len();
+            let o = ops_per_second(others[i], tasks, cell, clients).await;
+            let after = ops_per_second(Contender::Raw, tasks, cell, clients).await;
+            if verbose {
+                eprintln!(
+                    "round {round}: raw {before:.0}, {:?} {o:.0}, raw {after:.0}",
+                    others[i]
+                );
+            }
+            ops[i].push(o);
+            ratios[i].push(o / ((before + after) / 2.0));
+            raws[i].extend([before, after]);
+            before = after;
+        }
+    }
+    ops.into_iter()
+        .zip(ratios)
+        .zip(raws)
+        .map(|((o, r), raw)| Sample {
+            ops: median(o),
+            ratio: median(r),
+            raw,
+        })
+        .collect()
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -98,7 +157,7 @@ async fn main() {
     let seconds: f64 = std::env::var("THROUGHPUT_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
+        .unwrap_or(6.0);
     let url = redis_url();
     // `CACHET_CONNECTIONS`: kept connections (default: the cache's default).
     let mut builder = Cache::builder();
@@ -123,55 +182,55 @@ async fn main() {
     for who in ALL {
         one(who, &mut warm).await;
     }
-    // `THROUGHPUT_ONLY=Cachet` (a contender's name): run only it, e.g. under
-    // `perf record`; nothing is written.
+    let rounds: usize = std::env::var("THROUGHPUT_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
+    // `THROUGHPUT_ONLY=Cachet,CachedCrate` (contenders' names): 64 tasks of
+    // only those (and raw), each round printed. Nothing is written.
     if let Ok(only) = std::env::var("THROUGHPUT_ONLY") {
-        for who in ALL.iter().filter(|w| format!("{w:?}") == only) {
-            let ops = ops_per_second(*who, 64, seconds, &clients).await;
-            eprintln!("64 tasks {who:?}: {ops:.0} ops/s");
+        let picked: Vec<Contender> = only
+            .split(',')
+            .filter_map(|name| ALL.iter().copied().find(|w| format!("{w:?}") == name))
+            .filter(|w| !matches!(w, Contender::Raw))
+            .collect();
+        let cell = seconds / rounds as f64;
+        for (who, s) in picked
+            .iter()
+            .zip(sandwiched(&picked, 64, rounds, cell, &clients, true).await)
+        {
+            eprintln!(
+                "64 tasks {who:?}: {:.0} ops/s, {:.3}x raw (medians)",
+                s.ops, s.ratio
+            );
         }
         return;
     }
-    // Short cells in rounds, contenders interleaved (rotating which goes
-    // first), and the median per contender: a burst of other work on the 2
-    // cores then moves one cell of one round, not a whole column.
-    let rounds = 5;
+    let others = &ALL[1..];
+    let cell = seconds / rounds as f64;
     let mut rows = String::new();
     for tasks in [1, 16, 64] {
-        let mut samples: Vec<Vec<f64>> = vec![vec![]; ALL.len()];
-        for round in 0..rounds {
-            for k in 0..ALL.len() {
-                let i = (k + round) % ALL.len();
-                let ops = ops_per_second(ALL[i], tasks, seconds / rounds as f64, &clients).await;
-                samples[i].push(ops);
-            }
+        let results = sandwiched(others, tasks, rounds, cell, &clients, false).await;
+        let raw_ops = median(results.iter().flat_map(|s| s.raw.iter().copied()).collect());
+        let mut cells = vec![format!("{raw_ops:.0} (1.00)")];
+        for (who, s) in others.iter().zip(&results) {
+            eprintln!(
+                "{tasks:>3} tasks {who:?}: {:.0} ops/s, {:.3}x raw (medians of {rounds})",
+                s.ops, s.ratio
+            );
+            cells.push(format!("{:.0} ({:.2})", s.ops, s.ratio));
         }
-        let medians: Vec<f64> = samples
-            .iter_mut()
-            .map(|v| {
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            })
-            .collect();
-        let raw = medians[0];
-        let cells: Vec<String> = ALL
-            .iter()
-            .zip(&medians)
-            .map(|(who, ops)| {
-                eprintln!("{tasks:>3} tasks {who:?}: {ops:.0} ops/s (median of {rounds})");
-                format!("{ops:.0} ({:.2})", ops / raw)
-            })
-            .collect();
         rows.push_str(&format!("| {tasks} | {} |\n", cells.join(" | ")));
     }
     let table = format!(
-        "Cache hits of the same ~200-byte record, 2 tokio workers; per cell the median of \
-         {rounds} rounds of {:.1} s, contenders interleaved; ops/s and, in parentheses, the \
-         ratio to raw redis-rs in the same row.\n\n\
+        "Cache hits of the same ~200-byte record, 2 tokio workers. {rounds} rounds; in each, \
+         every contender runs {cell:.1} s between two {cell:.1} s runs of raw redis-rs, in an \
+         order that rotates per round. Per cell: the median ops/s and, in parentheses, the \
+         median over rounds of the contender's ops/s divided by the mean of the two raw runs \
+         around it (the raw column: the median of all raw runs).\n\n\
          ```sh\ncargo bench --bench throughput\n```\n\n\
          | tasks | raw redis-rs GET + decode | raw, connection cloned per call | raw MGET (entry + generation: a hit without views) + decode | cachet `#[cached]` | cached 4.1 `#[concurrent_cached]` | deadpool `pool.get()` + GET |\n\
-         |---|---|---|---|---|---|---|\n{rows}",
-        seconds / rounds as f64
+         |---|---|---|---|---|---|---|\n{rows}"
     );
     println!("{table}");
     write_section("throughput", &table).expect("write BENCHMARKS.md");
