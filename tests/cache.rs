@@ -42,7 +42,7 @@ async fn count(cache: &Cache, calls: &Calls, from: &str, to: &str) -> Result<i64
 }
 
 async fn miss_then_hit(b: Backend) {
-    let c = cache(b, "miss_then_hit");
+    let c = cache(b, "miss_then_hit").await;
     let calls = Calls::default();
     let (r, s) = with_status(count(&c, &calls, "FRA", "JFK")).await;
     assert_eq!((r, s), (Ok(303), Status::Miss));
@@ -66,7 +66,7 @@ async fn by_str(cache: &Cache, calls: &Calls, code: &str) -> usize {
 }
 
 async fn str_and_string_share_a_key(b: Backend) {
-    let c = cache(b, "str_string");
+    let c = cache(b, "str_string").await;
     let calls = Calls::default();
     assert_eq!(by_string(&c, &calls, "FRA".to_string()).await, 3);
     let (v, s) = with_status(by_str(&c, &calls, "FRA")).await;
@@ -88,7 +88,7 @@ async fn flaky(cache: &Cache, calls: &Calls, id: u32) -> Result<String, DbError>
 }
 
 async fn errors_are_returned_unchanged_and_not_cached(b: Backend) {
-    let c = cache(b, "errors");
+    let c = cache(b, "errors").await;
     let calls = Calls::default();
     let (r, s) = with_status(flaky(&c, &calls, 7)).await;
     assert_eq!((r, s), (Err(DbError("connection reset")), Status::Miss));
@@ -123,7 +123,7 @@ async fn maybe(cache: &Cache, calls: &Calls, code: &str) -> Option<u32> {
 }
 
 async fn option_values_and_unless(b: Backend) {
-    let c = cache(b, "option");
+    let c = cache(b, "option").await;
     let calls = Calls::default();
     // unless = Option::is_none: a None is returned but not stored.
     assert_eq!(airport(&c, &calls, "XXX").await, None);
@@ -163,7 +163,7 @@ async fn schema_v2(cache: &Cache, id: u32) -> Wider {
 }
 
 async fn version_is_part_of_the_key(b: Backend) {
-    let c = cache(b, "version");
+    let c = cache(b, "version").await;
     assert_eq!(schema_v1(&c, 5).await, 5);
     let (v, s) = with_status(schema_v2(&c, 5)).await;
     assert_eq!(s, Status::Miss, "v2 does not read v1's entry");
@@ -182,7 +182,7 @@ async fn short_lived(cache: &Cache, calls: &Calls) -> usize {
 }
 
 async fn ttl_expiry(b: Backend) {
-    let c = cache(b, "ttl");
+    let c = cache(b, "ttl").await;
     let calls = Calls::default();
     assert_eq!(short_lived(&c, &calls).await, 1);
     assert_eq!(short_lived(&c, &calls).await, 1, "cached");
@@ -211,7 +211,7 @@ impl FlightService {
 }
 
 async fn methods_with_self_and_explicit_cache(b: Backend) {
-    let c = cache(b, "methods");
+    let c = cache(b, "methods").await;
     let a = FlightService {
         cache: c.clone(),
         name: "a".into(),
@@ -244,7 +244,7 @@ async fn skipped(cache: &Cache, pool: &Pool, id: u32) -> u32 {
 }
 
 async fn skip_and_custom_key(b: Backend) {
-    let c = cache(b, "skip");
+    let c = cache(b, "skip").await;
     assert_eq!(skipped(&c, &Pool(1), 10).await, 11);
     let (v, s) = with_status(skipped(&c, &Pool(2), 10)).await;
     assert_eq!(
@@ -286,7 +286,7 @@ async fn write_ab(cache: &Cache) -> Result<u32, String> {
 }
 
 async fn namespace_invalidation(b: Backend) {
-    let c = cache(b, "ns_inval");
+    let c = cache(b, "ns_inval").await;
     let (ca, cb, cc) = (Calls::default(), Calls::default(), Calls::default());
     for n in 0..3 {
         in_a(&c, &ca, n).await;
@@ -335,7 +335,7 @@ impl Db {
 }
 
 async fn key_invalidation(b: Backend) {
-    let c = cache(b, "key_inval");
+    let c = cache(b, "key_inval").await;
     let db = Db::default();
     db.set("FRA", "Frankfurt");
     db.set("MUC", "Munich");
@@ -358,7 +358,7 @@ async fn key_invalidation(b: Backend) {
 }
 
 async fn failed_write_does_not_invalidate(b: Backend) {
-    let c = cache(b, "failed_write");
+    let c = cache(b, "failed_write").await;
     let db = Db::default();
     db.set("FRA", "Frankfurt");
     airport_name(&c, &db, "FRA").await;
@@ -396,7 +396,7 @@ async fn write_ns(cache: &Cache, db: &Db, code: &str, name: &str) -> Result<(), 
 /// old value; the writer writes and invalidates; the reader then stores its
 /// old value. The next read must see the new value.
 async fn stale_set_race_namespace(b: Backend) {
-    let c = cache(b, "race_ns");
+    let c = cache(b, "race_ns").await;
     let db = Arc::new(Db::default());
     db.set("FRA", "old");
     let gate = Arc::new(Gate {
@@ -437,7 +437,7 @@ async fn write_key(cache: &Cache, db: &Db, code: &str, name: &str) -> Result<(),
 }
 
 async fn stale_set_race_key(b: Backend) {
-    let c = cache(b, "race_key");
+    let c = cache(b, "race_key").await;
     let db = Arc::new(Db::default());
     db.set("FRA", "old");
     // Twice: once from an empty key, once from a key that holds a tombstone.
@@ -467,7 +467,7 @@ async fn pair(cache: &Cache, a: &str, b: &str) -> String {
 }
 
 async fn colliding_looking_arguments_get_distinct_entries(b: Backend) {
-    let c = cache(b, "pairs");
+    let c = cache(b, "pairs").await;
     assert_eq!(pair(&c, "a:b", "c").await, "a:b|c");
     assert_eq!(pair(&c, "a", "b:c").await, "a|b:c");
     assert_eq!(pair(&c, "a:b", "c").await, "a:b|c");
@@ -479,7 +479,7 @@ async fn colliding_looking_arguments_get_distinct_entries(b: Backend) {
 }
 
 async fn stats_per_namespace(b: Backend) {
-    let c = cache(b, "stats");
+    let c = cache(b, "stats").await;
     let calls = Calls::default();
     for _ in 0..3 {
         count(&c, &calls, "A", "B").await.unwrap();
@@ -495,7 +495,7 @@ async fn stats_per_namespace(b: Backend) {
 }
 
 async fn by_hand_api(b: Backend) {
-    let c = cache(b, "by_hand");
+    let c = cache(b, "by_hand").await;
     let ns = c.namespace("hand").ttl(Duration::from_secs(60));
     let v: Vec<String> = ns
         .get_or_compute(&(1, "x"), async { vec!["a".into()] })
@@ -528,6 +528,7 @@ async fn large_values_are_not_stored(b: Backend) {
     .max_value_bytes(1024)
     .build()
     .unwrap();
+    support::connected(&c).await;
     let ns = c.namespace("big");
     let big = ns.get_or_compute(&1, async { "y".repeat(5000) }).await;
     assert_eq!(big.len(), 5000);
@@ -536,7 +537,7 @@ async fn large_values_are_not_stored(b: Backend) {
     let st = c.stats().namespaces["big"];
     assert_eq!((st.stores_rejected, st.too_large, st.stores), (2, 2, 0));
     // The default limit is 4 MiB: a 5 MiB value is not stored either, a 3 MiB one is.
-    let d = cache(b, "large_default");
+    let d = cache(b, "large_default").await;
     let ns = d.namespace("big");
     assert_eq!(
         ns.get_or_compute(&5, async { vec![7u8; 5 << 20] })
@@ -573,7 +574,7 @@ impl ArcService {
 }
 
 async fn generic_functions_and_arc_self(b: Backend) {
-    let c = cache(b, "generic");
+    let c = cache(b, "generic").await;
     assert_eq!(generic_len(&c, &[1u8, 2, 3]).await, 3);
     assert_eq!(
         with_status(generic_len(&c, &[1u8, 2, 3])).await,
@@ -638,7 +639,7 @@ fn spawn_gated(
 /// replaces R0's lease; R1 takes a lease over the tombstone and fails (its
 /// lease is released). R0's store must still be refused.
 async fn aba_a_released_lease_does_not_reopen_the_key(b: Backend) {
-    let c = cache(b, "aba_release");
+    let c = cache(b, "aba_release").await;
     let db = Arc::new(Db::default());
     db.set("FRA", "old");
     let g = gate();
@@ -661,7 +662,7 @@ async fn aba_a_released_lease_does_not_reopen_the_key(b: Backend) {
 /// takes a lease over its tombstone and fails; R2 starts after all that and
 /// must not take R0's value (by joining R0's flight in this process).
 async fn aba_a_caller_after_an_invalidation_does_not_join_an_older_flight(b: Backend) {
-    let c = cache(b, "aba_flight");
+    let c = cache(b, "aba_flight").await;
     let db = Arc::new(Db::default());
     db.set("FRA", "old");
     gated_read(&c, &db, None, "MUC", true, 60_000).await; // the namespace has a generation
@@ -695,7 +696,7 @@ async fn aba_a_caller_after_an_invalidation_does_not_join_an_older_flight(b: Bac
 /// invalidation's tombstone is replaced by R1's fresh entry, which then
 /// expires. R0's store (expecting an empty key) must still be refused.
 async fn aba_an_expired_entry_does_not_reopen_the_key(b: Backend) {
-    let c = cache(b, "aba_expiry");
+    let c = cache(b, "aba_expiry").await;
     let db = Arc::new(Db::default());
     db.set("FRA", "old");
     gated_read(&c, &db, None, "MUC", false, 60_000).await; // the namespace has a generation

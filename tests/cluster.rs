@@ -301,6 +301,7 @@ async fn a_master_failover_under_load_fails_open_and_recovers() {
         .await
         .unwrap();
     let cache = cluster_cache(&cluster, &unique_prefix("failover"));
+    connected(&cache).await;
     let spread = namespaces_on_distinct_masters(&cluster, 3);
     let names: Vec<String> = spread.iter().map(|(n, _)| n.clone()).collect();
     let stop = Arc::new(AtomicBool::new(false));

@@ -20,6 +20,7 @@ async fn macros_use_the_installed_cache_and_the_first_install_wins() {
         .prefix(support::unique_prefix("install"))
         .build()
         .unwrap();
+    support::connected(&first).await;
     assert!(cachet::install(first.clone()));
     let second = Cache::builder().memory().prefix("second").build().unwrap();
     assert!(!cachet::install(second), "the first cache stays");

@@ -55,6 +55,7 @@ async fn calls(conn: &mut redis::aio::MultiplexedConnection, cmd: &str) -> u64 {
 async fn a_hit_reads_only_the_entry_once_the_generation_is_known() {
     let server = RedisServer::start();
     let c = cache_at(&server.url(), "views", None);
+    connected(&c).await;
     let mut admin = raw(&server.url()).await;
     assert_eq!(get(&c, 1, 10).await, (10, Status::Miss));
     let (get0, mget0) = (
@@ -152,7 +153,7 @@ async fn a_lost_channel_flushes_the_local_tier() {
     assert_eq!(get(&c, 1, 11).await, (10, Status::Hit));
     server.kill();
     // The connections report the disconnect; nothing from before is served.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(get(&c, 1, 12).await, (12, Status::Bypass));
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -371,6 +372,7 @@ async fn two_processes_local_tiers_follow_invalidations() {
 async fn an_evicted_generation_is_learned_again() {
     let server = RedisServer::start();
     let c = cache_at(&server.url(), "evicted_gen", None);
+    connected(&c).await;
     let mut admin = raw(&server.url()).await;
     assert_eq!(get(&c, 1, 10).await, (10, Status::Miss));
     assert_eq!(get(&c, 1, 11).await, (10, Status::Hit));

@@ -34,6 +34,8 @@ async fn two_instances_share_entries_and_invalidations() {
         cache_at(&redis_url(), &prefix),
         cache_at(&redis_url(), &prefix),
     );
+    connected(&a).await;
+    connected(&b).await;
     let calls = Calls::default();
     shared(&a, &calls, 1).await;
     shared(&a, &calls, 2).await;
@@ -54,6 +56,7 @@ async fn keys_are_readable_and_carry_the_prefix() {
     let server = RedisServer::start();
     let prefix = "flightdb";
     let c = cache_at(&server.url(), prefix);
+    connected(&c).await;
     shared(&c, &Calls::default(), 7).await;
     c.namespace("airport")
         .get_or_compute(&"FRA", async { "Frankfurt".to_string() })
@@ -101,6 +104,7 @@ struct Other {
 async fn foreign_bytes_and_old_schemas_are_misses_and_get_overwritten() {
     let prefix = unique_prefix("foreign");
     let c = cache_at(&redis_url(), &prefix);
+    connected(&c).await;
     let mut conn = raw(&redis_url()).await;
     let ns = c.namespace("flight");
     let key = c.entry_key("flight", 1, &7).unwrap();
@@ -166,6 +170,7 @@ async fn run_calls(c: &Cache, calls: &Calls, n: u32) -> (Duration, Vec<Status>) 
 async fn fails_open_when_redis_is_killed_and_recovers_after_restart() {
     let mut server = RedisServer::start();
     let c = cache_at(&server.url(), "outage");
+    connected(&c).await;
     let calls = Calls::default();
     let (_, s) = run_calls(&c, &calls, 8).await;
     assert_eq!(s.iter().filter(|s| **s == Status::Hit).count(), 4);
@@ -268,6 +273,8 @@ async fn invalidation_during_an_outage_is_queued_and_lands_later() {
         .build()
         .unwrap();
     let other_process = cache_at(&url, "queued");
+    connected(&writer).await;
+    connected(&other_process).await;
     let calls = Calls::default();
     outage(&writer, &calls, 1).await.unwrap();
     outage(&other_process, &calls, 1).await.unwrap();
@@ -310,6 +317,7 @@ async fn eviction_is_a_miss_never_an_error() {
     let server =
         RedisServer::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"]);
     let c = cache_at(&server.url(), "evict");
+    connected(&c).await;
     let ns = c.namespace("blob");
     for i in 0..400u32 {
         let v = ns
@@ -342,6 +350,7 @@ async fn json_values_are_readable_in_redis() {
         .codec(cachet::codec::Json)
         .build()
         .unwrap();
+    connected(&c).await;
     let f = c
         .namespace("flight")
         .get_or_compute(&7, async {
@@ -379,6 +388,7 @@ async fn bincode_round_trips_through_redis() {
         .codec(cachet::codec::Bincode)
         .build()
         .unwrap();
+    connected(&c).await;
     let ns = c.namespace("flight");
     let f = Flight {
         id: 1,
@@ -427,6 +437,7 @@ fn an_outage_is_logged_once_not_per_call() {
             .circuit_breaker(3, Duration::from_millis(50))
             .build()
             .unwrap();
+        connected(&c).await;
         let calls = Calls::default();
         run_calls(&c, &calls, 4).await;
         server.kill();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use cachet::{Cache, Status, cached, with_status};
 use redis::AsyncCommands;
-use support::{Backend, cache, raw, redis_url, unique_prefix};
+use support::{Backend, cache, connected, raw, redis_url, unique_prefix};
 
 on_every_backend!(
     concurrent_misses_run_the_body_once,
@@ -27,7 +27,7 @@ async fn slow(cache: &Cache, calls: &AtomicUsize, id: u32) -> Result<u64, String
 }
 
 async fn concurrent_misses_run_the_body_once(b: Backend) {
-    let c = cache(b, "single_flight");
+    let c = cache(b, "single_flight").await;
     let calls = Arc::new(AtomicUsize::new(0));
     let mut tasks = vec![];
     for _ in 0..50 {
@@ -63,7 +63,7 @@ async fn failing(cache: &Cache, calls: &AtomicUsize) -> Result<u64, Flaky> {
 }
 
 async fn a_clone_error_is_shared_and_not_cached(b: Backend) {
-    let c = cache(b, "shared_error");
+    let c = cache(b, "shared_error").await;
     let calls = Arc::new(AtomicUsize::new(0));
     let mut tasks = vec![];
     for _ in 0..20 {
@@ -83,7 +83,7 @@ async fn a_clone_error_is_shared_and_not_cached(b: Backend) {
 }
 
 async fn a_dropped_leader_does_not_strand_its_followers(b: Backend) {
-    let c = cache(b, "dropped_leader");
+    let c = cache(b, "dropped_leader").await;
     let calls = Arc::new(AtomicUsize::new(0));
     // The leader gives up after 50 ms (its client went away) ...
     let leader = {
@@ -123,6 +123,7 @@ async fn instances_sharing_a_prefix_run_the_body_once() {
             .prefix(&prefix)
             .build()
             .unwrap();
+        connected(&c).await;
         for _ in 0..50 {
             let (c, calls) = (c.clone(), calls.clone());
             tasks.push(tokio::spawn(async move {
@@ -163,6 +164,7 @@ async fn stampede_child() {
         .prefix(prefix)
         .build()
         .unwrap();
+    connected(&c).await;
     // Start together with the other processes.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -236,7 +238,7 @@ async fn four_processes_run_the_body_once() {
 
 #[tokio::test]
 async fn a_crashed_owners_lease_expires_and_lock_wait_is_bounded() {
-    let c = cache(Backend::Redis, "lease_expiry");
+    let c = cache(Backend::Redis, "lease_expiry").await;
     let key = c.entry_key("leased", 1, &1).unwrap();
     let mut conn = raw(&redis_url()).await;
     // A lease as a crashed process would leave it: 0xCC, 16 hex digits and
@@ -302,6 +304,9 @@ async fn stale_while_revalidate_refreshes_once_across_instances() {
                 .unwrap()
         })
         .collect();
+    for c in &instances {
+        connected(c).await;
+    }
     let get = |c: Cache, runs: Arc<AtomicUsize>| async move {
         with_status(
             c.namespace("swr")
@@ -359,6 +364,9 @@ async fn early_refresh_refreshes_once_per_window_across_instances() {
                 .unwrap()
         })
         .collect();
+    for c in &instances {
+        connected(c).await;
+    }
     let get = |c: Cache, runs: Arc<AtomicUsize>| async move {
         with_status(
             c.namespace("xfetch")
@@ -405,7 +413,7 @@ async fn early_refresh_refreshes_once_per_window_across_instances() {
 /// invalidation returns, no read that starts later returns an older value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomized_reads_never_see_a_write_older_than_a_returned_invalidation() {
-    let c = cache(Backend::Redis, "checker");
+    let c = cache(Backend::Redis, "checker").await;
     check_linearizable(c.clone(), c, None).await;
 }
 
@@ -429,7 +437,7 @@ async fn randomized_reads_across_instances_never_see_an_older_write() {
 /// as Redis (invalidations apply to it before they return).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomized_reads_with_the_local_tier_never_see_an_older_write() {
-    let c = cache(Backend::Redis, "checker_local");
+    let c = cache(Backend::Redis, "checker_local").await;
     check_linearizable(c.clone(), c, Some(Duration::from_secs(10))).await;
 }
 
@@ -535,7 +543,7 @@ async fn unlocked(cache: &Cache, x: u32) -> u32 {
 
 #[tokio::test]
 async fn the_attribute_takes_the_stampede_options() {
-    let c = cache(Backend::Redis, "macro_options");
+    let c = cache(Backend::Redis, "macro_options").await;
     let runs = AtomicUsize::new(0);
     assert_eq!(with_status(swr_macro(&c, &runs)).await, (1, Status::Miss));
     assert_eq!(with_status(swr_macro(&c, &runs)).await, (1, Status::Hit));

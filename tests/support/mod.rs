@@ -58,15 +58,17 @@ pub enum Backend {
     Memory,
 }
 
-/// A cache with its own prefix on the given backend.
-pub fn cache(backend: Backend, name: &str) -> Cache {
+/// A cache with its own prefix on the given backend, connected.
+pub async fn cache(backend: Backend, name: &str) -> Cache {
     let b = Cache::builder().prefix(unique_prefix(name));
-    match backend {
+    let c = match backend {
         Backend::Redis => b.redis_url(redis_url()),
         Backend::Memory => b.memory(),
     }
     .build()
-    .expect("valid test config")
+    .expect("valid test config");
+    connected(&c).await;
+    c
 }
 
 /// Runs `scenario(Backend)` as one test per backend.
