@@ -6,7 +6,7 @@
 
 use std::hint::black_box;
 
-use cachet::codec::{Bincode, Codec, Json, Postcard};
+use cache_aside::codec::{Bincode, Codec, Json, Postcard};
 mod common;
 
 use common::{Flight, flight};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cached::AsyncRedisCache;
 use cached::macros::concurrent_cached;
-use cachet::{Cache, cached};
+use cache_aside::{Cache, cached};
 use serde::{Deserialize, Serialize};
 
 /// A flight as the example returns it (about 200 bytes as JSON, 138 as postcard).
@@ -59,7 +59,7 @@ pub async fn raw_hit(conn: &mut redis::aio::MultiplexedConnection, key: &str) ->
 }
 
 /// Where the hand-written contenders keep the record.
-pub const RAW_KEY: &str = "cachet-bench:raw:flight:7";
+pub const RAW_KEY: &str = "cache-aside-bench:raw:flight:7";
 
 /// A redis-rs multiplexed connection with the record stored under
 /// [`RAW_KEY`], as a hand-written cache-aside would have it after a miss.
@@ -90,9 +90,9 @@ pub async fn deadpool_hit(pool: &deadpool_redis::Pool, key: &str) -> Flight {
     postcard::from_bytes(&bytes).expect("decode")
 }
 
-/// cachet's contender: a `#[cached]` fn.
+/// cache-aside's contender: a `#[cached]` fn.
 #[cached(ns = "bench_flight", ttl = "1h", cache = cache, skip(cache))]
-pub async fn cachet_flight(cache: &Cache, id: i64) -> Flight {
+pub async fn cache_aside_flight(cache: &Cache, id: i64) -> Flight {
     flight(id)
 }
 
@@ -100,7 +100,7 @@ pub async fn cachet_flight(cache: &Cache, id: i64) -> Flight {
 #[concurrent_cached(
     ty = "cached::AsyncRedisCache<i64, Flight>",
     create = r##"{
-        AsyncRedisCache::builder("cachet_bench_cached_crate")
+        AsyncRedisCache::builder("cache_aside_bench_cached_crate")
             .ttl(Duration::from_secs(3600))
             .connection_string(&redis_url())
             .build()

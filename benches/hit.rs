@@ -13,9 +13,9 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::Duration;
 
-use cachet::Cache;
+use cache_aside::Cache;
 use common::{
-    RAW_KEY, cached_crate_flight, cachet_flight, deadpool_hit, flight, raw_connection, raw_hit,
+    RAW_KEY, cached_crate_flight, cache_aside_flight, deadpool_hit, flight, raw_connection, raw_hit,
     redis_url,
 };
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -30,7 +30,7 @@ fn benches(c: &mut Criterion) {
     let (cache, mut raw, pool) = rt.block_on(async {
         let cache = Cache::builder()
             .redis_url(&url)
-            .prefix("cachet-bench")
+            .prefix("cache-aside-bench")
             .build()
             .expect("cache");
         let raw = raw_connection().await;
@@ -42,7 +42,7 @@ fn benches(c: &mut Criterion) {
     // Warm every contender: each has the same record stored under its key.
     let raw_key = RAW_KEY;
     rt.block_on(async {
-        assert_eq!(cachet_flight(&cache, 7).await, flight(7));
+        assert_eq!(cache_aside_flight(&cache, 7).await, flight(7));
         assert_eq!(cached_crate_flight(7).await, Ok(flight(7)));
         assert_eq!(raw_hit(&mut raw, raw_key).await, flight(7));
         assert_eq!(deadpool_hit(&pool, raw_key).await, flight(7));
@@ -55,9 +55,9 @@ fn benches(c: &mut Criterion) {
             async move { black_box(raw_hit(&mut conn, raw_key).await) }
         })
     });
-    g.bench_function("cachet #[cached]", |b| {
+    g.bench_function("cache-aside #[cached]", |b| {
         b.to_async(&rt)
-            .iter(|| async { black_box(cachet_flight(&cache, 7).await) })
+            .iter(|| async { black_box(cache_aside_flight(&cache, 7).await) })
     });
     g.bench_function("cached 4.1 #[concurrent_cached]", |b| {
         b.to_async(&rt)
@@ -73,7 +73,7 @@ fn benches(c: &mut Criterion) {
     let local = rt.block_on(async {
         let local = Cache::builder()
             .redis_url(&url)
-            .prefix("cachet-bench")
+            .prefix("cache-aside-bench")
             .local(Duration::from_secs(3600))
             .build()
             .expect("cache");
@@ -88,11 +88,11 @@ fn benches(c: &mut Criterion) {
         local
     });
     let mut g = c.benchmark_group("local");
-    g.bench_function("cachet Redis hit", |b| {
+    g.bench_function("cache-aside Redis hit", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(local_flight(&local, Duration::ZERO).await) })
     });
-    g.bench_function("cachet local hit (L1)", |b| {
+    g.bench_function("cache-aside local hit (L1)", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(local_flight(&local, Duration::from_secs(3600)).await) })
     });
@@ -106,7 +106,7 @@ fn benches(c: &mut Criterion) {
             let mut conn = raw.clone();
             let i = n.fetch_add(1, Relaxed);
             async move {
-                let key = format!("cachet-bench:raw:miss:{i}");
+                let key = format!("cache-aside-bench:raw:miss:{i}");
                 let got: Option<Vec<u8>> = redis::cmd("GET")
                     .arg(&key)
                     .query_async(&mut conn)
@@ -125,7 +125,7 @@ fn benches(c: &mut Criterion) {
             }
         })
     });
-    g.bench_function("cachet (lease + store)", |b| {
+    g.bench_function("cache-aside (lease + store)", |b| {
         b.to_async(&rt).iter(|| {
             let i = n.fetch_add(1, Relaxed);
             let cache = &cache;
@@ -138,7 +138,7 @@ fn benches(c: &mut Criterion) {
             }
         })
     });
-    g.bench_function("cachet lock = false (store only)", |b| {
+    g.bench_function("cache-aside lock = false (store only)", |b| {
         b.to_async(&rt).iter(|| {
             let i = n.fetch_add(1, Relaxed);
             let cache = &cache;

@@ -1,4 +1,4 @@
-//! Hit latency, interleaved: one hand-written GET + decode, then one cachet
+//! Hit latency, interleaved: one hand-written GET + decode, then one cache-aside
 //! `#[cached]` hit, then one `cached` 4.1 hit, and again, on 2 tokio
 //! workers. Every call is timed; the table gives p50 and p99 per contender
 //! and the ratio of p50s. Interleaving puts each contender in the same
@@ -11,9 +11,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cachet::Cache;
+use cache_aside::Cache;
 use common::{
-    RAW_KEY, cached_crate_flight, cachet_flight, flight, raw_connection, raw_hit, redis_url,
+    RAW_KEY, cached_crate_flight, cache_aside_flight, flight, raw_connection, raw_hit, redis_url,
     write_section,
 };
 
@@ -38,14 +38,14 @@ fn main() {
         let url = redis_url();
         let cache = Cache::builder()
             .redis_url(&url)
-            .prefix("cachet-bench")
+            .prefix("cache-aside-bench")
             .build()
             .expect("cache");
         let mut raw = raw_connection().await;
         let raw_key = RAW_KEY;
         for _ in 0..1000 {
             assert_eq!(raw_hit(&mut raw, raw_key).await, flight(7));
-            assert_eq!(cachet_flight(&cache, 7).await, flight(7));
+            assert_eq!(cache_aside_flight(&cache, 7).await, flight(7));
             assert_eq!(cached_crate_flight(7).await, Ok(flight(7)));
         }
         let mut s: [Vec<Duration>; 3] = [vec![], vec![], vec![]];
@@ -54,7 +54,7 @@ fn main() {
             std::hint::black_box(raw_hit(&mut raw, raw_key).await);
             s[0].push(t.elapsed());
             let t = Instant::now();
-            std::hint::black_box(cachet_flight(&cache, 7).await);
+            std::hint::black_box(cache_aside_flight(&cache, 7).await);
             s[1].push(t.elapsed());
             let t = Instant::now();
             std::hint::black_box(cached_crate_flight(7).await.expect("hit"));
@@ -62,13 +62,13 @@ fn main() {
         }
         assert!(
             cache.stats().total.hits as usize >= calls,
-            "every cachet call hit"
+            "every cache-aside call hit"
         );
         s
     });
     let names = [
         "raw GET + decode (floor)",
-        "cachet `#[cached]`",
+        "cache-aside `#[cached]`",
         "cached 4.1 `#[concurrent_cached]`",
     ];
     let mut rows = String::new();

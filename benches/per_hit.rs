@@ -9,8 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use cachet::Cache;
-use common::{RAW_KEY, cachet_flight, flight, raw_connection, raw_hit, redis_url};
+use cache_aside::Cache;
+use common::{RAW_KEY, cache_aside_flight, flight, raw_connection, raw_hit, redis_url};
 
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -30,7 +30,7 @@ fn main() {
         let url = redis_url();
         let cache = Cache::builder()
             .redis_url(&url)
-            .prefix("cachet-bench")
+            .prefix("cache-aside-bench")
             .connections(1)
             .op_timeout(Duration::from_secs(5))
             .connect_timeout(Duration::from_secs(10))
@@ -48,12 +48,12 @@ fn main() {
         for _ in 0..3 {
             assert_eq!(call().await, flight(7));
         }
-        assert_eq!(cachet_flight(&cache, 7).await, flight(7));
+        assert_eq!(cache_aside_flight(&cache, 7).await, flight(7));
         for _ in 0..hits {
             let f = match mode.as_str() {
                 "raw" => raw_hit(&mut raw, raw_key).await,
                 // What users write: a `#[cached]` fn.
-                "redis" => cachet_flight(&cache, 7).await,
+                "redis" => cache_aside_flight(&cache, 7).await,
                 _ => call().await,
             };
             std::hint::black_box(f);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What one hit costs, counted by valgrind: heap allocations (DHAT) and
 # instructions (callgrind) per hit, for a hand-written GET + decode (raw), a
-# cachet Redis hit and a cachet local-tier hit. Each mode runs twice (1000
+# cache-aside Redis hit and a cache-aside local-tier hit. Each mode runs twice (1000
 # and 3000 hits); the difference over 2000 hits cancels start-up and
 # connection set-up. Needs valgrind and the Redis at $REDIS_URL.
 #

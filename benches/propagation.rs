@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cachet::{Cache, Status, with_status};
+use cache_aside::{Cache, Status, with_status};
 use common::{redis_url, write_section};
 
 async fn read(cache: &Cache, key: u32, value: u32) -> (u32, Status) {
@@ -44,7 +44,7 @@ fn main() {
         .build()
         .expect("runtime");
     let (after_return, after_start) = rt.block_on(async {
-        let prefix = format!("cachet-bench-propagation-{}", std::process::id());
+        let prefix = format!("cache-aside-bench-propagation-{}", std::process::id());
         let reader = Cache::builder()
             .redis_url(redis_url())
             .prefix(&prefix)

@@ -1,6 +1,6 @@
 //! Throughput of cache hits with 1, 16 and 64 concurrent tasks, against the
 //! machine's Redis on loopback: raw redis-rs GET + decode on one
-//! multiplexed connection (the reference), cachet's `#[cached]`, the
+//! multiplexed connection (the reference), cache-aside's `#[cached]`, the
 //! `cached` crate's `#[concurrent_cached]` and a naive deadpool checkout per
 //! call. Writes a table into BENCHMARKS.md.
 //!
@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use cachet::Cache;
+use cache_aside::Cache;
 use common::{
-    RAW_KEY, cached_crate_flight, cachet_flight, deadpool_hit, raw_connection, raw_hit, redis_url,
+    RAW_KEY, cached_crate_flight, cache_aside_flight, deadpool_hit, raw_connection, raw_hit, redis_url,
     write_section,
 };
 
@@ -25,7 +25,7 @@ enum Contender {
     Raw,
     RawClone,
     RawMget,
-    Cachet,
+    CacheAside,
     CachedCrate,
     Deadpool,
 }
@@ -34,7 +34,7 @@ const ALL: [Contender; 6] = [
     Contender::Raw,
     Contender::RawClone,
     Contender::RawMget,
-    Contender::Cachet,
+    Contender::CacheAside,
     Contender::CachedCrate,
     Contender::Deadpool,
 ];
@@ -52,16 +52,16 @@ async fn one(who: Contender, c: &mut Clients) {
         // What a shared client handle does: clone the connection per call.
         Contender::RawClone => raw_hit(&mut c.raw.clone(), RAW_KEY).await,
         Contender::RawMget => {
-            // The protocol floor of cachet's read: entry and generation in one MGET.
+            // The protocol floor of cache-aside's read: entry and generation in one MGET.
             let (bytes, _g): (Vec<u8>, Option<Vec<u8>>) = redis::cmd("MGET")
                 .arg(RAW_KEY)
-                .arg("cachet-bench:{bench_flight}:gen")
+                .arg("cache-aside-bench:{bench_flight}:gen")
                 .query_async(&mut c.raw)
                 .await
                 .expect("MGET");
             postcard::from_bytes(&bytes).expect("decode")
         }
-        Contender::Cachet => cachet_flight(&c.cache, 7).await,
+        Contender::CacheAside => cache_aside_flight(&c.cache, 7).await,
         Contender::CachedCrate => cached_crate_flight(7).await.expect("hit"),
         Contender::Deadpool => deadpool_hit(&c.pool, RAW_KEY).await,
     };
@@ -159,9 +159,9 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(6.0);
     let url = redis_url();
-    // `CACHET_CONNECTIONS`: kept connections (default: the cache's default).
+    // `CACHE_ASIDE_CONNECTIONS`: kept connections (default: the cache's default).
     let mut builder = Cache::builder();
-    if let Some(n) = std::env::var("CACHET_CONNECTIONS")
+    if let Some(n) = std::env::var("CACHE_ASIDE_CONNECTIONS")
         .ok()
         .and_then(|s| s.parse().ok())
     {
@@ -170,7 +170,7 @@ async fn main() {
     let clients = Clients {
         cache: builder
             .redis_url(&url)
-            .prefix("cachet-bench")
+            .prefix("cache-aside-bench")
             .build()
             .expect("cache"),
         raw: raw_connection().await,
@@ -186,7 +186,7 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(15);
-    // `THROUGHPUT_ONLY=Cachet,CachedCrate` (contenders' names): 64 tasks of
+    // `THROUGHPUT_ONLY=CacheAside,CachedCrate` (contenders' names): 64 tasks of
     // only those (and raw), each round printed. Nothing is written.
     if let Ok(only) = std::env::var("THROUGHPUT_ONLY") {
         let picked: Vec<Contender> = only
@@ -229,7 +229,7 @@ async fn main() {
          median over rounds of the contender's ops/s divided by the mean of the two raw runs \
          around it (the raw column: the median of all raw runs).\n\n\
          ```sh\ncargo bench --bench throughput\n```\n\n\
-         | tasks | raw redis-rs GET + decode | raw, connection cloned per call | raw MGET (entry + generation: a hit without views) + decode | cachet `#[cached]` | cached 4.1 `#[concurrent_cached]` | deadpool `pool.get()` + GET |\n\
+         | tasks | raw redis-rs GET + decode | raw, connection cloned per call | raw MGET (entry + generation: a hit without views) + decode | cache-aside `#[cached]` | cached 4.1 `#[concurrent_cached]` | deadpool `pool.get()` + GET |\n\
          |---|---|---|---|---|---|---|\n{rows}"
     );
     println!("{table}");

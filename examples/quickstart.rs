@@ -1,11 +1,11 @@
-//! The smallest tour of cachet: a miss, a hit, an invalidation, and the key
+//! The smallest tour of cache-aside: a miss, a hit, an invalidation, and the key
 //! in Redis. Run with `cargo run --example quickstart` (Redis at
 //! `$REDIS_URL`, default redis://127.0.0.1:6379; without Redis it falls back
 //! to the in-process backend and says so).
 
 use std::time::{Duration, Instant};
 
-use cachet::{Cache, Status, cached, invalidates, with_status};
+use cache_aside::{Cache, Status, cached, invalidates, with_status};
 
 /// Pretend this is a slow `SELECT count(*)`.
 #[cached(ns = "flight_count", ttl = "5m")]
@@ -34,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{e}: using the in-process memory backend");
         cache = Cache::builder().memory().prefix(prefix).build()?;
     }
-    cachet::install(cache.clone());
+    cache_aside::install(cache.clone());
     // Start from a clean namespace so the first call is a miss.
     cache.namespace("flight_count").invalidate().await;
 

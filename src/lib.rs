@@ -1,11 +1,11 @@
-//! # cachet
+//! # cache-aside
 //!
 //! Redis-backed cache-aside for `async fn`s with one attribute, and
 //! invalidation that stays correct under concurrency.
 //!
 //! ```
 //! use std::time::Duration;
-//! use cachet::{cached, invalidates, Cache};
+//! use cache_aside::{cached, invalidates, Cache};
 //!
 //! #[cached(ns = "flight_count", ttl = "5m", skip(db))]
 //! async fn count_flights(db: &Db, from: &str, to: &str) -> Result<i64, DbError> {
@@ -24,13 +24,13 @@
 //!     .prefix("flightdb")
 //!     .default_ttl(Duration::from_secs(300))
 //!     .build()?;
-//! cachet::install(cache);
+//! cache_aside::install(cache);
 //!
 //! let db = Db::default();
-//! let (n, status) = cachet::with_status(count_flights(&db, "FRA", "JFK")).await;
-//! assert_eq!((n?, status), (0, cachet::Status::Miss));
-//! let (n, status) = cachet::with_status(count_flights(&db, "FRA", "JFK")).await;
-//! assert_eq!((n?, status), (0, cachet::Status::Hit));
+//! let (n, status) = cache_aside::with_status(count_flights(&db, "FRA", "JFK")).await;
+//! assert_eq!((n?, status), (0, cache_aside::Status::Miss));
+//! let (n, status) = cache_aside::with_status(count_flights(&db, "FRA", "JFK")).await;
+//! assert_eq!((n?, status), (0, cache_aside::Status::Hit));
 //!
 //! add_flight(&db, "FRA", "JFK").await?; // invalidates "flight_count"
 //! assert_eq!(count_flights(&db, "FRA", "JFK").await?, 1);
@@ -61,16 +61,16 @@
 #![forbid(unsafe_code)]
 
 #[doc(inline)]
-pub use cachet_macro::{cached, invalidates};
+pub use cache_aside_macro::{cached, invalidates};
 
 #[doc(inline)]
-pub use cachet_runtime::{
+pub use cache_aside_runtime::{
     Cache, CacheBuilder, Counts, Error, Filter, Invalidation, Namespace, NoFilter, Stats, Status,
     Unreachable, install, installed, with_status,
 };
 
 #[doc(inline)]
-pub use cachet_runtime::{codec, key};
+pub use cache_aside_runtime::{codec, key};
 
 #[doc(hidden)]
-pub use cachet_runtime::__private;
+pub use cache_aside_runtime::__private;

@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cachet::{Cache, Status, cached, invalidates, with_status};
+use cache_aside::{Cache, Status, cached, invalidates, with_status};
 use serde::{Deserialize, Serialize};
 use support::{Backend, Calls, cache};
 
@@ -505,13 +505,13 @@ async fn by_hand_api(b: Backend) {
     assert_eq!((v, s), (vec!["a".to_string()], Status::Hit));
     assert_eq!(
         ns.invalidate_key(&(1, "x")).await,
-        cachet::Invalidation::Done
+        cache_aside::Invalidation::Done
     );
     let v: Vec<String> = ns
         .get_or_compute(&(1, "x"), async { vec!["c".into()] })
         .await;
     assert_eq!(v, ["c"]);
-    assert_eq!(ns.invalidate().await, cachet::Invalidation::Done);
+    assert_eq!(ns.invalidate().await, cache_aside::Invalidation::Done);
     let r: Result<u8, &str> = ns.get_or_try_compute(&2, async { Err("no") }).await;
     assert_eq!(r, Err("no"));
     // An invalid namespace name bypasses the cache instead of failing.

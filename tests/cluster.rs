@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use cachet::{Cache, Invalidation, Status, with_status};
+use cache_aside::{Cache, Invalidation, Status, with_status};
 use support::cluster::RedisCluster;
 use support::{Calls, connected, unique_prefix};
 
@@ -162,7 +162,7 @@ async fn the_core_behaviour_on_a_cluster() {
     // A Redis ACL user limited to the prefix (set on every node: ACLs are
     // per node) is enough; the cluster client also needs `CLUSTER SLOTS`.
     for i in 0..cluster.len() {
-        let mut args = vec!["ACL", "SETUSER", "cachet", "on", ">s3cret", "-@all"];
+        let mut args = vec!["ACL", "SETUSER", "cache-aside", "on", ">s3cret", "-@all"];
         let keys = format!("~{prefix}:*");
         let channels = format!("&{prefix}:*");
         args.extend([keys.as_str(), channels.as_str()]);
@@ -183,7 +183,7 @@ async fn the_core_behaviour_on_a_cluster() {
     let acl_urls: Vec<String> = cluster
         .urls()
         .iter()
-        .map(|u| u.replace("redis://", "redis://cachet:s3cret@"))
+        .map(|u| u.replace("redis://", "redis://cache-aside:s3cret@"))
         .collect();
     let acl = Cache::builder()
         .cluster(acl_urls)
@@ -465,8 +465,8 @@ async fn a_master_that_returns_is_used_again() {
 async fn no_cluster_fails_open_and_hides_passwords() {
     let b = Cache::builder()
         .cluster([
-            "redis://cachet:s3cret@127.0.0.1:1",
-            "redis://cachet:s3cret@127.0.0.1:2",
+            "redis://cache-aside:s3cret@127.0.0.1:1",
+            "redis://cache-aside:s3cret@127.0.0.1:2",
         ])
         .prefix(unique_prefix("nocluster"))
         .connect_timeout(Duration::from_millis(200));

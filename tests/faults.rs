@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use cachet::{Cache, Invalidation, Status, cached, with_status};
+use cache_aside::{Cache, Invalidation, Status, cached, with_status};
 use support::proxy::{Accept, End, Proxy};
 use support::{RedisServer, connected, raw, unique_prefix};
 use tokio::task::block_in_place;

@@ -3,7 +3,7 @@
 
 mod support;
 
-use cachet::{Cache, Status, cached, invalidates, with_status};
+use cache_aside::{Cache, Status, cached, invalidates, with_status};
 
 #[cached(ns = "installed", ttl = 60)]
 async fn doubled(x: u32) -> u32 {
@@ -21,10 +21,10 @@ async fn macros_use_the_installed_cache_and_the_first_install_wins() {
         .build()
         .unwrap();
     support::connected(&first).await;
-    assert!(cachet::install(first.clone()));
+    assert!(cache_aside::install(first.clone()));
     let second = Cache::builder().memory().prefix("second").build().unwrap();
-    assert!(!cachet::install(second), "the first cache stays");
-    assert_eq!(cachet::installed().map(Cache::prefix), Some(first.prefix()));
+    assert!(!cache_aside::install(second), "the first cache stays");
+    assert_eq!(cache_aside::installed().map(Cache::prefix), Some(first.prefix()));
 
     assert_eq!(with_status(doubled(4)).await, (8, Status::Miss));
     assert_eq!(with_status(doubled(4)).await, (8, Status::Hit));

@@ -10,7 +10,7 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cachet::{Cache, Invalidation, Status, with_status};
+use cache_aside::{Cache, Invalidation, Status, with_status};
 use redis::AsyncCommands;
 use support::{RedisServer, connected, raw, redis_url, unique_prefix};
 use tokio::sync::Notify;
@@ -238,7 +238,7 @@ async fn a_miss_in_flight_does_not_insert_an_invalidated_value() {
     }
 }
 
-const CHILD: &str = "CACHET_LOCAL_CHILD";
+const CHILD: &str = "CACHE_ASIDE_LOCAL_CHILD";
 
 /// Child process of `two_processes_local_tiers_follow_invalidations`: reads
 /// one key with the local tier on, and prints each new value it sees with

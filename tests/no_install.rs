@@ -2,7 +2,7 @@
 //! uncached and report `Status::Bypass`. Its own test binary: nothing is
 //! installed in this process.
 
-use cachet::{Status, cached, invalidates, with_status};
+use cache_aside::{Status, cached, invalidates, with_status};
 
 static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -19,7 +19,7 @@ async fn write() -> Result<(), String> {
 
 #[tokio::test]
 async fn runs_uncached_as_bypass() {
-    assert!(cachet::installed().is_none());
+    assert!(cache_aside::installed().is_none());
     for _ in 0..3 {
         assert_eq!(with_status(plain(1)).await, (2, Status::Bypass));
     }

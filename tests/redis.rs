@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use cachet::{Cache, Invalidation, Status, cached, with_status};
+use cache_aside::{Cache, Invalidation, Status, cached, with_status};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use support::{Calls, RedisServer, connected, raw, redis_url, unique_prefix};
@@ -347,7 +347,7 @@ async fn json_values_are_readable_in_redis() {
     let c = Cache::builder()
         .redis_url(redis_url())
         .prefix(&prefix)
-        .codec(cachet::codec::Json)
+        .codec(cache_aside::codec::Json)
         .build()
         .unwrap();
     connected(&c).await;
@@ -385,7 +385,7 @@ async fn bincode_round_trips_through_redis() {
     let c = Cache::builder()
         .redis_url(redis_url())
         .prefix(unique_prefix("bincode"))
-        .codec(cachet::codec::Bincode)
+        .codec(cache_aside::codec::Bincode)
         .build()
         .unwrap();
     connected(&c).await;
@@ -473,7 +473,7 @@ async fn an_acl_user_restricted_to_the_prefix_is_enough() {
         .arg(
             &[
                 "SETUSER",
-                "cachet",
+                "cache-aside",
                 "on",
                 ">s3cret-pass",
                 "~aclcache:*",
@@ -499,7 +499,7 @@ async fn an_acl_user_restricted_to_the_prefix_is_enough() {
         .query_async(&mut admin)
         .await
         .unwrap();
-    let url = format!("redis://cachet:s3cret-pass@127.0.0.1:{}", server.port);
+    let url = format!("redis://cache-aside:s3cret-pass@127.0.0.1:{}", server.port);
     let c = Cache::builder()
         .redis_url(&url)
         .prefix("aclcache")

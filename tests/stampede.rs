@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use cachet::{Cache, Status, cached, with_status};
+use cache_aside::{Cache, Status, cached, with_status};
 use redis::AsyncCommands;
 use support::{Backend, cache, connected, raw, redis_url, unique_prefix};
 
@@ -145,7 +145,7 @@ async fn instances_sharing_a_prefix_run_the_body_once() {
     assert_eq!(hits, 199);
 }
 
-const CHILD: &str = "CACHET_STAMPEDE_CHILD";
+const CHILD: &str = "CACHE_ASIDE_STAMPEDE_CHILD";
 
 /// The workload of one child process (run only when re-executed by the
 /// test below): 50 tasks call a cold key whose body sleeps 200 ms and

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use cachet::{Cache, Error, Invalidation, Status, with_status};
+use cache_aside::{Cache, Error, Invalidation, Status, with_status};
 use support::tls::TlsRedis;
 use support::{connected, unique_prefix};
 
@@ -118,7 +118,7 @@ async fn an_acl_user_over_tls() {
     let out = server.cli(&[
         "ACL",
         "SETUSER",
-        "cachet",
+        "cache-aside",
         "on",
         ">tls-s3cret",
         "~tlsacl:*",
@@ -137,7 +137,7 @@ async fn an_acl_user_over_tls() {
         "+publish",
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK", "{out:?}");
-    let url = format!("rediss://cachet:tls-s3cret@127.0.0.1:{}", server.port);
+    let url = format!("rediss://cache-aside:tls-s3cret@127.0.0.1:{}", server.port);
     let b = Cache::builder()
         .redis_url(&url)
         .prefix("tlsacl")
@@ -166,7 +166,7 @@ async fn an_acl_user_over_tls() {
     assert_eq!((st.errors, st.bypasses), (0, 0), "{st:?}");
 
     // A wrong password fails open, and the error does not echo it.
-    let wrong = format!("rediss://cachet:wrong-s3cret@127.0.0.1:{}", server.port);
+    let wrong = format!("rediss://cache-aside:wrong-s3cret@127.0.0.1:{}", server.port);
     let bad = tls_cache(&wrong, Some(server.ca_pem()), "tlsacl");
     assert_eq!(
         with_status(bad.namespace("flight").get_or_compute(&1, async { 4u8 })).await,

@@ -416,7 +416,7 @@ fn parse_crate(input: ParseStream<'_>, name: &Ident) -> Result<Path> {
     if input.peek(LitStr) {
         let lit: LitStr = input.parse()?;
         lit.parse::<Path>()
-            .map_err(|_| Error::new(lit.span(), "expected a path such as \"::cachet\""))
+            .map_err(|_| Error::new(lit.span(), "expected a path such as \"::cache_aside\""))
     } else {
         input.call(Path::parse_mod_style)
     }

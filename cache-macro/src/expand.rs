@@ -1,8 +1,8 @@
 //! Code generation. The body stays where it is, wrapped in an `async move`
 //! block that is handed to the runtime, so `self`, generics, lifetimes and
 //! `return`/`?` inside the body keep working. Every runtime item is reached
-//! through `{crate}::__private` (default `::cachet`). Internal bindings are
-//! prefixed `__cachet_`, so user arguments named `key` or `cache` cannot
+//! through `{crate}::__private` (default `::cache_aside`). Internal bindings are
+//! prefixed `__cache_aside_`, so user arguments named `key` or `cache` cannot
 //! collide.
 //!
 //! Type errors are reported once, at the user's token. The key parts, the
@@ -11,7 +11,7 @@
 //! `CacheArg`; see there). Their traits are brought into scope with
 //! `use .. as _` in blocks of the generated body that do not contain the
 //! user's body (`key_support`, `value_support`, `filter_support`), and their
-//! methods are named `__cachet_*`, so they cannot clash with the user's
+//! methods are named `__cache_aside_*`, so they cannot clash with the user's
 //! methods. When a type is what the runtime needs, method resolution
 //! (autoref specialization) picks the method that passes the value through
 //! unchanged; when it is not, it picks a fallback whose bound fails with one
@@ -83,7 +83,7 @@ fn parse_item(item: TokenStream, attr: &str) -> syn::Result<Func> {
 }
 
 fn krate(p: Option<Path>) -> TokenStream {
-    p.map_or_else(|| quote!(::cachet), ToTokens::into_token_stream)
+    p.map_or_else(|| quote!(::cache_aside), ToTokens::into_token_stream)
 }
 
 /// The `cache = <expr>` option: a statement binding the expression to a
@@ -95,16 +95,16 @@ fn cache_expr(krate: &TokenStream, cache: Option<&Expr>) -> (TokenStream, TokenS
         Some(e) => {
             // Spanned at the expression (a mixed-site span would move the
             // error of a wrong type to the whole attribute).
-            let holder = Ident::new("cachet_cache_arg", e.span());
+            let holder = Ident::new("cache_aside_cache_arg", e.span());
             // Called through a local name, so that the whole path has the
             // span of the expression (the crate path may hold `$crate`,
             // whose meaning depends on its span).
-            let cache = quote_spanned! {e.span()=> __CachetCacheArg::__cachet_cache(&#holder) };
+            let cache = quote_spanned! {e.span()=> __CacheAsideCacheArg::__cache_aside_cache(&#holder) };
             (
                 quote_spanned! {e.span()=> let #holder = #e; },
                 quote! {
                     #krate::__private::resolve(::core::option::Option::Some({
-                        use #krate::__private::CacheArg as __CachetCacheArg;
+                        use #krate::__private::CacheArg as __CacheAsideCacheArg;
                         #cache
                     }))
                 },
@@ -181,7 +181,7 @@ fn key_expr(
 /// which returns it unchanged when `T` is `Serialize` and otherwise reports
 /// the error at `span`.
 fn key_part(krate: &TokenStream, reference: &TokenStream, span: Span) -> TokenStream {
-    let method = Ident::new("__cachet_key_part", span);
+    let method = Ident::new("__cache_aside_key_part", span);
     quote!((&#krate::__private::KeyPart(#reference)).#method())
 }
 
@@ -213,7 +213,7 @@ fn key_support(krate: &TokenStream) -> TokenStream {
 fn filter_support(krate: &TokenStream) -> TokenStream {
     quote! {
         #[allow(unused_imports)]
-        use #krate::__private::{UnlessErr as _, UnlessOk as _, unless_arg as __cachet_unless_arg};
+        use #krate::__private::{UnlessErr as _, UnlessOk as _, unless_arg as __cache_aside_unless_arg};
     }
 }
 
@@ -313,11 +313,11 @@ fn expand_cached(args: CachedArgs, func: Func) -> syn::Result<TokenStream> {
     // the mismatch from spreading.
     let (filter_support, unless) = match &args.unless {
         Some(u) => {
-            let method = Ident::new("__cachet_unless", u.span());
+            let method = Ident::new("__cache_aside_unless", u.span());
             // The whole call has the span of `unless`, so that rustc reports
             // a mismatch there (through a local name, as the crate path may
             // hold `$crate`, whose meaning depends on its span).
-            let path = respan(quote!(__cachet_unless_arg::<#value_ty, _, _>), u.span());
+            let path = respan(quote!(__cache_aside_unless_arg::<#value_ty, _, _>), u.span());
             let filter = quote_spanned! {u.span()=> #path({ #u }) };
             (
                 filter_support(&krate),
@@ -326,14 +326,14 @@ fn expand_cached(args: CachedArgs, func: Func) -> syn::Result<TokenStream> {
         }
         None => (TokenStream::new(), quote!(#krate::__private::NoFilter)),
     };
-    let call = Ident::new("__cachet_call", Span::mixed_site());
-    let out = Ident::new("__cachet_out", Span::mixed_site());
-    let into = Ident::new("__cachet_into", Span::mixed_site());
-    let from = Ident::new("__cachet_from", Span::mixed_site());
-    let filter = Ident::new("__cachet_unless", Span::mixed_site());
+    let call = Ident::new("__cache_aside_call", Span::mixed_site());
+    let out = Ident::new("__cache_aside_out", Span::mixed_site());
+    let into = Ident::new("__cache_aside_into", Span::mixed_site());
+    let from = Ident::new("__cache_aside_from", Span::mixed_site());
+    let filter = Ident::new("__cache_aside_unless", Span::mixed_site());
     // The value dispatcher reports a non-cacheable type at the return type
     // (for `Result<T, E>`, at `T`).
-    let dispatch = Ident::new("__cachet_value", value_ty.span());
+    let dispatch = Ident::new("__cache_aside_value", value_ty.span());
     // A `Clone` error is handed to the callers that waited for the failed
     // computation (`__private::ShareProbe`); other errors are not shared.
     let share = if is_result {
@@ -343,7 +343,7 @@ fn expand_cached(args: CachedArgs, func: Func) -> syn::Result<TokenStream> {
             (&#krate::__private::ShareProbe::<
                 <#ret_ty as #krate::__private::ResultTypes>::Err,
             >::NEW)
-                .__cachet_sharer()
+                .__cache_aside_sharer()
         },}
     } else {
         TokenStream::new()
@@ -369,8 +369,8 @@ fn expand_cached(args: CachedArgs, func: Func) -> syn::Result<TokenStream> {
             #cache_binding
             let #call = {
                 #key_support
-                static __CACHET_SLOT: #krate::__private::NsSlot = #krate::__private::NsSlot::new();
-                #krate::__private::call_at(&__CACHET_SLOT, #cache, #ns, #version, #key_expr)
+                static __CACHE_ASIDE_SLOT: #krate::__private::NsSlot = #krate::__private::NsSlot::new();
+                #krate::__private::call_at(&__CACHE_ASIDE_SLOT, #cache, #ns, #version, #key_expr)
             };
             // `unless` is passed in braces, for one error span (see `__private::unless_arg`).
             #[allow(unused_braces)]
@@ -422,9 +422,9 @@ fn expand_invalidates(args: InvalidatesArgs, func: Func) -> syn::Result<TokenStr
         &func.item.block,
     );
     let ret_ty = return_type(&func);
-    let cache_var = Ident::new("__cachet_cache", Span::mixed_site());
-    let out = Ident::new("__cachet_out", Span::mixed_site());
-    let target = Ident::new("__cachet_target", Span::mixed_site());
+    let cache_var = Ident::new("__cache_aside_cache", Span::mixed_site());
+    let out = Ident::new("__cache_aside_out", Span::mixed_site());
+    let target = Ident::new("__cache_aside_target", Span::mixed_site());
     let (cache_binding, cache) = cache_expr(&krate, args.cache.as_ref());
     let version = args.version.unwrap_or(1);
     let (prepare, invalidate) = match &args.key {

@@ -1,5 +1,5 @@
 //! The `#[cached]` and `#[invalidates]` attributes of
-//! [cachet](https://docs.rs/cachet). Use them through the `cachet` crate,
+//! [cache-aside](https://docs.rs/cache-aside). Use them through the `cache-aside` crate,
 //! which documents them; this crate only parses, validates and expands.
 //!
 //! Layout: `args` parses the options (rejecting unknown and duplicated ones
@@ -19,7 +19,7 @@ use proc_macro::TokenStream;
 /// cache-aside with a TTL, keyed by the function's arguments.
 ///
 /// ```
-/// use cachet::{cached, Cache};
+/// use cache_aside::{cached, Cache};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Clone, Serialize, Deserialize)]
@@ -65,7 +65,7 @@ use proc_macro::TokenStream;
 /// | `lease = "10s"` | lease time of a miss (default: the cache's, at most the TTL) |
 /// | `early_refresh` / `early_refresh = 1.5` | XFetch early refresh with this beta (1.0 when bare) |
 /// | `local = "10s"` / `local = false` | keep hits in this process's local (L1) tier for this long, evicted across processes by the invalidation channel (default: the cache's, off unless `CacheBuilder::local`) |
-/// | `crate = path` | path of the `cachet` crate if it is renamed (default `::cachet`) |
+/// | `crate = path` | path of the `cache-aside` crate if it is renamed (default `::cache_aside`) |
 ///
 /// `Result<T, E>` caches `Ok` only and returns `Err` unchanged; any other
 /// return type is cached as it is. The value type needs `Serialize +
@@ -80,7 +80,7 @@ pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// returns at all when it does not return a `Result`).
 ///
 /// ```
-/// use cachet::{cached, invalidates, Cache, Status, with_status};
+/// use cache_aside::{cached, invalidates, Cache, Status, with_status};
 ///
 /// #[cached(ns = "airport_name", cache = cache, skip(cache))]
 /// async fn airport_name(cache: &Cache, code: &str) -> String { format!("{code} airport") }

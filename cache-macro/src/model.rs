@@ -39,7 +39,7 @@ impl Func {
             return Err(Error::new(
                 sig.fn_token.span,
                 format!(
-                    "#[{attr}] needs an `async fn`: add `async` (cachet wraps the future the function returns)"
+                    "#[{attr}] needs an `async fn`: add `async` (cache-aside wraps the future the function returns)"
                 ),
             ));
         }

@@ -177,7 +177,7 @@ pub async fn invalidate_namespaces(cache: Option<&Cache>, namespaces: &'static [
 // the runtime calls well-typed. Every fallback carries a failing bound, so a
 // program that compiles always takes the pass-through path. The generated
 // code brings the dispatch traits into scope with `use .. as _` in blocks
-// that do not contain the function's body; their methods are `__cachet_*`.
+// that do not contain the function's body; their methods are `__cache_aside_*`.
 
 /// The bound of a key part: `Serialize`, with a message at the argument.
 #[diagnostic::on_unimplemented(
@@ -207,7 +207,7 @@ impl<T: Serialize + DeserializeOwned> Cacheable for T {}
 pub trait ValueSerialize {}
 impl<T: KeyArg> ValueSerialize for T {}
 
-/// One key part: `(&KeyPart(&x)).__cachet_key_part()` is `&x` when the type
+/// One key part: `(&KeyPart(&x)).__cache_aside_key_part()` is `&x` when the type
 /// of `x` is `Serialize` ([`KeyPartOk`]), and otherwise `()` through a
 /// failing [`KeyArg`] bound ([`KeyPartErr`]), which keeps the key `Serialize`.
 pub struct KeyPart<'a, T: ?Sized>(pub &'a T);
@@ -215,12 +215,12 @@ pub struct KeyPart<'a, T: ?Sized>(pub &'a T);
 /// See [`KeyPart`].
 pub trait KeyPartOk<'a, T: ?Sized> {
     /// Returns the key part.
-    fn __cachet_key_part(&self) -> &'a T;
+    fn __cache_aside_key_part(&self) -> &'a T;
 }
 
 impl<'a, T: KeyArg + ?Sized> KeyPartOk<'a, T> for KeyPart<'a, T> {
     #[inline(always)]
-    fn __cachet_key_part(&self) -> &'a T {
+    fn __cache_aside_key_part(&self) -> &'a T {
         self.0
     }
 }
@@ -228,13 +228,13 @@ impl<'a, T: KeyArg + ?Sized> KeyPartOk<'a, T> for KeyPart<'a, T> {
 /// See [`KeyPart`].
 pub trait KeyPartErr<T: ?Sized> {
     /// Never called: its bound fails.
-    fn __cachet_key_part(&self)
+    fn __cache_aside_key_part(&self)
     where
         T: KeyArg;
 }
 
 impl<T: ?Sized> KeyPartErr<T> for &KeyPart<'_, T> {
-    fn __cachet_key_part(&self)
+    fn __cache_aside_key_part(&self)
     where
         T: KeyArg,
     {
@@ -245,7 +245,7 @@ impl<T: ?Sized> KeyPartErr<T> for &KeyPart<'_, T> {
 /// and the `unless` filter, as [`Value`] hands them to the runtime.
 pub type ValueParts<T, S, U> = (fn(T) -> S, fn(S) -> T, U);
 
-/// The cached value type: `(&&&Value::<T>::NEW).__cachet_value(unless)`
+/// The cached value type: `(&&&Value::<T>::NEW).__cache_aside_value(unless)`
 /// finds, in this order: [`ValueOk`] when `T` is `Serialize +
 /// DeserializeOwned` (identity conversions, `unless` unchanged);
 /// [`ValueErrDe`] when `T` is only `Serialize` (its [`Cacheable`] bound fails
@@ -263,12 +263,12 @@ impl<T> Value<T> {
 /// See [`Value`].
 pub trait ValueOk<T> {
     /// The identity conversions and `unless`.
-    fn __cachet_value<U>(&self, unless: U) -> ValueParts<T, T, U>;
+    fn __cache_aside_value<U>(&self, unless: U) -> ValueParts<T, T, U>;
 }
 
 impl<T: Cacheable> ValueOk<T> for &&Value<T> {
     #[inline(always)]
-    fn __cachet_value<U>(&self, unless: U) -> ValueParts<T, T, U> {
+    fn __cache_aside_value<U>(&self, unless: U) -> ValueParts<T, T, U> {
         (identity, identity, unless)
     }
 }
@@ -276,13 +276,13 @@ impl<T: Cacheable> ValueOk<T> for &&Value<T> {
 /// See [`Value`].
 pub trait ValueErrDe<T> {
     /// Never called: its bound fails.
-    fn __cachet_value<U>(&self, unless: U) -> ValueParts<T, (), NoFilter>
+    fn __cache_aside_value<U>(&self, unless: U) -> ValueParts<T, (), NoFilter>
     where
         T: Cacheable;
 }
 
 impl<T: KeyArg> ValueErrDe<T> for &Value<T> {
-    fn __cachet_value<U>(&self, _: U) -> ValueParts<T, (), NoFilter>
+    fn __cache_aside_value<U>(&self, _: U) -> ValueParts<T, (), NoFilter>
     where
         T: Cacheable,
     {
@@ -293,13 +293,13 @@ impl<T: KeyArg> ValueErrDe<T> for &Value<T> {
 /// See [`Value`].
 pub trait ValueErrSer<T> {
     /// Never called: its bound fails.
-    fn __cachet_value<U>(&self, unless: U) -> ValueParts<T, (), NoFilter>
+    fn __cache_aside_value<U>(&self, unless: U) -> ValueParts<T, (), NoFilter>
     where
         T: ValueSerialize;
 }
 
 impl<T> ValueErrSer<T> for Value<T> {
-    fn __cachet_value<U>(&self, _: U) -> ValueParts<T, (), NoFilter>
+    fn __cache_aside_value<U>(&self, _: U) -> ValueParts<T, (), NoFilter>
     where
         T: ValueSerialize,
     {
@@ -315,7 +315,7 @@ pub fn unless_arg<T, R, U: Fn(&T) -> R>(unless: U) -> U {
     unless
 }
 
-/// The `unless` filter: `Unless::<T, _>::new(f).__cachet_unless()` is `f`
+/// The `unless` filter: `Unless::<T, _>::new(f).__cache_aside_unless()` is `f`
 /// when it is a `Fn(&T) -> bool` ([`UnlessOk`]), and otherwise [`NoFilter`]
 /// through a failing bound ([`UnlessErr`]): for an argument type already
 /// reported by [`unless_arg`] at the same span and for the same predicate
@@ -334,12 +334,12 @@ impl<T, U> Unless<T, U> {
 /// See [`Unless`].
 pub trait UnlessOk<U> {
     /// Returns the filter.
-    fn __cachet_unless(self) -> U;
+    fn __cache_aside_unless(self) -> U;
 }
 
 impl<T, U: Fn(&T) -> bool> UnlessOk<U> for Unless<T, U> {
     #[inline(always)]
-    fn __cachet_unless(self) -> U {
+    fn __cache_aside_unless(self) -> U {
         self.0
     }
 }
@@ -347,13 +347,13 @@ impl<T, U: Fn(&T) -> bool> UnlessOk<U> for Unless<T, U> {
 /// See [`Unless`].
 pub trait UnlessErr<T, U> {
     /// Never called: its bound fails.
-    fn __cachet_unless(self) -> NoFilter
+    fn __cache_aside_unless(self) -> NoFilter
     where
         U: Fn(&T) -> bool;
 }
 
 impl<T, U> UnlessErr<T, U> for &Unless<T, U> {
-    fn __cachet_unless(self) -> NoFilter
+    fn __cache_aside_unless(self) -> NoFilter
     where
         U: Fn(&T) -> bool,
     {
@@ -370,12 +370,12 @@ impl<T, U> UnlessErr<T, U> for &Unless<T, U> {
 )]
 pub trait CacheArg {
     /// The cache.
-    fn __cachet_cache(&self) -> &Cache;
+    fn __cache_aside_cache(&self) -> &Cache;
 }
 
 impl<C: AsRef<Cache> + ?Sized> CacheArg for C {
     #[inline(always)]
-    fn __cachet_cache(&self) -> &Cache {
+    fn __cache_aside_cache(&self) -> &Cache {
         self.as_ref()
     }
 }
@@ -393,7 +393,7 @@ impl<T, E> ResultTypes for Result<T, E> {
 
 /// Finds a [`Sharer`] when the error type `E` is `Clone + Send + Sync +
 /// 'static` (autoref specialization):
-/// `(&ShareProbe::<E>::NEW).__cachet_sharer()`.
+/// `(&ShareProbe::<E>::NEW).__cache_aside_sharer()`.
 pub struct ShareProbe<E>(PhantomData<fn() -> E>);
 
 impl<E> ShareProbe<E> {
@@ -404,12 +404,12 @@ impl<E> ShareProbe<E> {
 /// Chosen when the error can be cloned.
 pub trait ShareClone<E> {
     /// A sharer for `Result<T, E>`.
-    fn __cachet_sharer<T>(&self) -> Option<Sharer<Result<T, E>>>;
+    fn __cache_aside_sharer<T>(&self) -> Option<Sharer<Result<T, E>>>;
 }
 
 impl<E: Clone + Send + Sync + 'static> ShareClone<E> for ShareProbe<E> {
     #[inline]
-    fn __cachet_sharer<T>(&self) -> Option<Sharer<Result<T, E>>> {
+    fn __cache_aside_sharer<T>(&self) -> Option<Sharer<Result<T, E>>> {
         Some(Sharer {
             to_shared: |r| {
                 r.as_ref()
@@ -424,12 +424,12 @@ impl<E: Clone + Send + Sync + 'static> ShareClone<E> for ShareProbe<E> {
 /// The fallback: no sharing (the next waiter computes).
 pub trait ShareNone<E> {
     /// No sharer.
-    fn __cachet_sharer<T>(&self) -> Option<Sharer<Result<T, E>>>;
+    fn __cache_aside_sharer<T>(&self) -> Option<Sharer<Result<T, E>>>;
 }
 
 impl<E> ShareNone<E> for &ShareProbe<E> {
     #[inline]
-    fn __cachet_sharer<T>(&self) -> Option<Sharer<Result<T, E>>> {
+    fn __cache_aside_sharer<T>(&self) -> Option<Sharer<Result<T, E>>> {
         None
     }
 }

@@ -64,7 +64,7 @@ impl Breaker {
             let bypassed = self.bypassed.swap(0, Relaxed);
             tracing::info!(
                 bypassed_calls = bypassed,
-                "cachet: Redis answers again; caching resumed"
+                "cache-aside: Redis answers again; caching resumed"
             );
         }
     }
@@ -78,7 +78,7 @@ impl Breaker {
             let _ =
                 self.open_until
                     .compare_exchange(until, now + self.cooldown_ms, Relaxed, Relaxed);
-            tracing::debug!(error = %err, "cachet: Redis probe failed");
+            tracing::debug!(error = %err, "cache-aside: Redis probe failed");
         } else if n >= self.threshold {
             if self
                 .open_until
@@ -88,11 +88,11 @@ impl Breaker {
                 tracing::warn!(
                     error = %err,
                     consecutive_failures = n,
-                    "cachet: Redis unavailable; running cached functions uncached until it answers"
+                    "cache-aside: Redis unavailable; running cached functions uncached until it answers"
                 );
             }
         } else {
-            tracing::debug!(error = %err, consecutive_failures = n, "cachet: Redis operation failed");
+            tracing::debug!(error = %err, consecutive_failures = n, "cache-aside: Redis operation failed");
         }
     }
 

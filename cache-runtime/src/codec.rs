@@ -1,6 +1,6 @@
 //! Value codecs: how a cached value becomes the bytes stored in Redis.
 //!
-//! Three built-in codecs, each behind a cargo feature of the `cachet` crate:
+//! Three built-in codecs, each behind a cargo feature of the `cache-aside` crate:
 //!
 //! | codec | feature | notes |
 //! |---|---|---|
@@ -54,7 +54,7 @@ mod sealed {
 ///
 /// ```
 /// # #[cfg(feature = "postcard")] {
-/// use cachet_runtime::codec::{Codec, Postcard};
+/// use cache_aside_runtime::codec::{Codec, Postcard};
 ///
 /// let mut bytes = Vec::new();
 /// Postcard::encode(&("FRA", 1234_i64), &mut bytes).unwrap();
@@ -90,7 +90,7 @@ pub enum CodecKind {
 
 #[cfg(not(any(feature = "postcard", feature = "bincode", feature = "json")))]
 compile_error!(
-    "cachet needs a codec: enable one of the features `postcard` (default), `bincode`, `json`"
+    "cache-aside needs a codec: enable one of the features `postcard` (default), `bincode`, `json`"
 );
 
 impl Default for CodecKind {

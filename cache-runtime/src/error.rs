@@ -12,7 +12,7 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Config(msg) => write!(f, "cachet: invalid cache configuration: {msg}"),
+            Error::Config(msg) => write!(f, "cache-aside: invalid cache configuration: {msg}"),
         }
     }
 }

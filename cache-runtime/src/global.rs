@@ -15,9 +15,9 @@ static INSTALLED: OnceLock<Cache> = OnceLock::new();
 /// option do not use the installed cache.
 ///
 /// ```
-/// let cache = cachet::Cache::builder().memory().prefix("docs").build().unwrap();
-/// cachet::install(cache.clone());
-/// assert_eq!(cachet::installed().map(|c| c.prefix()), Some("docs"));
+/// let cache = cache_aside::Cache::builder().memory().prefix("docs").build().unwrap();
+/// cache_aside::install(cache.clone());
+/// assert_eq!(cache_aside::installed().map(|c| c.prefix()), Some("docs"));
 /// ```
 pub fn install(cache: Cache) -> bool {
     let mut fresh = false;
@@ -26,7 +26,7 @@ pub fn install(cache: Cache) -> bool {
         cache
     });
     if !fresh {
-        tracing::warn!("cachet::install called twice: keeping the first cache");
+        tracing::warn!("cache_aside::install called twice: keeping the first cache");
     }
     fresh
 }
@@ -42,7 +42,7 @@ pub(crate) fn installed_or_warn() -> Option<&'static Cache> {
     let cache = INSTALLED.get();
     if cache.is_none() && !WARNED.swap(true, Relaxed) {
         tracing::warn!(
-            "cachet: no cache installed (cachet::install) and no `cache = ...` option: \
+            "cache-aside: no cache installed (cache_aside::install) and no `cache = ...` option: \
              cached functions run uncached"
         );
     }

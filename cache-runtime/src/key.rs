@@ -58,7 +58,7 @@ use serde::ser::{self, Serializer};
 /// encoding, `#`, and 32 hex characters of a BLAKE3 hash of the whole encoding.
 ///
 /// ```
-/// use cachet_runtime::key::{MAX_ARGS_LEN, encode_args};
+/// use cache_aside_runtime::key::{MAX_ARGS_LEN, encode_args};
 ///
 /// let long = "x".repeat(1000);
 /// assert!(encode_args(&long).unwrap().len() <= MAX_ARGS_LEN);
@@ -80,7 +80,7 @@ const MAX_NAME_LEN: usize = 64;
 /// error (or a `Display` impl used through `collect_str` fails).
 ///
 /// ```
-/// use cachet_runtime::key::KeyError;
+/// use cache_aside_runtime::key::KeyError;
 /// use serde::ser::Error as _;
 ///
 /// let err = KeyError::custom("no");
@@ -97,7 +97,7 @@ impl KeyError {
     /// "cannot build a cache key" preamble of the `Display` output).
     ///
     /// ```
-    /// use cachet_runtime::key::KeyError;
+    /// use cache_aside_runtime::key::KeyError;
     /// use serde::ser::Error as _;
     ///
     /// assert_eq!(KeyError::custom("bad input").message(), "bad input");
@@ -127,7 +127,7 @@ impl ser::Error for KeyError {
 /// grammar), including the length bound of [`MAX_ARGS_LEN`].
 ///
 /// ```
-/// use cachet_runtime::key::encode_args;
+/// use cache_aside_runtime::key::encode_args;
 ///
 /// assert_eq!(encode_args(&("FRA", "JFK")).unwrap(), "FRA:JFK");
 /// assert_eq!(encode_args(&42u32).unwrap(), "42");
@@ -144,7 +144,7 @@ pub fn encode_args<K: Serialize + ?Sized>(args: &K) -> Result<String, KeyError> 
 /// them. On error, `out` is left as it was.
 ///
 /// ```
-/// use cachet_runtime::key::{entry_key_prefix, write_args};
+/// use cache_aside_runtime::key::{entry_key_prefix, write_args};
 ///
 /// let mut key = entry_key_prefix("app", "flights", 3);
 /// write_args(&mut key, &("FRA", "JFK")).unwrap();
@@ -199,7 +199,7 @@ fn internal_error() -> KeyError {
 /// error message (e.g. `"prefix"` or `"namespace"`).
 ///
 /// ```
-/// use cachet_runtime::key::validate_name;
+/// use cache_aside_runtime::key::validate_name;
 ///
 /// assert!(validate_name("namespace", "flights.v2").is_ok());
 /// let err = validate_name("prefix", "my app").unwrap_err();
@@ -239,7 +239,7 @@ fn is_name_char(c: char) -> bool {
 /// the prefix cannot either, so no argument can move a key to another slot.
 ///
 /// ```
-/// use cachet_runtime::key::entry_key_prefix;
+/// use cache_aside_runtime::key::entry_key_prefix;
 ///
 /// assert_eq!(entry_key_prefix("app", "users", 7), "app:{users}:v7:");
 /// ```
@@ -290,7 +290,7 @@ fn push_i64(out: &mut String, v: i64) {
 /// the same hash slot as the namespace's entries).
 ///
 /// ```
-/// use cachet_runtime::key::generation_key;
+/// use cache_aside_runtime::key::generation_key;
 ///
 /// assert_eq!(generation_key("app", "users"), "app:{users}:gen");
 /// ```

@@ -1,5 +1,5 @@
-//! The runtime of [cachet](https://docs.rs/cachet): everything that talks to
-//! Redis. Users depend on the `cachet` crate, which re-exports this one
+//! The runtime of [cache-aside](https://docs.rs/cache-aside): everything that talks to
+//! Redis. Users depend on the `cache-aside` crate, which re-exports this one
 //! together with the `#[cached]` and `#[invalidates]` attributes.
 //!
 //! * [`Cache`] / [`CacheBuilder`]: the Redis pool (deadpool-redis) or the

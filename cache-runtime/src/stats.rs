@@ -44,7 +44,7 @@ tokio::task_local! {
 ///
 /// ```
 /// # async fn demo() {
-/// use cachet::{cached, with_status, Status};
+/// use cache_aside::{cached, with_status, Status};
 ///
 /// #[cached(ns = "answer")]
 /// async fn answer() -> u32 { 42 }
@@ -236,7 +236,7 @@ impl Counts {
 /// and in total. From [`Cache::stats`](crate::Cache::stats).
 ///
 /// ```
-/// use cachet::Cache;
+/// use cache_aside::Cache;
 /// let cache = Cache::builder().memory().build().unwrap();
 /// let stats = cache.stats();
 /// assert_eq!(stats.total.hits, 0);

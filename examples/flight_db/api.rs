@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cachet::{Counts, with_status};
+use cache_aside::{Counts, with_status};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -375,18 +375,18 @@ async fn metrics(State(q): State<Queries>) -> Response {
         ),
     ];
     for (name, help, get) in series {
-        let _ = writeln!(out, "# HELP cachet_{name}_total {help}");
-        let _ = writeln!(out, "# TYPE cachet_{name}_total counter");
+        let _ = writeln!(out, "# HELP cache_aside_{name}_total {help}");
+        let _ = writeln!(out, "# TYPE cache_aside_{name}_total counter");
         for (ns, c) in &stats.namespaces {
-            let _ = writeln!(out, "cachet_{name}_total{{namespace=\"{ns}\"}} {}", get(c));
+            let _ = writeln!(out, "cache_aside_{name}_total{{namespace=\"{ns}\"}} {}", get(c));
         }
     }
-    let _ = writeln!(out, "# HELP cachet_hit_ratio Hits over calls since start.");
-    let _ = writeln!(out, "# TYPE cachet_hit_ratio gauge");
+    let _ = writeln!(out, "# HELP cache_aside_hit_ratio Hits over calls since start.");
+    let _ = writeln!(out, "# TYPE cache_aside_hit_ratio gauge");
     for (ns, c) in &stats.namespaces {
         let _ = writeln!(
             out,
-            "cachet_hit_ratio{{namespace=\"{ns}\"}} {:.4}",
+            "cache_aside_hit_ratio{{namespace=\"{ns}\"}} {:.4}",
             c.hit_ratio()
         );
     }

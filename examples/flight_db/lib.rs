@@ -15,7 +15,7 @@ pub mod queries;
 
 use std::time::Duration;
 
-use cachet::Cache;
+use cache_aside::Cache;
 
 pub use db::Db;
 pub use queries::Queries;

@@ -1,7 +1,7 @@
 //! The questions the service answers, each one cached with one attribute,
 //! and the writes that invalidate exactly the answers they change.
 
-use cachet::{Cache, cached, invalidates};
+use cache_aside::{Cache, cached, invalidates};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;

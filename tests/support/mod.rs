@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use cachet::Cache;
+use cache_aside::Cache;
 
 /// Waits (at most 10 s) until `c` answers a `PING`. A cache's first call
 /// waits at most the operation timeout for its connection and otherwise
@@ -126,7 +126,7 @@ pub fn scratch_dir(kind: &str) -> std::path::PathBuf {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let dir = std::env::temp_dir().join(format!(
-        "cachet-{kind}-{}-{}-{nanos}",
+        "cache-aside-{kind}-{}-{}-{nanos}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ));

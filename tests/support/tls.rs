@@ -228,7 +228,7 @@ impl Drop for TlsRedis {
 /// 127.0.0.1, ::1 and localhost), `client.crt`/`client.key`, all signed by
 /// the CA, and `other-ca.crt`, a CA that signed nothing.
 fn make_certificates(dir: &Path) {
-    for (name, cn) in [("ca", "cachet test CA"), ("other-ca", "cachet other CA")] {
+    for (name, cn) in [("ca", "cache-aside test CA"), ("other-ca", "cache-aside other CA")] {
         openssl(
             dir,
             &[
@@ -263,7 +263,7 @@ fn make_certificates(dir: &Path) {
         ),
         (
             "client",
-            "cachet test client",
+            "cache-aside test client",
             "extendedKeyUsage=clientAuth\n",
         ),
     ];

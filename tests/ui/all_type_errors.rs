@@ -1,5 +1,5 @@
 // Several independent type errors: each is reported once, at its token.
-use cachet::cached;
+use cache_aside::cached;
 
 struct Db;
 struct Flight;

@@ -1,4 +1,4 @@
-use cachet::cached;
+use cache_aside::cached;
 
 #[cached(early_refresh = 0.0)]
 async fn routes(from: String) -> Vec<String> {

@@ -1,4 +1,4 @@
-use cachet::cached;
+use cache_aside::cached;
 
 // `local` takes how long a hit stays in this process, or `false`.
 #[cached(local = true)]

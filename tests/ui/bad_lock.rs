@@ -1,4 +1,4 @@
-use cachet::cached;
+use cache_aside::cached;
 
 #[cached(lock = "no")]
 async fn routes(from: String) -> Vec<String> {

@@ -1,4 +1,4 @@
-use cachet::cached;
+use cache_aside::cached;
 
 #[cached(ns = "bad ns")]
 async fn f() -> u32 {

@@ -1,4 +1,4 @@
-use cachet::cached;
+use cache_aside::cached;
 
 #[cached(stale = "a while")]
 async fn routes(from: String) -> Vec<String> {

@@ -1,4 +1,4 @@
-use cachet::cached;
+use cache_aside::cached;
 
 #[cached(ttl = "5 minutes please")]
 async fn f() -> u32 {

@@ -1,4 +1,4 @@
-use cachet::cached;
+use cache_aside::cached;
 
 #[cached(version = -1)]
 async fn f() -> u32 {

@@ -1,4 +1,4 @@
-use cachet::{Cache, cached};
+use cache_aside::{Cache, cached};
 
 struct Repo {
     cache: Cache,

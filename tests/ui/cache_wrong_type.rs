@@ -1,4 +1,4 @@
-use cachet::cached;
+use cache_aside::cached;
 
 #[cached(cache = 5)]
 async fn f() -> u32 {

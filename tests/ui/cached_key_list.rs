@@ -1,4 +1,4 @@
-use cachet::cached;
+use cache_aside::cached;
 
 #[cached(key(cod))]
 async fn f(code: &str) -> u32 {

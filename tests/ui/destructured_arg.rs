@@ -1,4 +1,4 @@
-use cachet::cached;
+use cache_aside::cached;
 
 #[cached]
 async fn f((a, b): (u32, u32)) -> u32 {

@@ -1,4 +1,4 @@
-use cachet::cached;
+use cache_aside::cached;
 
 #[cached]
 async fn f<T: Clone>(x: T) -> u32 {

@@ -1,4 +1,4 @@
-use cachet::invalidates;
+use cache_aside::invalidates;
 
 #[invalidates("airport", "flight_count", key(code))]
 async fn f(code: &str) {

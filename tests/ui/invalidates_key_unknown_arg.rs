@@ -1,4 +1,4 @@
-use cachet::invalidates;
+use cache_aside::invalidates;
 
 #[invalidates(ns = "airport", key(cod))]
 async fn f(code: &str) {

@@ -1,4 +1,4 @@
-use cachet::cached;
+use cache_aside::cached;
 
 struct Db;
 

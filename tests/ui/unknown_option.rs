@@ -1,4 +1,4 @@
-use cachet::cached;
+use cache_aside::cached;
 
 #[cached(tll = "5m")]
 async fn f() -> u32 {

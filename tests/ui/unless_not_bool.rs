@@ -1,4 +1,4 @@
-use cachet::cached;
+use cache_aside::cached;
 
 #[cached(unless = |v: &u32| *v)]
 async fn f() -> u32 {

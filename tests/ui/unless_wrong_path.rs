@@ -1,4 +1,4 @@
-use cachet::cached;
+use cache_aside::cached;
 
 #[cached(unless = Option::is_none)]
 async fn f() -> u32 {

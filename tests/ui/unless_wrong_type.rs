@@ -1,4 +1,4 @@
-use cachet::cached;
+use cache_aside::cached;
 
 #[cached(unless = |v: &String| v.is_empty())]
 async fn f() -> u32 {

@@ -227,7 +227,7 @@ impl Handle {
         // one, on which the handle was used before, may have shut down since.
         let here = tokio::runtime::Handle::try_current()
             .map_err(|_| {
-                redis::RedisError::from((redis::ErrorKind::Client, "cachet needs a tokio runtime"))
+                redis::RedisError::from((redis::ErrorKind::Client, "cache-aside needs a tokio runtime"))
             })?
             .id();
         let deadline = match deadline {
@@ -366,7 +366,7 @@ impl RedisBackend {
             let url = cfg.urls.first().map_or("", String::as_str);
             let conn_config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(cfg.connect_timeout))
-                // Bounded per command by cachet (`Handle::get`, `run`).
+                // Bounded per command by cache-aside (`Handle::get`, `run`).
                 .set_response_timeout(None);
             let info = node_info(url, root_cert)?;
             (Mode::Node { info, conn_config }, cfg.connections.max(1))
@@ -504,7 +504,7 @@ impl RedisBackend {
         {
             *w = None;
             self.shared.slots[slot].current.store(0, Relaxed);
-            tracing::debug!(slot, error = %err, "cachet: dropped a broken Redis connection");
+            tracing::debug!(slot, error = %err, "cache-aside: dropped a broken Redis connection");
         }
     }
 
@@ -536,7 +536,7 @@ impl RedisBackend {
         }
         // The next attempt no sooner than `replace_after` from now.
         shared.last_ok_ms.store(now, Relaxed);
-        tracing::debug!(error = %err, "cachet: replacing the Redis Cluster connection");
+        tracing::debug!(error = %err, "cache-aside: replacing the Redis Cluster connection");
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
             let epoch = shared.epoch.fetch_add(1, Relaxed) + 1;
@@ -561,7 +561,7 @@ impl RedisBackend {
         if published == 0 && !self.shared.notice_refused.swap(true, Relaxed) {
             tracing::error!(
                 channel = notice.channel,
-                "cachet: Redis refused to publish an invalidation notice (ACL): \
+                "cache-aside: Redis refused to publish an invalidation notice (ACL): \
                  processes allowed to subscribe may serve invalidated entries from their \
                  views and local tiers; grant every cache user `&<prefix>:*`"
             );
@@ -623,7 +623,7 @@ impl Shared {
             Mode::Cluster { client } => match client.get_async_connection().await {
                 Ok(c) => Ok(Conn::Cluster(c)),
                 Err(e) => {
-                    tracing::debug!(error = %e, "cachet: cannot connect to the Redis Cluster");
+                    tracing::debug!(error = %e, "cache-aside: cannot connect to the Redis Cluster");
                     Err(e.into())
                 }
             },
@@ -656,7 +656,7 @@ impl Shared {
             .build()
             .map_err(|_| BackendError::Unavailable("cannot build a Redis connection pool"))?;
         let obj = pool.get().await.map_err(|e| {
-            tracing::debug!(slot = i, error = %e, "cachet: cannot connect to Redis");
+            tracing::debug!(slot = i, error = %e, "cache-aside: cannot connect to Redis");
             BackendError::Unavailable(pool_error(&e))
         })?;
         let mut conn = deadpool_redis::Connection::take(obj);
@@ -668,7 +668,7 @@ impl Shared {
             Err(e) => {
                 if !self.refused.swap(true, Relaxed) {
                     tracing::warn!(channel = self.hub.channel(), error = %e,
-                        "cachet: cannot subscribe to the invalidation channel: the local tier stays off \
+                        "cache-aside: cannot subscribe to the invalidation channel: the local tier stays off \
                          and hits read the generation too (an ACL needs `&<prefix>:*`)");
                 }
             }
@@ -688,11 +688,11 @@ fn check_tls(urls: &[String], root_cert: Option<&[u8]>) -> std::result::Result<(
     let tls = urls.iter().any(|u| is_tls_url(u));
     if tls && !cfg!(feature = "tls") {
         return Err(
-            "a `rediss://` URL needs TLS support: enable the `tls` feature of cachet".into(),
+            "a `rediss://` URL needs TLS support: enable the `tls` feature of cache-aside".into(),
         );
     }
     if root_cert.is_some() && !cfg!(feature = "tls") {
-        return Err("tls_root_cert needs the `tls` feature of cachet".into());
+        return Err("tls_root_cert needs the `tls` feature of cache-aside".into());
     }
     if root_cert.is_some() && !urls.iter().all(|u| is_tls_url(u)) {
         return Err("tls_root_cert needs `rediss://` URLs".into());

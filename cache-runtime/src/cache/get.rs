@@ -176,7 +176,7 @@ impl Cache {
                         if corrupt {
                             tracing::debug!(
                                 key = entry_key,
-                                "cachet: foreign bytes under a cache key; recomputing"
+                                "cache-aside: foreign bytes under a cache key; recomputing"
                             );
                             bump(&state.counters.decode_errors);
                         }
@@ -220,7 +220,7 @@ impl Cache {
         let entry_key = match entry_key {
             Ok(k) => k,
             Err(e) => {
-                tracing::warn!(namespace = ns, error = %e, "cachet: the call bypasses the cache");
+                tracing::warn!(namespace = ns, error = %e, "cache-aside: the call bypasses the cache");
                 bump(&state.counters.errors);
                 return bypass(Some(&state), fut).await;
             }
@@ -322,7 +322,7 @@ impl Cache {
                             return (shape.from_value)(value);
                         }
                         Err(e) => {
-                            tracing::debug!(key = %entry_key, error = %e, "cachet: stored value does not decode; recomputing");
+                            tracing::debug!(key = %entry_key, error = %e, "cache-aside: stored value does not decode; recomputing");
                             bump(&state.counters.decode_errors);
                         }
                     }
@@ -660,7 +660,7 @@ impl Cache {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(key = entry_key, error = %e, "cachet: value does not encode; not stored");
+                    tracing::warn!(key = entry_key, error = %e, "cache-aside: value does not encode; not stored");
                     bump(&state.counters.errors);
                 }
             }
@@ -707,7 +707,7 @@ impl Cache {
             tracing::debug!(
                 key = entry_key,
                 ?elapsed,
-                "cachet: not stored: computed for longer than the invalidation guard"
+                "cache-aside: not stored: computed for longer than the invalidation guard"
             );
             bump(&state.counters.stores_rejected);
             return false;
@@ -717,7 +717,7 @@ impl Cache {
             tracing::debug!(
                 key = entry_key,
                 bytes = tail.len(),
-                "cachet: value larger than max_value_bytes; not stored"
+                "cache-aside: value larger than max_value_bytes; not stored"
             );
             bump(&state.counters.stores_rejected);
             return false;

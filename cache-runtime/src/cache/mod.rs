@@ -36,7 +36,7 @@ pub use get::Sharer;
 ///
 /// ```
 /// # async fn demo() {
-/// use cachet::Cache;
+/// use cache_aside::Cache;
 /// use std::time::Duration;
 ///
 /// let cache = Cache::builder().memory().prefix("docs").build().unwrap();
@@ -81,7 +81,7 @@ impl Inner {
         if e.is_outage() {
             self.breaker.failure(e);
         } else {
-            tracing::debug!(error = %e, "cachet: Redis command failed");
+            tracing::debug!(error = %e, "cache-aside: Redis command failed");
         }
     }
 }
@@ -190,12 +190,12 @@ pub enum Invalidation {
 
 impl Cache {
     /// A builder with the defaults: Redis at `$REDIS_URL` (else
-    /// `redis://127.0.0.1:6379`), prefix `cachet`, TTL 5 minutes, operation
+    /// `redis://127.0.0.1:6379`), prefix `cache-aside`, TTL 5 minutes, operation
     /// timeout 100 ms, postcard codec.
     ///
     /// ```
     /// use std::time::Duration;
-    /// let cache = cachet::Cache::builder()
+    /// let cache = cache_aside::Cache::builder()
     ///     .redis_url("redis://127.0.0.1:6379")
     ///     .prefix("flightdb")
     ///     .default_ttl(Duration::from_secs(300))
@@ -224,7 +224,7 @@ impl Cache {
     ///
     /// ```
     /// # async fn demo() {
-    /// let cache = cachet::Cache::builder().memory().build().unwrap();
+    /// let cache = cache_aside::Cache::builder().memory().build().unwrap();
     /// let airports = cache.namespace("airport");
     /// let name: String = airports.get_or_compute(&"FRA", async { "Frankfurt".to_string() }).await;
     /// assert_eq!(name, "Frankfurt");
@@ -247,7 +247,7 @@ impl Cache {
     /// with `redis-cli`.
     ///
     /// ```
-    /// let cache = cachet::Cache::builder().memory().prefix("flightdb").build().unwrap();
+    /// let cache = cache_aside::Cache::builder().memory().prefix("flightdb").build().unwrap();
     /// let key = cache.entry_key("flight_count", 1, &("FRA", "JFK")).unwrap();
     /// assert_eq!(key, "flightdb:{flight_count}:v1:FRA:JFK");
     /// ```
@@ -295,7 +295,7 @@ impl Cache {
     ///
     /// ```
     /// # async fn demo() {
-    /// let cache = cachet::Cache::builder().memory().build().unwrap();
+    /// let cache = cache_aside::Cache::builder().memory().build().unwrap();
     /// assert!(cache.ping().await.is_ok());
     /// # }
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo());
@@ -354,7 +354,7 @@ impl Cache {
             return Some(Arc::clone(s));
         }
         if let Err(msg) = key::validate_name("namespace", ns) {
-            tracing::error!("cachet: {msg}; the call bypasses the cache");
+            tracing::error!("cache-aside: {msg}; the call bypasses the cache");
             return None;
         }
         let mut map = self
@@ -486,7 +486,7 @@ impl Cache {
             q.worker = true;
             tracing::warn!(
                 namespace = %state.name,
-                "cachet: invalidation could not reach Redis; queued and retrying in the background"
+                "cache-aside: invalidation could not reach Redis; queued and retrying in the background"
             );
             let cache = self.clone();
             tokio::spawn(async move { cache.retry_worker().await });
@@ -516,7 +516,7 @@ impl Cache {
                 let mut q = lock(&inner.retry);
                 if sent {
                     bump(&p.state.counters.invalidations);
-                    tracing::info!(namespace = %name, "cachet: queued namespace invalidation landed");
+                    tracing::info!(namespace = %name, "cache-aside: queued namespace invalidation landed");
                     if q.namespaces.get(&name).is_some_and(|cur| cur.seq == p.seq) {
                         q.namespaces.remove(&name);
                         p.state.pending_namespace.store(false, Relaxed);
@@ -528,7 +528,7 @@ impl Cache {
                     p.state.pending_namespace.store(false, Relaxed);
                     bump(&p.state.counters.invalidations_dropped);
                     tracing::error!(namespace = %name, retry_for = ?inner.retry_for,
-                        "cachet: gave up a queued namespace invalidation; its entries expire by their TTL");
+                        "cache-aside: gave up a queued namespace invalidation; its entries expire by their TTL");
                 }
             }
             for (key, p) in keys {
@@ -541,7 +541,7 @@ impl Cache {
                 } else if p.since.elapsed() >= inner.retry_for && current {
                     bump(&p.state.counters.invalidations_dropped);
                     tracing::error!(key = %key, retry_for = ?inner.retry_for,
-                        "cachet: gave up a queued key invalidation; the entry expires by its TTL");
+                        "cache-aside: gave up a queued key invalidation; the entry expires by its TTL");
                 } else {
                     continue;
                 }
@@ -662,7 +662,7 @@ impl<T: ?Sized, F: Fn(&T) -> bool> Filter<T> for F {
 /// ```
 /// # async fn demo() -> Result<(), std::io::Error> {
 /// use std::time::Duration;
-/// let cache = cachet::Cache::builder().memory().build().unwrap();
+/// let cache = cache_aside::Cache::builder().memory().build().unwrap();
 /// let top = cache
 ///     .namespace("top_routes")
 ///     .ttl(Duration::from_secs(30))
@@ -751,7 +751,7 @@ impl<'c, U> Namespace<'c, U> {
     /// ```
     /// # async fn demo() {
     /// use std::time::Duration;
-    /// let cache = cachet::Cache::builder().memory().build().unwrap();
+    /// let cache = cache_aside::Cache::builder().memory().build().unwrap();
     /// let airports = cache.namespace("airport").local(Duration::from_secs(10));
     /// let name: String = airports.get_or_compute(&"FRA", async { "Frankfurt".into() }).await;
     /// // Served from this process's memory, no round trip:
@@ -871,7 +871,7 @@ impl Cache {
             Err(e) => {
                 // No key can be built, so no entry can exist under one: but
                 // be safe and drop the whole namespace.
-                tracing::warn!(namespace = ns, error = %e, "cachet: invalidating the whole namespace");
+                tracing::warn!(namespace = ns, error = %e, "cache-aside: invalidating the whole namespace");
                 self.invalidate_namespace(&state).await
             }
         }
@@ -909,7 +909,7 @@ impl Default for CacheBuilder {
             cluster: None,
             tls_root_cert: None,
             memory: false,
-            prefix: "cachet".into(),
+            prefix: "cache-aside".into(),
             default_ttl: Duration::from_secs(300),
             op_timeout: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(1),
@@ -973,7 +973,7 @@ impl CacheBuilder {
     /// call; [`connections`](Self::connections) does not apply.
     ///
     /// ```
-    /// let cache = cachet::Cache::builder()
+    /// let cache = cache_aside::Cache::builder()
     ///     .cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"])
     ///     .prefix("flightdb")
     ///     .build()
@@ -995,10 +995,10 @@ impl CacheBuilder {
     ///
     /// ```no_run
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let cache = cachet::Cache::builder()
-    ///     .redis_url("rediss://cachet:secret@redis.internal:6380")
+    /// let cache = cache_aside::Cache::builder()
+    ///     .redis_url("rediss://cache-aside:secret@redis.internal:6380")
     ///     .tls_root_cert(std::fs::read("/etc/redis/ca.crt")?)
-    ///     .build()?; // cachet = { features = ["tls"] }
+    ///     .build()?; // cache-aside = { features = ["tls"] }
     /// # Ok(())
     /// # }
     /// ```
@@ -1014,7 +1014,7 @@ impl CacheBuilder {
         self
     }
 
-    /// Key prefix (default `cachet`): 1 to 64 characters of `[A-Za-z0-9_.-]`.
+    /// Key prefix (default `cache-aside`): 1 to 64 characters of `[A-Za-z0-9_.-]`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -1100,7 +1100,7 @@ impl CacheBuilder {
     ///
     /// ```
     /// use std::time::Duration;
-    /// let cache = cachet::Cache::builder()
+    /// let cache = cache_aside::Cache::builder()
     ///     .local(Duration::from_secs(5))
     ///     .local_capacity(16 << 20)
     ///     .build()
@@ -1139,7 +1139,7 @@ impl CacheBuilder {
         let clustered = !self.memory && self.cluster.is_some();
         if clustered && self.local_ttl.is_some_and(|t| !t.is_zero()) {
             tracing::warn!(
-                "cachet: the local tier is off in Redis Cluster mode (see CacheBuilder::cluster)"
+                "cache-aside: the local tier is off in Redis Cluster mode (see CacheBuilder::cluster)"
             );
         }
         let hub = Arc::new(Hub::new(

@@ -5,7 +5,7 @@
 
 use std::marker::PhantomData;
 
-use cachet::{Cache, cached, invalidates};
+use cache_aside::{Cache, cached, invalidates};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
