@@ -370,7 +370,7 @@ fn expand_cached(args: CachedArgs, func: Func) -> syn::Result<TokenStream> {
             let #call = {
                 #key_support
                 static __CACHE_ASIDE_SLOT: #krate::__private::NsSlot = #krate::__private::NsSlot::new();
-                #krate::__private::call_at(&__CACHE_ASIDE_SLOT, #cache, #ns, #version, #key_expr)
+                #krate::__private::call(::core::option::Option::Some(&__CACHE_ASIDE_SLOT), #cache, #ns, #version, #key_expr)
             };
             // `unless` is passed in braces, for one error span (see `__private::unless_arg`).
             #[allow(unused_braces)]
@@ -436,7 +436,7 @@ fn expand_invalidates(args: InvalidatesArgs, func: Func) -> syn::Result<TokenStr
                 quote! {
                     let #target = {
                         #key_support
-                        #krate::__private::call(#cache_var, #ns, #version, #key_expr)
+                        #krate::__private::call(::core::option::Option::None, #cache_var, #ns, #version, #key_expr)
                     };
                 },
                 quote!(#target.invalidate().await;),

@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use crate::sync::lock;
+
 /// What a leader hands its followers.
 pub(crate) enum Outcome {
     /// The value, encoded with the cache's codec.
@@ -65,7 +67,7 @@ pub(crate) enum Role<'a> {
 
 impl Flights {
     pub(crate) fn join(&self, key: &str) -> Role<'_> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.map);
         if let Some(tx) = map.get(key)
             && tx.borrow().is_none()
         {
@@ -93,7 +95,7 @@ pub(crate) struct Leader<'a> {
 impl Leader<'_> {
     /// Also lead the flight under `key` (the lease this leader wrote).
     pub(crate) fn alias(&mut self, key: String) {
-        let mut map = self.flights.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.flights.map);
         map.entry(key.clone()).or_insert_with(|| self.tx.clone());
         self.keys.push(key);
     }
@@ -112,7 +114,7 @@ impl Leader<'_> {
             return;
         }
         self.done = true;
-        let mut map = self.flights.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.flights.map);
         for key in &self.keys {
             if map.get(key).is_some_and(|tx| tx.same_channel(&self.tx)) {
                 map.remove(key);

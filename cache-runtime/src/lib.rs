@@ -1,34 +1,48 @@
-//! The runtime of [cache-aside](https://docs.rs/cache-aside): everything that talks to
-//! Redis. Users depend on the `cache-aside` crate, which re-exports this one
-//! together with the `#[cached]` and `#[invalidates]` attributes.
+//! The runtime of [cache-aside](https://docs.rs/cache-aside): everything that
+//! talks to Redis. Users depend on the `cache-aside` crate, which re-exports
+//! this one together with the `#[cached]` and `#[invalidates]` attributes.
 //!
-//! * [`Cache`] / [`CacheBuilder`]: the Redis pool (deadpool-redis) or the
-//!   in-process memory backend, prefix, TTL, timeouts, codec.
+//! * [`Cache`] / [`CacheBuilder`]: the Redis connections (or the in-process
+//!   memory backend), prefix, TTL, timeouts, codec.
 //! * [`Namespace`]: get-or-compute and invalidation by hand (what the macros
 //!   expand to).
 //! * [`with_status`] / [`Status`]: did a call hit the cache?
 //! * [`Stats`]: hits, misses, errors and hit ratio per namespace.
 //! * [`key`]: the stable, injective key encoding; [`codec`]: value codecs.
+//!
+//! # Map
+//!
+//! The modules form a straight line of layers; each may use those before
+//! it, never one after it (`ARCHITECTURE.md` has the whole map):
+//! the storage format (`key`, `entry`, `codec`) and small leaves (`sync`,
+//! `error`, `stats`, `breaker`, `flight`, `local`), then `coherence` (the
+//! invalidation channel, generation views, local-tier epochs; it knows no
+//! `Cache`), then `backend` (Redis and memory behind one trait), then
+//! `cache` (the handle, the builder, one call's lookup, invalidation), and
+//! last `global` and `__private` (what the macros expand to). A hit is
+//! served in `cache/lookup.rs` (`Lookup::run`): the local tier, then one
+//! `GET` (`backend/redis/mod.rs`, `fetch`), judged by `entry::classify`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod backend;
 mod breaker;
 mod cache;
-mod channel;
 pub mod codec;
+mod coherence;
 mod entry;
 mod error;
 mod flight;
-#[cfg(test)]
-mod fuzz_tests;
 mod global;
 pub mod key;
 mod local;
 mod stats;
+#[cfg(test)]
+mod strategies;
+mod sync;
 
-pub use cache::{Cache, CacheBuilder, Filter, Invalidation, Namespace, NoFilter, Unreachable};
-pub use error::Error;
+pub use cache::{Cache, CacheBuilder, Filter, Invalidation, Namespace, NoFilter};
+pub use error::{Error, NameProblem, TlsProblem, Unreachable};
 pub use global::{install, installed};
 pub use stats::{Counts, Stats, Status, with_status};
 

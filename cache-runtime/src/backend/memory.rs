@@ -65,9 +65,7 @@ pub(crate) struct MemoryBackend {
 
 impl MemoryBackend {
     fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
-        // A poisoned lock means a panic elsewhere while holding it; the map
-        // itself is always consistent, so keep serving.
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.map)
     }
 }
 

@@ -6,9 +6,8 @@
 
 pub(crate) mod memory;
 pub(crate) mod redis;
-pub(crate) mod spare;
 
-use std::fmt;
+use std::borrow::Cow;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -64,7 +63,7 @@ pub(crate) enum Acquire {
 }
 
 /// The message an invalidation publishes (in the same script), for the
-/// other processes' generation views and local tiers (see `channel.rs`).
+/// other processes' generation views and local tiers (see `coherence`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Notice<'a> {
     pub channel: &'a str,
@@ -86,21 +85,18 @@ pub(crate) struct Store<'a> {
     pub tail: &'a [u8],
 }
 
-#[derive(Debug)]
+/// A Redis operation that did not complete.
+#[derive(Debug, thiserror::Error)]
 pub(crate) enum BackendError {
+    /// Redis answered with an error, or the connection failed.
+    #[error("{0}")]
     Redis(::redis::RedisError),
+    /// No answer within the operation timeout.
+    #[error("operation timed out")]
     Timeout,
-    Unavailable(&'static str),
-}
-
-impl fmt::Display for BackendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BackendError::Redis(e) => write!(f, "{e}"),
-            BackendError::Timeout => f.write_str("operation timed out"),
-            BackendError::Unavailable(why) => f.write_str(why),
-        }
-    }
+    /// No connection (the reason, with the server's words if it gave any).
+    #[error("{0}")]
+    Unavailable(Cow<'static, str>),
 }
 
 impl From<::redis::RedisError> for BackendError {
@@ -136,7 +132,7 @@ pub(crate) type Result<T> = std::result::Result<T, BackendError>;
 pub(crate) trait Backend: Send + Sync {
     /// The entry and the generation, in one round trip. `views` are the
     /// namespace's generation views, one per connection slot (see
-    /// `channel.rs`): while one is known, only the entry is read.
+    /// `coherence`): while one is known, only the entry is read.
     fn fetch(
         &self,
         entry_key: &str,

@@ -34,50 +34,19 @@
 //!   TTL plus the stale-while-revalidate window. `compute_ms` feeds early
 //!   refresh (XFetch).
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(test)]
+mod proptests;
+mod token;
+
+pub(crate) use token::{TOKEN_LEN, Token, token, token_bytes, token_value, unit_random};
 
 pub(crate) const ENTRY_MAGIC: u8 = 0xCA;
 pub(crate) const TOMBSTONE_MAGIC: u8 = 0xCB;
 pub(crate) const LEASE_MAGIC: u8 = 0xCC;
 pub(crate) const LEASE_LEN: usize = 1 + TOKEN_LEN + 8;
-pub(crate) const TOKEN_LEN: usize = 16;
 /// magic + generation + nonce: what identifies one stored entry.
 pub(crate) const IDENTITY_LEN: usize = 1 + 2 * TOKEN_LEN;
 pub(crate) const HEADER_LEN: usize = IDENTITY_LEN + 8 + 4;
-
-/// A 64-bit random token as 16 lowercase hex digits.
-pub(crate) type Token = [u8; TOKEN_LEN];
-
-/// A fresh random token: a per-process seed from the OS, advanced with
-/// splitmix64 (unique within a process, unpredictable across processes).
-pub(crate) fn token() -> Token {
-    static SEED: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = *SEED.get_or_init(|| {
-        let mut bytes = [0u8; 8];
-        if getrandom::fill(&mut bytes).is_err() {
-            // No OS randomness: fall back to time and pid, still unique per process.
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            bytes = (nanos ^ (u64::from(std::process::id()) << 32)).to_le_bytes();
-        }
-        u64::from_le_bytes(bytes)
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut z = seed.wrapping_add(n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    let mut out = [0u8; TOKEN_LEN];
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = HEX[((z >> (60 - 4 * i)) & 0xF) as usize];
-    }
-    out
-}
 
 /// What a read found under an entry key, judged against the namespace generation.
 #[derive(Debug, PartialEq, Eq)]
@@ -191,20 +160,6 @@ pub(crate) fn lease_expiry(bytes: &[u8]) -> u64 {
         .map_or(0, u64::from_be_bytes)
 }
 
-/// A uniform random number in (0, 1].
-pub(crate) fn unit_random() -> f64 {
-    let t = token();
-    let mut x = 0u64;
-    for &c in &t {
-        let nibble = match c {
-            b'0'..=b'9' => c - b'0',
-            _ => c - b'a' + 10,
-        };
-        x = (x << 4) | u64::from(nibble);
-    }
-    ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-}
-
 /// A fresh tombstone for a key invalidation.
 pub(crate) fn tombstone() -> Vec<u8> {
     let mut t = Vec::with_capacity(1 + TOKEN_LEN);
@@ -238,19 +193,6 @@ mod tests {
             expires_at_ms: 1_700_000_000_000,
             compute_ms: 41,
         }
-    }
-
-    #[test]
-    fn tokens_are_hex_and_distinct() {
-        let a = token();
-        let b = token();
-        assert_ne!(a, b);
-        assert!(
-            a.iter()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        );
-        let many: std::collections::HashSet<_> = (0..10_000).map(|_| token()).collect();
-        assert_eq!(many.len(), 10_000);
     }
 
     #[test]
@@ -338,9 +280,5 @@ mod tests {
                 leased: false
             }
         );
-        for _ in 0..1000 {
-            let r = unit_random();
-            assert!(r > 0.0 && r <= 1.0, "{r}");
-        }
     }
 }

@@ -41,7 +41,7 @@ thread_local! {
 /// The slots of a dropped cache: their spares are dropped by every thread
 /// the next time it lends or returns a connection.
 pub(crate) fn retire(slots: impl IntoIterator<Item = u64>) {
-    let mut r = RETIRED.lock().unwrap_or_else(|p| p.into_inner());
+    let mut r = crate::sync::lock(&RETIRED);
     r.extend(slots);
     RETIREMENTS.fetch_add(1, Relaxed);
 }
@@ -53,7 +53,7 @@ fn sweep_retired<C>(list: &mut Vec<Spare<C>>) {
     if SWEPT.try_with(Cell::get).ok() == Some(now) {
         return;
     }
-    let retired = RETIRED.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let retired = crate::sync::lock(&RETIRED).clone();
     list.retain(|x| !retired.contains(&x.slot));
     let _ = SWEPT.try_with(|s| s.set(now));
 }
@@ -173,7 +173,7 @@ pub(crate) fn lend<'a, C: 'static>(
 macro_rules! spares {
     ($name:ident, $c:ty) => {
         thread_local! {
-            static $name: std::cell::RefCell<Vec<$crate::backend::spare::Spare<$c>>> =
+            static $name: std::cell::RefCell<Vec<$crate::backend::redis::spare::Spare<$c>>> =
                 const { std::cell::RefCell::new(Vec::new()) };
         }
     };

@@ -1,0 +1,308 @@
+//! The Redis backend: the protocol's reads and scripts over kept
+//! multiplexed RESP3 connections (one server) or one redis-rs cluster
+//! connection (Redis Cluster).
+//!
+//! | file | job |
+//! |---|---|
+//! | `mod.rs` | [`RedisBackend`]: the [`Backend`] operations, each one command or script |
+//! | `config.rs` | URLs, RESP3, timeouts, TLS: how connections are made; password redaction |
+//! | `conn.rs` | the kept connections: slots, background reconnects, cluster repair |
+//! | `handle.rs` | one borrowed connection, and the hit's `GET` with its reused timer |
+//! | `spare.rs` | per-thread spare clones of the kept connections |
+//! | `push.rs` | the push handler: channel messages to the coherence layer |
+//! | `scripts.rs`, `*.lua` | the Lua scripts of the protocol |
+//!
+//! **Cluster mode** keeps one slot holding one redis-rs `ClusterConnection`
+//! (one multiplexed connection per node behind a routing task, cheap to
+//! clone), made with `ClusterClientBuilder` and its connect, response and
+//! overall timeouts, so no call waits longer than the operation timeout.
+//! deadpool-redis's `cluster` feature is not used: its `Manager` takes no
+//! timeouts, retries or TLS certificates, and its recycle `PING`s every
+//! master on each `pool.get()`. Every key a command or script touches carries
+//! the namespace's hash tag (`prefix:{ns}:...`), so an `MGET` of entry and
+//! generation, and every script, run on the one master of that slot (never
+//! `CROSSSLOT`). The cluster connection does not deliver pushes in order with
+//! replies (they take a channel of their own inside redis-rs), so it does not
+//! subscribe: generation views and the local tier stay off (see
+//! `coherence`), and every hit reads entry and generation with one `MGET`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::time::Duration;
+
+use super::{Acquire, Backend, BackendError, Expect, Fetched, Notice, Result, Store};
+use crate::coherence::Hub;
+use crate::entry::{self, Token, token_bytes, token_value};
+use crate::error::Error;
+use conn::{Borrowed, Connections, millis};
+use handle::bounded;
+use scripts::Scripts;
+
+mod config;
+mod conn;
+mod handle;
+mod push;
+mod scripts;
+mod spare;
+
+pub(crate) use config::{RedisConfig, redact};
+
+pub(crate) struct RedisBackend {
+    conns: Connections,
+    scripts: Scripts,
+    /// A notice was refused once (logged once).
+    notice_refused: AtomicBool,
+}
+
+impl RedisBackend {
+    /// Checks the URL(s) and sets the connections up; no I/O.
+    pub(crate) fn new(cfg: RedisConfig, hub: Arc<Hub>) -> std::result::Result<Self, Error> {
+        let (mode, n) = cfg.mode()?;
+        Ok(RedisBackend {
+            conns: Connections::new(mode, n, hub, cfg.connect_timeout, cfg.op_timeout),
+            scripts: Scripts::new(),
+            notice_refused: AtomicBool::new(false),
+        })
+    }
+
+    /// The invalidation landed but Redis refused its notice (an ACL without
+    /// the channel). Processes that can subscribe would keep their views and
+    /// local tiers: say so, loudly, once.
+    fn notice_refused(&self, published: i64, notice: Notice<'_>) {
+        if published == 0 && !self.notice_refused.swap(true, Relaxed) {
+            tracing::error!(
+                channel = notice.channel,
+                "cache-aside: Redis refused to publish an invalidation notice (ACL): \
+                 processes allowed to subscribe may serve invalidated entries from their \
+                 views and local tiers; grant every cache user `&<prefix>:*`"
+            );
+        }
+    }
+
+    /// Runs one command or script on a lent connection, bounded by the
+    /// operation timeout (node connections have no response timeout of
+    /// their own, see `handle.rs`).
+    async fn run<'a, T, F, Fut>(&'a self, op: F) -> Result<T>
+    where
+        F: FnOnce(Borrowed<'a>) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let (slot, conn) = self.conns.lend().await?;
+        let epoch = conn.epoch();
+        match bounded(self.conns.op_timeout(), op(conn)).await {
+            Ok(v) => {
+                self.conns.ok();
+                Ok(v)
+            }
+            Err(e) => {
+                self.conns.check(slot, epoch, &e);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+impl Backend for RedisBackend {
+    async fn fetch(
+        &self,
+        entry_key: &str,
+        generation_key: &str,
+        views: &[AtomicU64],
+    ) -> Result<Fetched> {
+        let (slot, mut conn) = self.conns.lend().await?;
+        let epoch = conn.epoch();
+        let hub = self.conns.hub();
+        // Cluster mode: pushes are not ordered with replies, so no views
+        // (the hub, built unordered, would never learn one either).
+        let view = if self.conns.is_cluster() {
+            None
+        } else {
+            views.get(slot)
+        };
+        if view.is_some_and(|v| v.load(SeqCst) != 0) {
+            // The generation is known on this connection: read the entry only.
+            let entry = conn
+                .get(entry_key, self.conns.op_timeout())
+                .await
+                .map_err(|e| {
+                    self.conns.check(slot, epoch, &e);
+                    BackendError::from(e)
+                })?;
+            // Read after the reply: every push before it has been applied.
+            let known = view.map_or(0, |v| v.load(SeqCst));
+            if known != 0 && hub.is_live(slot, epoch) {
+                match entry.as_deref().map(entry::generation_of) {
+                    // An entry of the known generation: a hit (or stale).
+                    Some(Some(g)) if token_value(g) == known => {
+                        let generation = Token::try_from(g).ok();
+                        return Ok(Fetched { entry, generation });
+                    }
+                    // Nothing, a tombstone, a lease or foreign bytes: a miss
+                    // whatever the generation, which is the known one.
+                    None | Some(None) => {
+                        let generation = Some(token_bytes(known));
+                        return Ok(Fetched { entry, generation });
+                    }
+                    // An entry of another generation: the view may be behind
+                    // a generation Redis made without a notice (evicted and
+                    // re-created by a store), so read both.
+                    Some(Some(_)) => {}
+                }
+            }
+            // Read both, which also (re-)learns the view.
+        }
+        let pushes_before = hub.pushes(slot);
+        type Both = (Option<Vec<u8>>, Option<Vec<u8>>);
+        let mut mget = redis::cmd("MGET");
+        mget.arg(entry_key).arg(generation_key);
+        let got = bounded(self.conns.op_timeout(), mget.query_async::<Both>(&mut conn)).await;
+        let (entry, generation) = got.map_err(|e| {
+            self.conns.check(slot, epoch, &e);
+            BackendError::from(e)
+        })?;
+        self.conns.ok();
+        let generation = generation.and_then(|g| Token::try_from(g.as_slice()).ok());
+        if let (Some(v), Some(g)) = (view, &generation) {
+            hub.learn(slot, epoch, pushes_before, v, token_value(g));
+        }
+        Ok(Fetched { entry, generation })
+    }
+
+    async fn store(&self, s: Store<'_>) -> Result<bool> {
+        let px = millis(s.ttl);
+        let script = &self.scripts.store;
+        self.run(|mut c| async move {
+            let (mode, expect) = s.expect.script_args();
+            let stored: i64 = script
+                .key(s.entry_key)
+                .key(s.generation_key)
+                .arg(mode)
+                .arg(expect)
+                .arg(s.seen_generation.unwrap_or_default())
+                .arg(&s.fresh_generation[..])
+                .arg(px)
+                .arg(s.tail)
+                .invoke_async(&mut c)
+                .await?;
+            Ok(stored == 1)
+        })
+        .await
+    }
+
+    async fn set_generation(
+        &self,
+        generation_key: &str,
+        token: &Token,
+        notice: Notice<'_>,
+    ) -> Result<()> {
+        let script = &self.scripts.generation;
+        let published = self
+            .run(|mut c| async move {
+                script
+                    .key(generation_key)
+                    .arg(&token[..])
+                    .arg(notice.channel)
+                    .arg(notice.message)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await?;
+        self.notice_refused(published, notice);
+        Ok(())
+    }
+
+    async fn acquire(
+        &self,
+        entry_key: &str,
+        expect: Expect<'_>,
+        lease: &[u8],
+        ttl: Duration,
+    ) -> Result<Acquire> {
+        let px = millis(ttl);
+        let script = &self.scripts.acquire;
+        self.run(|mut c| async move {
+            let (mode, expect) = expect.script_args();
+            let r: i64 = script
+                .key(entry_key)
+                .arg(mode)
+                .arg(expect)
+                .arg(lease)
+                .arg(px)
+                .invoke_async(&mut c)
+                .await?;
+            Ok(if r == 1 {
+                Acquire::Acquired
+            } else {
+                Acquire::Changed
+            })
+        })
+        .await
+    }
+
+    async fn release(
+        &self,
+        entry_key: &str,
+        lease: &[u8],
+        tombstone: &[u8],
+        ttl: Duration,
+    ) -> Result<()> {
+        let script = &self.scripts.release;
+        let px = millis(ttl);
+        self.run(|mut c| async move {
+            script
+                .key(entry_key)
+                .arg(lease)
+                .arg(tombstone)
+                .arg(px)
+                .invoke_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn try_lock(&self, key: &str, token: &[u8], ttl: Duration) -> Result<bool> {
+        let px = millis(ttl);
+        self.run(|mut c| async move {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(key)
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(px)
+                .query_async(&mut c)
+                .await?;
+            Ok(set.is_some())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+    }
+
+    async fn put_tombstone(
+        &self,
+        entry_key: &str,
+        tombstone: &[u8],
+        ttl: Duration,
+        notice: Notice<'_>,
+    ) -> Result<()> {
+        let px = millis(ttl);
+        let script = &self.scripts.tombstone;
+        let published = self
+            .run(|mut c| async move {
+                script
+                    .key(entry_key)
+                    .arg(tombstone)
+                    .arg(px)
+                    .arg(notice.channel)
+                    .arg(notice.message)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await?;
+        self.notice_refused(published, notice);
+        Ok(())
+    }
+}

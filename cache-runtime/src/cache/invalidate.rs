@@ -1,0 +1,269 @@
+//! Invalidation: a namespace's new generation, or one entry's tombstone,
+//! each published on the channel in the same script. An invalidation that
+//! cannot reach Redis is queued and retried by one background worker per
+//! cache; until it lands, this process reads the affected entries from the
+//! source.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use super::Cache;
+use super::registry::NsState;
+use crate::backend::{Backend, Notice};
+use crate::coherence::Message;
+use crate::entry;
+use crate::key::KeyError;
+use crate::stats::bump;
+use crate::sync::lock;
+
+/// What an invalidation did. It never fails the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Invalidation {
+    /// It reached the cache: no reader will see the old entries.
+    Done,
+    /// The cache could not be reached; the invalidation is queued and retried
+    /// in the background. Until it lands, this process reads the affected
+    /// entries from the source, and other processes may serve old entries
+    /// for at most their TTL.
+    Queued,
+}
+
+#[derive(Default)]
+pub(crate) struct RetryQueue {
+    namespaces: HashMap<String, Pending>,
+    keys: HashMap<String, Pending>,
+    seq: u64,
+    worker: bool,
+}
+
+/// A queued invalidation. `seq` changes when the same target is queued
+/// again, so the worker never removes an invalidation queued while it was
+/// sending an older one; `since` bounds how long each one is retried.
+#[derive(Clone)]
+struct Pending {
+    state: Arc<NsState>,
+    seq: u64,
+    since: Instant,
+}
+
+/// At most this many key invalidations are queued; past it, the namespace is.
+const MAX_QUEUED_KEYS: usize = 10_000;
+
+impl Cache {
+    /// Are invalidations waiting to be retried? (They are retried in the
+    /// background until they land or the retry period ends.)
+    pub fn has_queued_invalidations(&self) -> bool {
+        let q = lock(&self.inner.retry);
+        !q.namespaces.is_empty() || !q.keys.is_empty()
+    }
+
+    /// Is an invalidation of this entry (or of its whole namespace) queued,
+    /// so that the cache must not be trusted for it?
+    pub(crate) fn invalidation_pending(&self, state: &NsState, entry_key: &str) -> bool {
+        state.pending_namespace.load(Relaxed)
+            || (state.pending_keys.load(Relaxed) > 0
+                && lock(&self.inner.retry).keys.contains_key(entry_key))
+    }
+
+    pub(crate) async fn invalidate_namespace(&self, state: &Arc<NsState>) -> Invalidation {
+        let inner = &*self.inner;
+        let done = inner.breaker.allow() && self.send_namespace(state).await;
+        // Also when queued: this process must not serve what it invalidated.
+        inner.hub.local_namespace_invalidated(&state.coherence);
+        if done {
+            bump(&state.counters.invalidations);
+            return Invalidation::Done;
+        }
+        self.enqueue(state, None)
+    }
+
+    async fn invalidate_entry(&self, state: &Arc<NsState>, entry_key: String) -> Invalidation {
+        let inner = &*self.inner;
+        let done = inner.breaker.allow() && self.send_key(state, &entry_key).await;
+        inner
+            .hub
+            .local_key_invalidated(&state.coherence, &entry_key);
+        if done {
+            bump(&state.counters.invalidations);
+            return Invalidation::Done;
+        }
+        self.enqueue(state, Some(entry_key))
+    }
+
+    /// A new namespace generation, published on the channel; true if it landed.
+    async fn send_namespace(&self, state: &NsState) -> bool {
+        let inner = &*self.inner;
+        let token = entry::token();
+        let message = Message::generation(&state.name, &token);
+        let notice = Notice {
+            channel: inner.hub.channel(),
+            message: &message,
+        };
+        match inner
+            .backend
+            .set_generation(&state.generation_key, &token, notice)
+            .await
+        {
+            Ok(()) => {
+                inner.breaker.success();
+                true
+            }
+            Err(e) => {
+                inner.note_failure(&e);
+                bump(&state.counters.errors);
+                false
+            }
+        }
+    }
+
+    /// A tombstone over one entry, published on the channel; true if it landed.
+    async fn send_key(&self, state: &NsState, entry_key: &str) -> bool {
+        let inner = &*self.inner;
+        let message = Message::key(&state.name, entry_key);
+        let notice = Notice {
+            channel: inner.hub.channel(),
+            message: &message,
+        };
+        match inner
+            .backend
+            .put_tombstone(entry_key, &entry::tombstone(), inner.guard_ttl, notice)
+            .await
+        {
+            Ok(()) => {
+                inner.breaker.success();
+                true
+            }
+            Err(e) => {
+                inner.note_failure(&e);
+                bump(&state.counters.errors);
+                false
+            }
+        }
+    }
+
+    /// Queues an invalidation (of the namespace, or of one entry key) and
+    /// makes sure a retry worker runs.
+    fn enqueue(&self, state: &Arc<NsState>, entry_key: Option<String>) -> Invalidation {
+        let mut q = lock(&self.inner.retry);
+        q.seq += 1;
+        let seq = q.seq;
+        let now = Instant::now();
+        let pending = |since: Option<Instant>| Pending {
+            state: Arc::clone(state),
+            seq,
+            since: since.unwrap_or(now),
+        };
+        match entry_key {
+            Some(k) if q.keys.len() < MAX_QUEUED_KEYS || q.keys.contains_key(&k) => {
+                let since = q.keys.get(&k).map(|p| p.since);
+                if q.keys.insert(k, pending(since)).is_none() {
+                    state.pending_keys.fetch_add(1, Relaxed);
+                }
+            }
+            Some(_) | None => {
+                // Too many queued keys: invalidating the whole namespace is
+                // the bounded-memory equivalent.
+                state.pending_namespace.store(true, Relaxed);
+                let since = q.namespaces.get(&state.name).map(|p| p.since);
+                q.namespaces.insert(state.name.clone(), pending(since));
+            }
+        }
+        bump(&state.counters.invalidations_queued);
+        if !q.worker {
+            q.worker = true;
+            tracing::warn!(
+                namespace = %state.name,
+                "cache-aside: invalidation could not reach Redis; queued and retrying in the background"
+            );
+            let cache = self.clone();
+            tokio::spawn(async move { cache.retry_worker().await });
+        }
+        Invalidation::Queued
+    }
+
+    async fn retry_worker(self) {
+        let inner = &*self.inner;
+        let mut backoff = Duration::from_millis(25);
+        loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            let (namespaces, keys): (Vec<_>, Vec<_>) = {
+                let q = lock(&inner.retry);
+                (
+                    q.namespaces
+                        .iter()
+                        .map(|(n, p)| (n.clone(), p.clone()))
+                        .collect(),
+                    q.keys.iter().map(|(k, p)| (k.clone(), p.clone())).collect(),
+                )
+            };
+            for (name, p) in namespaces {
+                bump(&p.state.counters.invalidation_retries);
+                let sent = self.send_namespace(&p.state).await;
+                let mut q = lock(&inner.retry);
+                if sent {
+                    bump(&p.state.counters.invalidations);
+                    tracing::info!(namespace = %name, "cache-aside: queued namespace invalidation landed");
+                    if q.namespaces.get(&name).is_some_and(|cur| cur.seq == p.seq) {
+                        q.namespaces.remove(&name);
+                        p.state.pending_namespace.store(false, Relaxed);
+                    }
+                } else if p.since.elapsed() >= inner.retry_for
+                    && q.namespaces.get(&name).is_some_and(|cur| cur.seq == p.seq)
+                {
+                    q.namespaces.remove(&name);
+                    p.state.pending_namespace.store(false, Relaxed);
+                    bump(&p.state.counters.invalidations_dropped);
+                    tracing::error!(namespace = %name, retry_for = ?inner.retry_for,
+                        "cache-aside: gave up a queued namespace invalidation; its entries expire by their TTL");
+                }
+            }
+            for (key, p) in keys {
+                bump(&p.state.counters.invalidation_retries);
+                let sent = self.send_key(&p.state, &key).await;
+                let mut q = lock(&inner.retry);
+                let current = q.keys.get(&key).is_some_and(|cur| cur.seq == p.seq);
+                if sent {
+                    bump(&p.state.counters.invalidations);
+                } else if p.since.elapsed() >= inner.retry_for && current {
+                    bump(&p.state.counters.invalidations_dropped);
+                    tracing::error!(key = %key, retry_for = ?inner.retry_for,
+                        "cache-aside: gave up a queued key invalidation; the entry expires by its TTL");
+                } else {
+                    continue;
+                }
+                if current {
+                    q.keys.remove(&key);
+                    p.state.pending_keys.fetch_sub(1, Relaxed);
+                }
+            }
+            let mut q = lock(&inner.retry);
+            if q.namespaces.is_empty() && q.keys.is_empty() {
+                q.worker = false;
+                return;
+            }
+        }
+    }
+
+    pub(crate) async fn invalidate_key_encoded(
+        &self,
+        ns: &str,
+        entry_key: Result<String, KeyError>,
+    ) -> Invalidation {
+        let Some(state) = self.state(ns) else {
+            return Invalidation::Done;
+        };
+        match entry_key {
+            Ok(k) => self.invalidate_entry(&state, k).await,
+            Err(e) => {
+                // No key can be built, so no entry can exist under one: but
+                // be safe and drop the whole namespace.
+                tracing::warn!(namespace = ns, error = %e, "cache-aside: invalidating the whole namespace");
+                self.invalidate_namespace(&state).await
+            }
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! One cached call, from the read to the store: [`Lookup`] holds what the
+//! call knows (the cache, the namespace's state, the entry key, the options
+//! with the cache's defaults filled in), and its methods take the call
+//! through the paths below. This file is the hit path; `miss.rs` the rest.
+//!
+//! ```text
+//! local tier (opt-in): live, same epochs ................ hit, no round trip
+//! read (GET entry, or MGET entry + generation)       1 round trip
+//!   live, fresh ........................................ hit
+//!   live, fresh, XFetch says refresh, won refresh lock .. recompute, store
+//!   live, past TTL, within `stale`, won refresh lock .... recompute, store
+//!   live, past TTL, within `stale` ..................... stale (no wait)
+//!   otherwise: miss                                      (miss.rs)
+//! miss
+//!   a concurrent call in this process computes ........ wait for its value
+//!   take the entry's lease                             +1 round trip
+//!     taken ............................................ compute, store (+1)
+//!     another process holds it ......................... poll for its entry
+//!   (lock_wait passed: compute without the lease)
+//! ```
+
+use std::any::Any;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::options::{CallOptions, Filter};
+use super::registry::{NsSlot, NsState};
+use super::{Cache, bypass};
+use crate::backend::{Backend, BackendError, Expect};
+use crate::entry::{self, Found, HEADER_LEN, IDENTITY_LEN, Meta, Token};
+use crate::key::KeyError;
+use crate::local::Ticket;
+use crate::stats::{self, Status, bump};
+
+/// How an output relates to its cacheable value.
+pub(crate) struct Shape<T, R> {
+    pub(super) value_of: fn(&R) -> Option<&T>,
+    pub(super) from_value: fn(T) -> R,
+    pub(super) share: Option<Sharer<R>>,
+}
+
+impl<T> Shape<T, T> {
+    pub(crate) fn plain() -> Self {
+        Shape {
+            value_of: |v| Some(v),
+            from_value: std::convert::identity,
+            share: None,
+        }
+    }
+}
+
+impl<T, E> Shape<T, Result<T, E>> {
+    pub(crate) fn result(share: Option<Sharer<Result<T, E>>>) -> Self {
+        Shape {
+            value_of: |r| r.as_ref().ok(),
+            from_value: Ok,
+            share,
+        }
+    }
+}
+
+/// How a non-cached output (an `Err`) is handed to the callers that waited
+/// for it: needs a `Clone` error. Without one, the next waiter computes.
+#[doc(hidden)]
+pub struct Sharer<R> {
+    pub to_shared: fn(&R) -> Option<Arc<dyn Any + Send + Sync>>,
+    pub from_shared: fn(&(dyn Any + Send + Sync)) -> Option<R>,
+}
+
+impl<R> Clone for Sharer<R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for Sharer<R> {}
+
+/// Which entry a call is about: its namespace (with the call site's slot,
+/// for `#[cached]`) and its entry key.
+pub(crate) struct Target<'a> {
+    pub(crate) ns: &'a str,
+    pub(crate) slot: Option<&'static NsSlot>,
+    pub(crate) key: Result<String, KeyError>,
+}
+
+/// The options of one call, with the cache's defaults filled in.
+pub(super) struct Policy {
+    pub(super) ttl: Duration,
+    pub(super) stale: Duration,
+    pub(super) lock: bool,
+    pub(super) lock_wait: Duration,
+    pub(super) lease: Duration,
+    pub(super) early_refresh: Option<f64>,
+    /// Local tier TTL (zero: off) and where the channel stood before the read.
+    pub(super) local: Duration,
+    pub(super) ticket: Option<Ticket>,
+}
+
+/// What one read found, owned.
+pub(super) enum Read {
+    Live {
+        entry: Vec<u8>,
+        meta: Meta,
+    },
+    Miss {
+        expect: Option<Vec<u8>>,
+        leased: bool,
+    },
+}
+
+/// A read and the namespace generation it saw.
+pub(super) struct Snapshot {
+    pub(super) read: Read,
+    pub(super) generation: Option<Token>,
+}
+
+/// What a miss knows of the key: what the key held (`expect`: the identity
+/// a store must still find there, `None` for an empty key), whether another
+/// caller's lease is on it, and the generation read with it.
+pub(super) struct Seen {
+    pub(super) expect: Option<Vec<u8>>,
+    pub(super) leased: bool,
+    pub(super) generation: Option<Token>,
+}
+
+/// One cached call (see the module docs).
+pub(super) struct Lookup<'a, T, R, U> {
+    pub(super) cache: &'a Cache,
+    pub(super) state: &'a NsState,
+    pub(super) key: String,
+    pub(super) policy: Policy,
+    pub(super) unless: &'a U,
+    pub(super) shape: Shape<T, R>,
+}
+
+impl Cache {
+    fn policy(&self, o: &CallOptions) -> Policy {
+        let inner = &*self.inner;
+        let ttl = o.ttl.unwrap_or(inner.default_ttl);
+        Policy {
+            ttl,
+            stale: o.stale.unwrap_or(Duration::ZERO),
+            lock: o.lock.unwrap_or(true),
+            lock_wait: o.lock_wait.unwrap_or(inner.lock_wait),
+            lease: o
+                .lease
+                .unwrap_or(inner.max_lease)
+                .min(ttl)
+                .max(Duration::from_millis(1)),
+            early_refresh: o.early_refresh.filter(|b| *b > 0.0),
+            local: o.local.or(inner.local_ttl).unwrap_or(Duration::ZERO),
+            ticket: None,
+        }
+    }
+
+    /// The core of every cached call: the namespace, the key and whether an
+    /// invalidation is pending decide if the cache is used at all; then
+    /// [`Lookup::run`].
+    pub(crate) async fn run_key<T, R, U, Fut>(
+        &self,
+        target: Target<'_>,
+        opts: &CallOptions,
+        unless: &U,
+        fut: Fut,
+        shape: Shape<T, R>,
+    ) -> R
+    where
+        T: Serialize + DeserializeOwned,
+        U: Filter<T>,
+        Fut: Future<Output = R>,
+    {
+        let Some(state) = self.state_at(target.ns, target.slot) else {
+            return bypass(None, fut).await;
+        };
+        let key = match target.key {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(namespace = target.ns, error = %e, "cache-aside: the call bypasses the cache");
+                bump(&state.counters.errors);
+                return bypass(Some(&state), fut).await;
+            }
+        };
+        if self.invalidation_pending(&state, &key) {
+            // An invalidation of this entry has not landed yet: do not trust the cache.
+            return bypass(Some(&state), fut).await;
+        }
+        let lookup = Lookup {
+            cache: self,
+            state: &state,
+            key,
+            policy: self.policy(opts),
+            unless,
+            shape,
+        };
+        lookup.run(fut).await
+    }
+}
+
+impl<T, R, U> Lookup<'_, T, R, U>
+where
+    T: Serialize + DeserializeOwned,
+    U: Filter<T>,
+{
+    /// The hit path: the local tier, then one read; everything else is boxed
+    /// out of this future (it is moved on every call).
+    async fn run<Fut: Future<Output = R>>(mut self, fut: Fut) -> R {
+        let inner = &*self.cache.inner;
+        let state = self.state;
+        if !self.policy.local.is_zero()
+            && let Some(flushes) = inner.hub.local_epoch()
+        {
+            // The ticket is taken before the local lookup and the Redis read.
+            let ticket = Ticket {
+                seq: state.coherence.local_seq.load(SeqCst),
+                epoch: state.coherence.local_epoch.load(SeqCst),
+                flushes,
+            };
+            if let Some(hit) = inner.hub.local.get(&self.key, ticket.epoch, flushes)
+                && let Ok(value) = inner.codec.decode::<T>(&hit.payload)
+            {
+                bump(&state.counters.hits);
+                bump(&state.counters.local_hits);
+                stats::report(Status::Hit);
+                return (self.shape.from_value)(value);
+            }
+            self.policy.ticket = Some(ticket);
+        }
+        if !inner.breaker.allow() {
+            return bypass(Some(state), fut).await;
+        }
+        let Ok(snap) = self.read().await else {
+            return bypass(Some(state), fut).await;
+        };
+        let (entry, meta) = match snap.read {
+            Read::Live { entry, meta } => (entry, meta),
+            Read::Miss { expect, leased } => {
+                let seen = Seen {
+                    expect,
+                    leased,
+                    generation: snap.generation,
+                };
+                return Box::pin(self.miss(fut, seen)).await;
+            }
+        };
+        let payload = entry.get(HEADER_LEN..).unwrap_or_default();
+        let identity = entry.get(..IDENTITY_LEN).unwrap_or_default();
+        let now = entry::unix_ms();
+        let policy = &self.policy;
+        let fresh = now <= meta.expires_at_ms;
+        let in_stale_window = !fresh
+            && policy.stale > Duration::ZERO
+            && now
+                <= meta
+                    .expires_at_ms
+                    .saturating_add(policy.stale.as_millis() as u64);
+        let early = fresh
+            && policy
+                .early_refresh
+                .is_some_and(|beta| xfetch(meta, now, beta));
+        if fresh || in_stale_window {
+            if (early || in_stale_window) && self.win_refresh().await {
+                bump(if early {
+                    &state.counters.early_refreshes
+                } else {
+                    &state.counters.refreshes
+                });
+                // Boxed, like the misses: the hit path's future stays small.
+                let generation = snap.generation;
+                let expect = Expect::Prefix(identity);
+                return Box::pin(self.compute(fut, expect, as_slice(&generation), None, None))
+                    .await;
+            }
+            match inner.codec.decode::<T>(payload) {
+                Ok(value) => {
+                    if fresh {
+                        self.local_insert(payload, meta.expires_at_ms);
+                    }
+                    let (counter, status) = if fresh {
+                        (&state.counters.hits, Status::Hit)
+                    } else {
+                        (&state.counters.stale_served, Status::Stale)
+                    };
+                    bump(counter);
+                    stats::report(status);
+                    return (self.shape.from_value)(value);
+                }
+                Err(e) => {
+                    tracing::debug!(key = %self.key, error = %e, "cache-aside: stored value does not decode; recomputing");
+                    bump(&state.counters.decode_errors);
+                }
+            }
+        }
+        let seen = Seen {
+            expect: Some(identity.to_vec()),
+            leased: false,
+            generation: snap.generation,
+        };
+        Box::pin(self.miss(fut, seen)).await
+    }
+
+    /// One read of the entry (and, without a view, the generation).
+    pub(super) async fn read(&self) -> Result<Snapshot, BackendError> {
+        let inner = &*self.cache.inner;
+        let state = self.state;
+        match inner
+            .backend
+            .fetch(&self.key, &state.generation_key, &state.coherence.views)
+            .await
+        {
+            Ok(fetched) => {
+                inner.breaker.success();
+                let generation = fetched.generation;
+                let read = match entry::classify(fetched.entry.as_deref(), as_slice(&generation)) {
+                    Found::Live { meta, .. } => Read::Live {
+                        entry: fetched.entry.unwrap_or_default(),
+                        meta,
+                    },
+                    Found::Miss {
+                        expect,
+                        corrupt,
+                        leased,
+                    } => {
+                        if corrupt {
+                            tracing::debug!(
+                                key = self.key,
+                                "cache-aside: foreign bytes under a cache key; recomputing"
+                            );
+                            bump(&state.counters.decode_errors);
+                        }
+                        Read::Miss {
+                            expect: expect.map(<[u8]>::to_vec),
+                            leased,
+                        }
+                    }
+                };
+                Ok(Snapshot { read, generation })
+            }
+            Err(e) => {
+                inner.note_failure(&e);
+                bump(&state.counters.errors);
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts a value read or stored by this call into the local tier, unless
+    /// an invalidation of the namespace (or a lost subscription) came in
+    /// since the call's ticket; checked again after the insert, so a racing
+    /// invalidation either sees the entry or is seen.
+    pub(super) fn local_insert(&self, payload: &[u8], expires_at_ms: u64) {
+        let Some(ticket) = self.policy.ticket else {
+            return;
+        };
+        let hub = &self.cache.inner.hub;
+        let seq = &self.state.coherence.local_seq;
+        let unchanged = || seq.load(SeqCst) == ticket.seq && hub.flushes() == ticket.flushes;
+        let left = Duration::from_millis(expires_at_ms.saturating_sub(entry::unix_ms()));
+        let ttl = self.policy.local.min(left);
+        if ttl.is_zero() || !unchanged() {
+            return;
+        }
+        if hub.local.insert(&self.key, payload, ticket, ttl) && !unchanged() {
+            hub.local.remove(&self.key);
+        }
+    }
+
+    /// Tries to become the one refresher of this entry for a window.
+    async fn win_refresh(&self) -> bool {
+        let inner = &*self.cache.inner;
+        let key = format!("{}|r", self.key);
+        match inner
+            .backend
+            .try_lock(&key, &entry::token(), self.policy.lease)
+            .await
+        {
+            Ok(won) => won,
+            Err(e) => {
+                inner.note_failure(&e);
+                false
+            }
+        }
+    }
+}
+
+pub(super) fn as_slice(generation: &Option<Token>) -> Option<&[u8]> {
+    generation.as_ref().map(|g| &g[..])
+}
+
+/// XFetch: refresh early with probability rising as expiry nears:
+/// `now - delta * beta * ln(rand) >= expiry`.
+fn xfetch(meta: Meta, now_ms: u64, beta: f64) -> bool {
+    let delta = f64::from(meta.compute_ms.max(1));
+    let gap = meta.expires_at_ms.saturating_sub(now_ms) as f64;
+    -delta * beta * entry::unit_random().ln() >= gap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xfetch_refreshes_more_often_near_expiry_and_for_slow_computations() {
+        let rate = |gap_ms: u64, compute_ms: u32| {
+            let meta = Meta {
+                expires_at_ms: 1_000_000 + gap_ms,
+                compute_ms,
+            };
+            (0..10_000).filter(|_| xfetch(meta, 1_000_000, 1.0)).count()
+        };
+        assert!(rate(10_000, 100) < 50, "far from expiry: rare");
+        assert!(
+            rate(100, 100) > 3_000,
+            "one compute time before expiry: often"
+        );
+        assert_eq!(rate(0, 100), 10_000, "at expiry: always");
+        assert!(rate(1_000, 1_000) > rate(1_000, 10));
+    }
+}

@@ -1,0 +1,221 @@
+//! [`Namespace`]: the by-hand form of `#[cached]` and `#[invalidates]`.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::Cache;
+use super::invalidate::Invalidation;
+use super::lookup::{Shape, Target};
+use super::options::{CallOptions, Filter, NoFilter};
+
+/// One namespace of a [`Cache`], with the options of a call: the by-hand
+/// form of `#[cached]` and `#[invalidates]`. From [`Cache::namespace`].
+///
+/// ```
+/// # async fn demo() -> Result<(), std::io::Error> {
+/// use std::time::Duration;
+/// let cache = cache_aside::Cache::builder().memory().build().unwrap();
+/// let top = cache
+///     .namespace("top_routes")
+///     .ttl(Duration::from_secs(30))
+///     .version(2)
+///     .unless(|routes: &Vec<String>| routes.is_empty());
+/// let routes = top
+///     .get_or_try_compute(&("FRA", 10), async { Ok::<_, std::io::Error>(vec!["JFK".to_string()]) })
+///     .await?;
+/// assert_eq!(routes, ["JFK"]);
+/// cache.namespace("top_routes").invalidate().await;
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+/// ```
+#[derive(Clone, Copy)]
+pub struct Namespace<'c, U = NoFilter> {
+    cache: &'c Cache,
+    name: &'c str,
+    version: u32,
+    opts: CallOptions,
+    unless: U,
+}
+
+impl<U> fmt::Debug for Namespace<'_, U> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Namespace")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("options", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'c> Namespace<'c> {
+    /// A handle on `name` with every option at the cache's default.
+    pub(super) fn new(cache: &'c Cache, name: &'c str) -> Self {
+        Namespace {
+            cache,
+            name,
+            version: 1,
+            opts: CallOptions::DEFAULT,
+            unless: NoFilter,
+        }
+    }
+}
+
+impl<'c, U> Namespace<'c, U> {
+    fn target<K: Serialize + ?Sized>(&self, key: &K) -> Target<'c> {
+        Target {
+            ns: self.name,
+            slot: None,
+            key: self.cache.entry_key(self.name, self.version, key),
+        }
+    }
+
+    /// Time to live of stored entries (default: the cache's `default_ttl`).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.opts.ttl = Some(ttl);
+        self
+    }
+
+    /// Stale-while-revalidate: after the TTL, an entry may still be served
+    /// for this long ([`Status::Stale`](crate::Status::Stale)) while exactly one caller, across
+    /// processes, recomputes it. The other callers do not wait.
+    pub fn stale(mut self, window: Duration) -> Self {
+        self.opts.stale = Some(window);
+        self
+    }
+
+    /// Cross-process stampede protection (default on): a miss takes a lease
+    /// on the entry, and misses elsewhere wait for its value. `false` opts
+    /// out (in-process coalescing stays).
+    pub fn lock(mut self, on: bool) -> Self {
+        self.opts.lock = Some(on);
+        self
+    }
+
+    /// How long a miss waits for another caller's computation before it
+    /// computes itself (default: the cache's, 3 s).
+    pub fn lock_wait(mut self, wait: Duration) -> Self {
+        self.opts.lock_wait = Some(wait);
+        self
+    }
+
+    /// How long a miss's lease lasts if its owner never stores (a crash):
+    /// default the cache's maximum (10 s), never longer than the TTL.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.opts.lease = Some(lease);
+        self
+    }
+
+    /// Probabilistic early refresh (XFetch, Vattani et al., VLDB 2015):
+    /// a hit recomputes the entry before its TTL ends with a probability
+    /// that grows as expiry nears and with the stored compute time; `beta`
+    /// 1.0 is the paper's default, larger refreshes earlier. One caller
+    /// refreshes per entry and window, across processes.
+    pub fn early_refresh(mut self, beta: f64) -> Self {
+        self.opts.early_refresh = Some(beta);
+        self
+    }
+
+    /// Keeps hits in this process's local (L1) tier for up to `ttl` (zero:
+    /// off), in front of Redis: a local hit costs no round trip. Other
+    /// processes' invalidations evict it through the invalidation channel
+    /// (within milliseconds); while the channel is down nothing new enters
+    /// it and nothing is served past `ttl`. Keep `ttl` short.
+    ///
+    /// ```
+    /// # async fn demo() {
+    /// use std::time::Duration;
+    /// let cache = cache_aside::Cache::builder().memory().build().unwrap();
+    /// let airports = cache.namespace("airport").local(Duration::from_secs(10));
+    /// let name: String = airports.get_or_compute(&"FRA", async { "Frankfurt".into() }).await;
+    /// // Served from this process's memory, no round trip:
+    /// let again: String = airports.get_or_compute(&"FRA", async { unreachable!() }).await;
+    /// assert_eq!((name.as_str(), again.as_str()), ("Frankfurt", "Frankfurt"));
+    /// assert_eq!(cache.stats().total.local_hits, 1);
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo());
+    /// ```
+    pub fn local(mut self, ttl: Duration) -> Self {
+        self.opts.local = Some(ttl);
+        self
+    }
+
+    /// Schema version, part of every key (default 1): bump it when the
+    /// value's type changes shape.
+    pub fn version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Values for which `filter` returns `true` are returned but not stored.
+    pub fn unless<F>(self, filter: F) -> Namespace<'c, F> {
+        Namespace {
+            cache: self.cache,
+            name: self.name,
+            version: self.version,
+            opts: self.opts,
+            unless: filter,
+        }
+    }
+
+    /// The value for `key`: from the cache, or by awaiting `compute` and
+    /// storing its output. Never fails: if the cache is unavailable,
+    /// `compute` runs uncached.
+    pub async fn get_or_compute<K, T, Fut>(&self, key: &K, compute: Fut) -> T
+    where
+        K: Serialize + ?Sized,
+        T: Serialize + DeserializeOwned,
+        U: Filter<T>,
+        Fut: Future<Output = T>,
+    {
+        self.cache
+            .run_key(
+                self.target(key),
+                &self.opts,
+                &self.unless,
+                compute,
+                Shape::plain(),
+            )
+            .await
+    }
+
+    /// Like [`get_or_compute`](Self::get_or_compute) for a fallible
+    /// computation: `Ok` values are cached, errors are returned as they are
+    /// and never cached.
+    pub async fn get_or_try_compute<K, T, E, Fut>(&self, key: &K, compute: Fut) -> Result<T, E>
+    where
+        K: Serialize + ?Sized,
+        T: Serialize + DeserializeOwned,
+        U: Filter<T>,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.cache
+            .run_key(
+                self.target(key),
+                &self.opts,
+                &self.unless,
+                compute,
+                Shape::result(None),
+            )
+            .await
+    }
+
+    /// Invalidates every entry of the namespace, in every process sharing
+    /// the Redis: one `SET` of a fresh generation token, O(1).
+    pub async fn invalidate(&self) -> Invalidation {
+        match self.cache.state(self.name) {
+            Some(state) => self.cache.invalidate_namespace(&state).await,
+            None => Invalidation::Done,
+        }
+    }
+
+    /// Invalidates the one entry a get with the same `key` (and version) uses.
+    pub async fn invalidate_key<K: Serialize + ?Sized>(&self, key: &K) -> Invalidation {
+        let entry_key = self.cache.entry_key(self.name, self.version, key);
+        self.cache
+            .invalidate_key_encoded(self.name, entry_key)
+            .await
+    }
+}

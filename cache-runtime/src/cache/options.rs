@@ -1,0 +1,55 @@
+//! The options of one call ([`CallOptions`]) and the `unless` filter
+//! ([`Filter`]): what `#[cached]` and [`Namespace`](super::Namespace) set.
+
+use std::time::Duration;
+
+/// Per-call options: what `#[cached(...)]` and the [`Namespace`](super::Namespace) builder
+/// set; `None` takes the cache's default.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[doc(hidden)]
+pub struct CallOptions {
+    pub ttl: Option<Duration>,
+    pub stale: Option<Duration>,
+    pub lock: Option<bool>,
+    pub lock_wait: Option<Duration>,
+    pub lease: Option<Duration>,
+    pub early_refresh: Option<f64>,
+    pub local: Option<Duration>,
+}
+
+impl CallOptions {
+    /// Every option at the cache's default.
+    pub const DEFAULT: CallOptions = CallOptions {
+        ttl: None,
+        stale: None,
+        lock: None,
+        lock_wait: None,
+        lease: None,
+        early_refresh: None,
+        local: None,
+    };
+}
+
+/// Decides which computed values are *not* stored (`unless`).
+pub trait Filter<T: ?Sized> {
+    /// `true`: return the value but do not store it.
+    fn skip(&self, value: &T) -> bool;
+}
+
+/// The default [`Filter`]: every value is stored.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoFilter;
+
+impl<T: ?Sized> Filter<T> for NoFilter {
+    #[inline]
+    fn skip(&self, _: &T) -> bool {
+        false
+    }
+}
+
+impl<T: ?Sized, F: Fn(&T) -> bool> Filter<T> for F {
+    #[inline]
+    fn skip(&self, value: &T) -> bool {
+        self(value)
+    }
+}

@@ -1,0 +1,77 @@
+//! The notices on the invalidation channel: `g <ns> <token>` (a namespace
+//! has a new generation) and `k <ns> <entry key>` (one entry was
+//! invalidated).
+
+use crate::entry::{TOKEN_LEN, Token, token_value};
+
+/// One invalidation, as published.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Message<'a> {
+    /// `g <ns> <token>`: the namespace has a new generation.
+    Generation { ns: &'a str, token: u64 },
+    /// `k <ns> <entry key>`: one entry was invalidated.
+    Key { ns: &'a str, key: &'a str },
+}
+
+impl Message<'_> {
+    pub(crate) fn generation(ns: &str, token: &Token) -> Vec<u8> {
+        let mut m = Vec::with_capacity(3 + ns.len() + TOKEN_LEN);
+        m.extend_from_slice(b"g ");
+        m.extend_from_slice(ns.as_bytes());
+        m.push(b' ');
+        m.extend_from_slice(token);
+        m
+    }
+
+    pub(crate) fn key(ns: &str, key: &str) -> Vec<u8> {
+        let mut m = Vec::with_capacity(3 + ns.len() + key.len());
+        m.extend_from_slice(b"k ");
+        m.extend_from_slice(ns.as_bytes());
+        m.push(b' ');
+        m.extend_from_slice(key.as_bytes());
+        m
+    }
+
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Message<'_>> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let (kind, rest) = text.split_once(' ')?;
+        let (ns, arg) = rest.split_once(' ')?;
+        match kind {
+            "g" => Some(Message::Generation {
+                ns,
+                token: token_value(arg.as_bytes()),
+            }),
+            "k" => Some(Message::Key { ns, key: arg }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let t = crate::entry::token();
+        let g = Message::generation("flight_count", &t);
+        assert_eq!(
+            Message::parse(&g),
+            Some(Message::Generation {
+                ns: "flight_count",
+                token: token_value(&t)
+            })
+        );
+        let k = Message::key("airport", "app:{airport}:v1:F R A");
+        assert_eq!(
+            Message::parse(&k),
+            Some(Message::Key {
+                ns: "airport",
+                key: "app:{airport}:v1:F R A"
+            })
+        );
+        assert_eq!(Message::parse(b"x y z"), None);
+        assert_eq!(Message::parse(b"g"), None);
+        assert_eq!(Message::parse(&[0xff, b' ', b'a', b' ', b'b']), None);
+    }
+}

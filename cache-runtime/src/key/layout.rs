@@ -1,0 +1,75 @@
+//! Where things live in Redis: a namespace's entry keys and generation key,
+//! the invalidation channel, and the names (prefix, namespace) they are
+//! built from. This is the storage format's contract with every process
+//! that shares a prefix, so it is crate-private: never part of the API.
+
+use super::encoder::push_u64;
+use crate::error::{Error, NameProblem};
+
+/// The longest prefix or namespace name accepted by [`validate_name`].
+const MAX_NAME_LEN: usize = 64;
+
+/// Is `c` allowed in a prefix or namespace name?
+pub(crate) fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+}
+
+/// Checks a prefix or namespace name: 1 to 64 bytes of `A-Z`, `a-z`, `0-9`,
+/// `_`, `.`, `-`. `what` names the checked thing in the error (`"prefix"`
+/// or `"namespace"`).
+pub(crate) fn validate_name(what: &'static str, name: &str) -> Result<(), Error> {
+    let problem = if name.is_empty() {
+        NameProblem::Empty
+    } else if name.len() > MAX_NAME_LEN {
+        NameProblem::TooLong { bytes: name.len() }
+    } else if let Some(bad) = name.chars().find(|&c| !is_name_char(c)) {
+        NameProblem::Char(bad)
+    } else {
+        return Ok(());
+    };
+    Err(Error::Name {
+        what,
+        name: name.to_owned(),
+        problem,
+    })
+}
+
+/// `"{prefix}:{{ns}}:v{version}:"`: the part of an entry key before the args.
+///
+/// The namespace is a Redis Cluster hash tag: every key of a namespace (its
+/// entries and its generation) lives in one slot, so the multi-key reads
+/// and scripts never cross slots. Namespace names cannot contain braces and
+/// the prefix cannot either, so no argument can move a key to another slot.
+pub(crate) fn entry_key_prefix(prefix: &str, ns: &str, version: u32) -> String {
+    // 10 digits for u32::MAX, "v", three ':'; leave room for short args too.
+    let mut key = String::with_capacity(
+        prefix
+            .len()
+            .saturating_add(ns.len())
+            .saturating_add(14 + 32),
+    );
+    key.push_str(prefix);
+    key.push_str(":{");
+    key.push_str(ns);
+    key.push_str("}:v");
+    push_u64(&mut key, u64::from(version));
+    key.push(':');
+    key
+}
+
+/// `"{prefix}:{{ns}}:gen"`: the key holding the namespace's generation (in
+/// the same hash slot as the namespace's entries).
+pub(crate) fn generation_key(prefix: &str, ns: &str) -> String {
+    let mut key = String::with_capacity(prefix.len().saturating_add(ns.len()).saturating_add(7));
+    key.push_str(prefix);
+    key.push_str(":{");
+    key.push_str(ns);
+    key.push_str("}:gen");
+    key
+}
+
+/// `"{prefix}:invalidations"`: the channel every invalidation's notice is
+/// published on.
+pub(crate) fn channel(prefix: &str) -> String {
+    format!("{prefix}:invalidations")
+}
