@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use cache_aside::{Cache, cached};
 use cached::AsyncRedisCache;
 use cached::macros::concurrent_cached;
-use cache_aside::{Cache, cached};
 use serde::{Deserialize, Serialize};
 
 /// A flight as the example returns it (about 200 bytes as JSON, 138 as postcard).

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use cache_aside::Cache;
 use common::{
-    RAW_KEY, cached_crate_flight, cache_aside_flight, deadpool_hit, flight, raw_connection, raw_hit,
-    redis_url,
+    RAW_KEY, cache_aside_flight, cached_crate_flight, deadpool_hit, flight, raw_connection,
+    raw_hit, redis_url,
 };
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use cache_aside::Cache;
 use common::{
-    RAW_KEY, cached_crate_flight, cache_aside_flight, flight, raw_connection, raw_hit, redis_url,
+    RAW_KEY, cache_aside_flight, cached_crate_flight, flight, raw_connection, raw_hit, redis_url,
     write_section,
 };
 

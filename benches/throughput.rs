@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use cache_aside::Cache;
 use common::{
-    RAW_KEY, cached_crate_flight, cache_aside_flight, deadpool_hit, raw_connection, raw_hit, redis_url,
-    write_section,
+    RAW_KEY, cache_aside_flight, cached_crate_flight, deadpool_hit, raw_connection, raw_hit,
+    redis_url, write_section,
 };
 
 #[derive(Clone, Copy, Debug)]

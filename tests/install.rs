@@ -24,7 +24,10 @@ async fn macros_use_the_installed_cache_and_the_first_install_wins() {
     assert!(cache_aside::install(first.clone()));
     let second = Cache::builder().memory().prefix("second").build().unwrap();
     assert!(!cache_aside::install(second), "the first cache stays");
-    assert_eq!(cache_aside::installed().map(Cache::prefix), Some(first.prefix()));
+    assert_eq!(
+        cache_aside::installed().map(Cache::prefix),
+        Some(first.prefix())
+    );
 
     assert_eq!(with_status(doubled(4)).await, (8, Status::Miss));
     assert_eq!(with_status(doubled(4)).await, (8, Status::Hit));

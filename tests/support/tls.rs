@@ -228,7 +228,10 @@ impl Drop for TlsRedis {
 /// 127.0.0.1, ::1 and localhost), `client.crt`/`client.key`, all signed by
 /// the CA, and `other-ca.crt`, a CA that signed nothing.
 fn make_certificates(dir: &Path) {
-    for (name, cn) in [("ca", "cache-aside test CA"), ("other-ca", "cache-aside other CA")] {
+    for (name, cn) in [
+        ("ca", "cache-aside test CA"),
+        ("other-ca", "cache-aside other CA"),
+    ] {
         openssl(
             dir,
             &[
