@@ -2,18 +2,41 @@
 //! [cache-aside](https://docs.rs/cache-aside). Use them through the `cache-aside` crate,
 //! which documents them; this crate only parses, validates and expands.
 //!
-//! Layout: `args` parses the options (rejecting unknown and duplicated ones
-//! at their token), `model` checks the annotated function and keeps the
-//! spans of its parts, `expand` generates the code. On any error the
-//! original function is emitted unchanged next to the error, so one mistake
-//! does not cascade into errors at every call site.
+//! Parse, validate, expand: `model` reads the annotated function (keeping
+//! the spans of its parts) and `args` the options (tokens to values,
+//! rejecting unknown and duplicated ones at their token); `validate` makes
+//! every check and returns a checked plan; `expand` turns the plan into code
+//! and cannot fail. On any error the original function is emitted unchanged
+//! next to the error, so one mistake does not cascade into errors at every
+//! call site.
 #![forbid(unsafe_code)]
 
 mod args;
 mod expand;
 mod model;
+mod validate;
 
 use proc_macro::TokenStream;
+use proc_macro2::TokenStream as TokenStream2;
+
+/// Parse, validate, expand; on an error, the error and the item unchanged.
+fn run(
+    attr: TokenStream,
+    item: TokenStream,
+    name: &str,
+    plan: impl FnOnce(TokenStream2, model::Func) -> syn::Result<TokenStream2>,
+) -> TokenStream {
+    let item = TokenStream2::from(item);
+    let out = model::parse_item(item.clone(), name).and_then(|func| plan(attr.into(), func));
+    match out {
+        Ok(tokens) => tokens.into(),
+        Err(e) => {
+            let mut out = e.to_compile_error();
+            out.extend(item);
+            out.into()
+        }
+    }
+}
 
 /// Caches the output of an `async fn` in the cache (Redis or memory):
 /// cache-aside with a TTL, keyed by the function's arguments.
@@ -73,7 +96,10 @@ use proc_macro::TokenStream;
 /// never fails the call: the body runs uncached.
 #[proc_macro_attribute]
 pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
-    expand::cached(attr.into(), item.into()).into()
+    run(attr, item, "cached", |attr, func| {
+        let args = syn::parse2::<args::CachedArgs>(attr)?;
+        Ok(expand::cached(&validate::cached(args, func)?))
+    })
 }
 
 /// Invalidates cached entries after an `async fn` succeeds (returns `Ok`, or
@@ -120,5 +146,8 @@ pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// this process reads the affected entries from the source.
 #[proc_macro_attribute]
 pub fn invalidates(attr: TokenStream, item: TokenStream) -> TokenStream {
-    expand::invalidates(attr.into(), item.into()).into()
+    run(attr, item, "invalidates", |attr, func| {
+        let args = syn::parse2::<args::InvalidatesArgs>(attr)?;
+        Ok(expand::invalidates(&validate::invalidates(args, func)?))
+    })
 }

@@ -1,13 +1,10 @@
 //! A typed view of the annotated function: its arguments (with their
-//! spans), its receiver, and what kind of value it returns.
+//! spans), its receiver, and what kind of value it returns. Building it
+//! never fails; `validate.rs` decides what is allowed.
 
-use crate::args::did_you_mean;
-use proc_macro2::Span;
-use syn::ext::IdentExt;
+use proc_macro2::{Span, TokenStream};
 use syn::spanned::Spanned;
-use syn::{
-    Error, FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, Result, ReturnType, Type,
-};
+use syn::{Error, FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type};
 
 pub(crate) struct Arg {
     /// `None` for a pattern that is not a plain name (`(a, b): (i32, i32)`).
@@ -23,6 +20,8 @@ pub(crate) enum Ret {
     Value(Type),
     /// No return type: `()`.
     Unit,
+    /// `-> impl Trait`.
+    Opaque(Type),
 }
 
 pub(crate) struct Func {
@@ -32,29 +31,38 @@ pub(crate) struct Func {
     pub ret: Ret,
 }
 
+/// The annotated item as a function. Anything else is an error: a trait
+/// method's declaration gets its own message, another item one that names
+/// the attribute, and tokens that do not parse as an item syn's own error.
+pub(crate) fn parse_item(item: TokenStream, attr: &str) -> syn::Result<Func> {
+    let err = match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(f) => return Ok(Func::new(f)),
+        Err(e) => e,
+    };
+    if let Ok(decl) = syn::parse2::<syn::TraitItemFn>(item.clone())
+        && let Some(semi) = decl.semi_token
+    {
+        return Err(Error::new(
+            semi.span,
+            format!(
+                "#[{attr}] needs the function body: put it on the method in each `impl`, \
+                 not on the trait's declaration"
+            ),
+        ));
+    }
+    if syn::parse2::<syn::Item>(item).is_ok() {
+        return Err(Error::new(
+            err.span(),
+            format!("#[{attr}] can only be used on an `async fn` (a free function or a method)"),
+        ));
+    }
+    // Not an item syn can read: its own error says where and why.
+    Err(err)
+}
+
 impl Func {
-    pub(crate) fn new(item: ItemFn, attr: &str) -> Result<Func> {
+    fn new(item: ItemFn) -> Func {
         let sig = &item.sig;
-        if sig.asyncness.is_none() {
-            return Err(Error::new(
-                sig.fn_token.span,
-                format!(
-                    "#[{attr}] needs an `async fn`: add `async` (cache-aside wraps the future the function returns)"
-                ),
-            ));
-        }
-        if let Some(c) = &sig.constness {
-            return Err(Error::new(
-                c.span,
-                format!("#[{attr}] cannot be used on a `const fn`"),
-            ));
-        }
-        if let Some(v) = &sig.variadic {
-            return Err(Error::new(
-                v.span(),
-                format!("#[{attr}] cannot be used on a variadic fn"),
-            ));
-        }
         let mut receiver = None;
         let mut args = Vec::new();
         for input in &sig.inputs {
@@ -77,61 +85,26 @@ impl Func {
         }
         let ret = match &sig.output {
             ReturnType::Default => Ret::Unit,
-            ReturnType::Type(_, ty) => classify_return(ty, attr)?,
+            ReturnType::Type(_, ty) => classify_return(ty),
         };
-        Ok(Func {
+        Func {
             item,
             receiver,
             args,
             ret,
-        })
+        }
     }
 
     pub(crate) fn arg(&self, name: &Ident) -> Option<&Arg> {
         self.args.iter().find(|a| a.name.as_ref() == Some(name))
     }
 
-    /// The names a `skip(...)` or `key(...)` list may use.
-    pub(crate) fn check_names(&self, names: &[Ident], option: &str) -> Result<()> {
-        let mut errors: Option<Error> = None;
-        for name in names {
-            let known = if name == "self" {
-                self.receiver.is_some()
-            } else {
-                self.arg(name).is_some()
-            };
-            if !known {
-                let mut available: Vec<String> = self
-                    .args
-                    .iter()
-                    .filter_map(|a| a.name.as_ref().map(ToString::to_string))
-                    .collect();
-                if self.receiver.is_some() {
-                    available.insert(0, "self".into());
-                }
-                let hint = if available.is_empty() {
-                    "the function has no named arguments".to_string()
-                } else {
-                    let guess = did_you_mean(
-                        &name.unraw().to_string(),
-                        available.iter().map(String::as_str),
-                    )
-                    .map(|g| format!("did you mean `{g}`? "))
-                    .unwrap_or_default();
-                    let list: Vec<String> = available.iter().map(|a| format!("`{a}`")).collect();
-                    format!("{guess}the arguments are {}", list.join(", "))
-                };
-                let e = Error::new(
-                    name.span(),
-                    format!("`{option}({name})` names no argument of this function: {hint}"),
-                );
-                match &mut errors {
-                    Some(all) => all.combine(e),
-                    None => errors = Some(e),
-                }
-            }
+    /// The declared return type (`()` when there is none).
+    pub(crate) fn return_type(&self) -> Type {
+        match &self.item.sig.output {
+            ReturnType::Type(_, t) => (**t).clone(),
+            ReturnType::Default => syn::parse_quote!(()),
         }
-        errors.map_or(Ok(()), Err)
     }
 }
 
@@ -143,20 +116,10 @@ pub(crate) fn strip(ty: &Type) -> &Type {
     }
 }
 
-fn classify_return(ty: &Type, attr: &str) -> Result<Ret> {
+fn classify_return(ty: &Type) -> Ret {
     let ty = strip(ty);
     if let Type::ImplTrait(_) = ty {
-        let what = if attr == "cached" {
-            "that implements Serialize and Deserialize"
-        } else {
-            "instead"
-        };
-        return Err(Error::new_spanned(
-            ty,
-            format!(
-                "#[{attr}] cannot be used on a function that returns `impl Trait`: return a concrete type {what}"
-            ),
-        ));
+        return Ret::Opaque(ty.clone());
     }
     if let Type::Path(tp) = ty
         && tp.qself.is_none()
@@ -165,9 +128,9 @@ fn classify_return(ty: &Type, attr: &str) -> Result<Ret> {
         && let PathArguments::AngleBracketed(ab) = &last.arguments
         && let Some(GenericArgument::Type(ok)) = ab.args.first()
     {
-        return Ok(Ret::Result { ok: ok.clone() });
+        return Ret::Result { ok: ok.clone() };
     }
-    Ok(Ret::Value(ty.clone()))
+    Ret::Value(ty.clone())
 }
 
 pub(crate) fn is_impl_trait(ty: &Type) -> bool {
@@ -175,5 +138,57 @@ pub(crate) fn is_impl_trait(ty: &Type) -> bool {
         Type::ImplTrait(_) => true,
         Type::Reference(r) => is_impl_trait(&r.elem),
         _ => false,
+    }
+}
+
+/// The first reference inside `ty` (`Option<&str>`, `Vec<&T>`, `(u8, &T)`),
+/// which a value read back from the cache cannot hold.
+pub(crate) fn reference_in(ty: &Type) -> Option<&syn::TypeReference> {
+    match strip(ty) {
+        Type::Reference(r) => Some(r),
+        Type::Tuple(t) => t.elems.iter().find_map(reference_in),
+        Type::Array(a) => reference_in(&a.elem),
+        Type::Slice(s) => reference_in(&s.elem),
+        Type::Path(p) => p.path.segments.iter().find_map(|seg| match &seg.arguments {
+            PathArguments::AngleBracketed(ab) => ab.args.iter().find_map(|a| match a {
+                GenericArgument::Type(t) => reference_in(t),
+                _ => None,
+            }),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(src: &str) -> String {
+        let item: TokenStream = src.parse().expect("tokens");
+        match parse_item(item, "cached") {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{src} parsed as a function"),
+        }
+    }
+
+    #[test]
+    fn tokens_that_are_no_item_get_syns_own_error() {
+        let e = error("async fn f() -> u32 { let x = ; x }");
+        assert!(!e.contains("can only be used"), "{e}");
+        assert!(e.contains("expected"), "{e}");
+    }
+
+    #[test]
+    fn other_items_and_trait_declarations_get_the_attributes_message() {
+        assert!(error("struct S;").contains("can only be used on an `async fn`"));
+        assert!(error("async fn f(&self) -> u32;").contains("needs the function body"));
+    }
+
+    #[test]
+    fn references_inside_the_value_type_are_found() {
+        let found = |t: &str| reference_in(&syn::parse_str::<Type>(t).expect("type")).is_some();
+        assert!(found("&str") && found("Option<&'static str>") && found("(u8, Vec<&T>)"));
+        assert!(!found("String") && !found("Option<Vec<u8>>") && !found("[u8; 4]"));
     }
 }

@@ -1,0 +1,390 @@
+//! Every check of the two attributes, between parsing (`args.rs`, which
+//! only turns tokens into values) and code generation (`expand.rs`, which
+//! cannot fail): the function's form, each option's value, the names that
+//! `skip` and `key` use, the namespace. Errors are at the offending token,
+//! several combined where they are independent.
+
+use std::time::Duration;
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{Error, Expr, Ident, LitStr, Path, Result, Type};
+
+use crate::args::{CachedArgs, InvalidatesArgs, KeySpec, Local, Timed, did_you_mean};
+use crate::model::{Func, Ret, is_impl_trait, reference_in};
+
+/// What a `#[cached]` function's key is made of.
+pub(crate) enum Key {
+    /// `key = <expr>`.
+    Expr(Box<Expr>),
+    /// These arguments (or `self`), in order: `key(a, b)`, or every
+    /// argument `skip` does not name.
+    Args(Vec<Ident>),
+}
+
+/// The options a `#[cached]` call passes to the runtime (`None`: the
+/// cache's default).
+pub(crate) struct Options {
+    pub ttl: Option<Duration>,
+    pub stale: Option<Duration>,
+    pub lock: Option<bool>,
+    pub lock_wait: Option<Duration>,
+    pub lease: Option<Duration>,
+    pub early_refresh: Option<f64>,
+    /// Local tier TTL; zero for `local = false`.
+    pub local: Option<Duration>,
+}
+
+/// A checked `#[cached]`.
+pub(crate) struct Cached {
+    pub func: Func,
+    pub krate: TokenStream,
+    pub ns: String,
+    pub version: u32,
+    pub options: Options,
+    pub key: Key,
+    pub cache: Option<Expr>,
+    pub unless: Option<Expr>,
+    /// The cached type (`T` of `Result<T, E>`), and the declared return type.
+    pub value_ty: Type,
+    pub ret_ty: Type,
+    pub is_result: bool,
+}
+
+/// What a checked `#[invalidates]` invalidates.
+pub(crate) enum Target {
+    /// Every entry of these namespaces.
+    Namespaces(Vec<LitStr>),
+    /// One entry of one namespace.
+    Key { ns: LitStr, version: u32, key: Key },
+}
+
+/// A checked `#[invalidates]`.
+pub(crate) struct Invalidates {
+    pub func: Func,
+    pub krate: TokenStream,
+    pub cache: Option<Expr>,
+    pub target: Target,
+}
+
+pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
+    check_fn(&func, "cached")?;
+    if let Some(ns) = &args.ns {
+        check_ns(ns)?;
+    }
+    let ttl = duration("ttl", args.ttl)?;
+    let stale = duration("stale", args.stale)?;
+    let lock_wait = duration("lock_wait", args.lock_wait)?;
+    let lease = duration("lease", args.lease)?;
+    let early_refresh = match args.early_refresh {
+        Some((beta, span)) if !(beta > 0.0 && beta.is_finite()) => {
+            return Err(Error::new(
+                span,
+                "early_refresh: beta must be a positive number (1.0 is the usual choice)",
+            ));
+        }
+        other => other.map(|(beta, _)| beta),
+    };
+    let local = match args.local {
+        Some(Local::True(span)) => {
+            return Err(Error::new(
+                span,
+                "`local = true` needs a duration: write `local = \"10s\"` (how long a hit stays in this process), or `local = false`",
+            ));
+        }
+        Some(Local::Off) => Some(Duration::ZERO),
+        Some(Local::Ttl(t)) => duration("local", Some(t))?,
+        None => None,
+    };
+    let skip: &[Ident] = args.skip.as_ref().map_or(&[], |(_, names)| names);
+    check_names(&func, skip, "skip")?;
+    if let (Some(_), Some((span, _))) = (&args.key, &args.skip) {
+        return Err(Error::new(
+            *span,
+            "`skip` has no effect when `key` is given: the key is exactly what `key` names; \
+             remove `skip(..)`",
+        ));
+    }
+    let key = key(&func, args.key.map(|(_, k)| k), skip)?;
+    let ns = match &args.ns {
+        Some(ns) => ns.value(),
+        None => default_ns(&func)?,
+    };
+    let (value_ty, ret_ty, is_result) = match &func.ret {
+        Ret::Result { ok } => (ok.clone(), func.return_type(), true),
+        Ret::Value(t) => (t.clone(), t.clone(), false),
+        Ret::Unit => (func.return_type(), func.return_type(), false),
+        // Rejected by `check_fn`.
+        Ret::Opaque(t) => (t.clone(), t.clone(), false),
+    };
+    if let Some(r) = reference_in(&value_ty) {
+        return Err(Error::new_spanned(
+            r,
+            "a cached function cannot return a reference: a cached value is deserialized into a \
+             new value that it cannot borrow from, so return an owned type (`String` for \
+             `&str`, `Vec<T>` for `&[T]`)",
+        ));
+    }
+    Ok(Cached {
+        krate: krate(args.krate),
+        ns,
+        version: args.version.unwrap_or(1),
+        options: Options {
+            ttl,
+            stale,
+            lock: args.lock,
+            lock_wait,
+            lease,
+            early_refresh,
+            local,
+        },
+        key,
+        cache: args.cache,
+        unless: args.unless,
+        value_ty,
+        ret_ty,
+        is_result,
+        func,
+    })
+}
+
+pub(crate) fn invalidates(args: InvalidatesArgs, func: Func) -> Result<Invalidates> {
+    check_fn(&func, "invalidates")?;
+    let mut namespaces: Vec<LitStr> = Vec::new();
+    for ns in args.namespaces {
+        check_ns(&ns)?;
+        if namespaces.iter().any(|n| n.value() == ns.value()) {
+            return Err(Error::new(
+                ns.span(),
+                format!("namespace \"{}\" is listed twice", ns.value()),
+            ));
+        }
+        namespaces.push(ns);
+    }
+    if namespaces.is_empty() {
+        return Err(Error::new(
+            Span::call_site(),
+            "#[invalidates] needs a namespace: #[invalidates(\"flight_count\")] for a whole \
+             namespace, or #[invalidates(ns = \"airport\", key(code))] for one entry",
+        ));
+    }
+    let target = match args.key {
+        Some((span, _)) if namespaces.len() != 1 => {
+            return Err(Error::new(
+                span,
+                "`key` invalidates one entry of one namespace: name exactly one namespace",
+            ));
+        }
+        Some((_, spec)) => Target::Key {
+            ns: namespaces.remove(0),
+            version: args.version.unwrap_or(1),
+            key: key(&func, Some(spec), &[])?,
+        },
+        None => Target::Namespaces(namespaces),
+    };
+    Ok(Invalidates {
+        krate: krate(args.krate),
+        cache: args.cache,
+        target,
+        func,
+    })
+}
+
+fn krate(p: Option<Path>) -> TokenStream {
+    p.map_or_else(|| quote!(::cache_aside), ToTokens::into_token_stream)
+}
+
+/// The function's own form: an `async fn`, not `const` or variadic, not
+/// returning `impl Trait`.
+fn check_fn(func: &Func, attr: &str) -> Result<()> {
+    let sig = &func.item.sig;
+    if sig.asyncness.is_none() {
+        return Err(Error::new(
+            sig.fn_token.span,
+            format!(
+                "#[{attr}] needs an `async fn`: add `async` (cache-aside wraps the future the function returns)"
+            ),
+        ));
+    }
+    if let Some(c) = &sig.constness {
+        return Err(Error::new(
+            c.span,
+            format!("#[{attr}] cannot be used on a `const fn`"),
+        ));
+    }
+    if let Some(v) = &sig.variadic {
+        return Err(Error::new(
+            v.span(),
+            format!("#[{attr}] cannot be used on a variadic fn"),
+        ));
+    }
+    if let Ret::Opaque(ty) = &func.ret {
+        let what = if attr == "cached" {
+            "that implements Serialize and Deserialize"
+        } else {
+            "instead"
+        };
+        return Err(Error::new_spanned(
+            ty,
+            format!(
+                "#[{attr}] cannot be used on a function that returns `impl Trait`: return a concrete type {what}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Is `c` allowed in a namespace? (The runtime's rule, `key/layout.rs`.)
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+}
+
+fn check_ns(ns: &LitStr) -> Result<()> {
+    let v = ns.value();
+    if !v.is_empty() && v.len() <= 64 && v.chars().all(is_name_char) {
+        return Ok(());
+    }
+    Err(Error::new(
+        ns.span(),
+        format!(
+            "invalid namespace \"{v}\": use 1 to 64 characters of letters, digits, `_`, `.` or `-`"
+        ),
+    ))
+}
+
+/// The namespace a function without `ns` gets: its name, if that is one.
+fn default_ns(func: &Func) -> Result<String> {
+    let ident = &func.item.sig.ident;
+    let name = ident.unraw().to_string();
+    if name.len() > 64 {
+        return Err(Error::new(
+            ident.span(),
+            "the function name is longer than 64 characters: give a namespace with `ns = \"...\"`",
+        ));
+    }
+    if let Some(bad) = name.chars().find(|&c| !is_name_char(c)) {
+        return Err(Error::new(
+            ident.span(),
+            format!(
+                "the namespace is the function's name by default, and `{name}` has {bad:?}, \
+                 which a namespace cannot have (only ASCII letters, digits, `_`, `.` and `-`): \
+                 give one with `ns = \"...\"`"
+            ),
+        ));
+    }
+    Ok(name)
+}
+
+/// A duration option must be at least 1 ms.
+fn duration(what: &str, t: Option<Timed>) -> Result<Option<Duration>> {
+    match t {
+        Some(t) if t.value < Duration::from_millis(1) => Err(Error::new(
+            t.span,
+            format!(
+                "invalid {what}: a {what} must be at least 1ms; leave `{what}` out to use the cache's default {what}"
+            ),
+        )),
+        t => Ok(t.map(|t| t.value)),
+    }
+}
+
+/// The names a `skip(...)` or `key(...)` list uses must be arguments.
+fn check_names(func: &Func, names: &[Ident], option: &str) -> Result<()> {
+    let mut errors: Option<Error> = None;
+    for name in names {
+        let known = if name == "self" {
+            func.receiver.is_some()
+        } else {
+            func.arg(name).is_some()
+        };
+        if known {
+            continue;
+        }
+        let mut available: Vec<String> = func
+            .args
+            .iter()
+            .filter_map(|a| a.name.as_ref().map(ToString::to_string))
+            .collect();
+        if func.receiver.is_some() {
+            available.insert(0, "self".into());
+        }
+        let hint = if available.is_empty() {
+            "the function has no named arguments".to_string()
+        } else {
+            let guess = did_you_mean(
+                &name.unraw().to_string(),
+                available.iter().map(String::as_str),
+            )
+            .map(|g| format!("did you mean `{g}`? "))
+            .unwrap_or_default();
+            let list: Vec<String> = available.iter().map(|a| format!("`{a}`")).collect();
+            format!("{guess}the arguments are {}", list.join(", "))
+        };
+        let e = Error::new(
+            name.span(),
+            format!("`{option}({name})` names no argument of this function: {hint}"),
+        );
+        match &mut errors {
+            Some(all) => all.combine(e),
+            None => errors = Some(e),
+        }
+    }
+    errors.map_or(Ok(()), Err)
+}
+
+/// The key: an expression, the named arguments, or every argument not
+/// skipped (each must be a plain name with a concrete type).
+fn key(func: &Func, spec: Option<KeySpec>, skip: &[Ident]) -> Result<Key> {
+    match spec {
+        Some(KeySpec::Expr(e)) => Ok(Key::Expr(e)),
+        Some(KeySpec::Args(names)) => {
+            check_names(func, &names, "key")?;
+            for name in &names {
+                if let Some(arg) = func.arg(name) {
+                    check_key_arg(name, &arg.ty)?;
+                }
+            }
+            Ok(Key::Args(names))
+        }
+        None => {
+            let mut parts = Vec::new();
+            let mut errors: Option<Error> = None;
+            for arg in &func.args {
+                if arg.name.as_ref().is_some_and(|n| skip.contains(n)) {
+                    continue;
+                }
+                let checked = match &arg.name {
+                    None => Err(Error::new(
+                        arg.pat_span,
+                        "a pattern argument cannot be part of the cache key: bind it to a name \
+                         (`pair: (u32, u32)`) and destructure it in the body, or set the key \
+                         with `key = ...`",
+                    )),
+                    Some(name) => check_key_arg(name, &arg.ty).map(|()| parts.push(name.clone())),
+                };
+                if let Err(e) = checked {
+                    match &mut errors {
+                        Some(all) => all.combine(e),
+                        None => errors = Some(e),
+                    }
+                }
+            }
+            errors.map_or(Ok(Key::Args(parts)), Err)
+        }
+    }
+}
+
+fn check_key_arg(name: &Ident, ty: &Type) -> Result<()> {
+    if is_impl_trait(ty) {
+        return Err(Error::new_spanned(
+            ty,
+            format!(
+                "an `impl Trait` argument cannot be part of the cache key: leave it out with \
+                 `skip({name})`, or give `{name}` a concrete type that implements Serialize"
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+use cache_aside::cached;
+
+#[cached]
+async fn größe(id: u32) -> u32 {
+    id
+}
+
+fn main() {}
