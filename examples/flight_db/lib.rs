@@ -51,9 +51,106 @@ pub async fn cache(redis_url: &str, prefix: &str) -> Cache {
         .expect("a valid memory cache configuration")
 }
 
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
+/// A database or Redis URL with its secrets masked, for logs and error
+/// messages: every URL this example prints goes through here.
+///
+/// The password of `user:pass@` becomes `user:***@`; user info without a
+/// colon (`token@`, a Redis password in some setups) becomes `***@`; query
+/// parameters whose name ends in `password` (PostgreSQL's `?password=` and
+/// `sslpassword=`) get the value `***`. `sqlite:` URLs are paths, so only
+/// their query is looked at.
+///
+/// ```
+/// use flight_db::redact;
+/// assert_eq!(redact("postgres://app:s3cret@db:5432/flights"), "postgres://app:***@db:5432/flights");
+/// assert_eq!(redact("redis://:s3cret@127.0.0.1:6379"), "redis://:***@127.0.0.1:6379");
+/// assert_eq!(redact("postgres://db/flights?user=app&password=s3cret"), "postgres://db/flights?user=app&password=***");
+/// ```
+pub fn redact(url: &str) -> String {
+    // Fragments are not sent anywhere; keep them out of the log as well.
+    let url = url.split_once('#').map_or(url, |(u, _)| u);
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = String::with_capacity(url.len());
+    match base.split_once("://") {
+        Some((scheme, rest)) if !scheme.eq_ignore_ascii_case("sqlite") => {
+            out.push_str(scheme);
+            out.push_str("://");
+            // The last `@` before the query ends the user info, even when
+            // an unescaped `/` or `@` in the password confuses a parser.
+            match rest.rfind('@') {
+                Some(at) => {
+                    match rest[..at].split_once(':') {
+                        Some((user, _)) => {
+                            out.push_str(user);
+                            out.push_str(":***");
+                        }
+                        None => out.push_str("***"),
+                    }
+                    out.push_str(&rest[at..]);
+                }
+                None => out.push_str(rest),
+            }
+        }
+        _ => out.push_str(base),
+    }
+    if let Some(query) = query {
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((k, _)) if k.to_ascii_lowercase().ends_with("password") => {
+                    out.push_str(k);
+                    out.push_str("=***");
+                }
+                _ => out.push_str(pair),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_masks_every_kind_of_secret() {
+        let cases = [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://u:p@h:1/0", "redis://u:***@h:1/0"),
+            ("rediss://:p%40x@h", "rediss://:***@h"),
+            ("redis://token@h", "redis://***@h"),
+            (
+                "postgres://postgres@127.0.0.1/db",
+                "postgres://***@127.0.0.1/db",
+            ),
+            ("postgres://a:b/c@d@h/db", "postgres://a:***@h/db"),
+            (
+                "postgresql://h/db?user=a&password=x&sslmode=require",
+                "postgresql://h/db?user=a&password=***&sslmode=require",
+            ),
+            (
+                "postgres://h/db?sslpassword=x",
+                "postgres://h/db?sslpassword=***",
+            ),
+            (
+                "postgres://u:p@h/db?PASSWORD=x#frag",
+                "postgres://u:***@h/db?PASSWORD=***",
+            ),
+            (
+                "sqlite:///home/me@corp/target/flight_db.sqlite3?mode=rwc",
+                "sqlite:///home/me@corp/target/flight_db.sqlite3?mode=rwc",
+            ),
+            ("nonsense", "nonsense"),
+            ("", ""),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact(url), want, "{url}");
+        }
     }
 }
