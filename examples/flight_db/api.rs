@@ -378,10 +378,17 @@ async fn metrics(State(q): State<Queries>) -> Response {
         let _ = writeln!(out, "# HELP cache_aside_{name}_total {help}");
         let _ = writeln!(out, "# TYPE cache_aside_{name}_total counter");
         for (ns, c) in &stats.namespaces {
-            let _ = writeln!(out, "cache_aside_{name}_total{{namespace=\"{ns}\"}} {}", get(c));
+            let _ = writeln!(
+                out,
+                "cache_aside_{name}_total{{namespace=\"{ns}\"}} {}",
+                get(c)
+            );
         }
     }
-    let _ = writeln!(out, "# HELP cache_aside_hit_ratio Hits over calls since start.");
+    let _ = writeln!(
+        out,
+        "# HELP cache_aside_hit_ratio Hits over calls since start."
+    );
     let _ = writeln!(out, "# TYPE cache_aside_hit_ratio gauge");
     for (ns, c) in &stats.namespaces {
         let _ = writeln!(

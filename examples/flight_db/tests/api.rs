@@ -351,7 +351,10 @@ async fn stats_and_metrics(db: &Db) {
             .to_vec(),
     )
     .unwrap();
-    assert!(text.contains("# TYPE cache_aside_hits_total counter"), "{text}");
+    assert!(
+        text.contains("# TYPE cache_aside_hits_total counter"),
+        "{text}"
+    );
     assert!(
         text.contains("cache_aside_hits_total{namespace=\"airport\"} 1"),
         "{text}"
@@ -379,7 +382,8 @@ async fn without_redis_the_service_falls_back_to_memory() {
     let started = std::time::Instant::now();
     let v: u32 = cache.namespace("x").get_or_compute(&1, async { 5 }).await;
     assert_eq!(v, 5);
-    let (v, s) = cache_aside::with_status(cache.namespace("x").get_or_compute(&1, async { 6u32 })).await;
+    let (v, s) =
+        cache_aside::with_status(cache.namespace("x").get_or_compute(&1, async { 6u32 })).await;
     assert_eq!(
         (v, s),
         (5, cache_aside::Status::Hit),
