@@ -2,9 +2,9 @@
 //! (`DATABASE_URL=postgres://...`), through sqlx's `Any` driver so that both
 //! run the same queries. Creates the schema and seeds it on first start.
 
-use std::io::Write;
 use std::time::Instant;
 
+use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 // Dynamic SQL here is only `values_sql`: constants and placeholder numbers.
 use sqlx::{AnyPool, AssertSqlSafe, Row};
@@ -156,6 +156,20 @@ impl Db {
 
     async fn seed(&self, flights: u64, seed: u64, progress: bool) -> Result<(), sqlx::Error> {
         let started = Instant::now();
+        tracing::info!("database: generating {flights} flights (seed {seed})");
+        let bar = if progress {
+            ProgressBar::new(flights)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:<20} [{bar:40}] {human_pos}/{human_len} ({per_sec:0}, {eta} left)",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("#>-"),
+        );
+        bar.set_message("generating flights");
         let mut tx = self.pool.begin().await?;
         for stmt in ddl(self.kind) {
             sqlx::query(stmt).execute(&mut *tx).await?;
@@ -210,7 +224,6 @@ impl Db {
             BATCH as usize,
         );
         let mut done = 0u64;
-        let mut last_draw = Instant::now();
         while done < flights {
             let n = BATCH.min(flights - done);
             let sql;
@@ -238,11 +251,9 @@ impl Db {
             }
             q.execute(&mut *tx).await?;
             done += n;
-            if progress && (last_draw.elapsed().as_millis() > 200 || done == flights) {
-                last_draw = Instant::now();
-                draw_progress(done, flights, started);
-            }
+            bar.set_position(done);
         }
+        bar.set_message("creating indexes");
         for stmt in INDEXES {
             sqlx::query(*stmt).execute(&mut *tx).await?;
         }
@@ -250,19 +261,19 @@ impl Db {
         // Statistics for the planner; on PostgreSQL also the visibility map,
         // without which the count's index-only scans read the heap until
         // autovacuum gets to the new table (half the speed in the load bench).
+        bar.set_message("analyzing");
         let analyze = match self.kind {
             Kind::Sqlite => "ANALYZE",
             Kind::Postgres => "VACUUM ANALYZE flight",
         };
         sqlx::query(analyze).execute(&self.pool).await?;
-        if progress {
-            eprintln!(
-                "\nseeded {} airports, {} airlines, {flights} flights in {:.1}s",
-                airports.len(),
-                airlines.len(),
-                started.elapsed().as_secs_f64()
-            );
-        }
+        bar.finish_and_clear();
+        tracing::info!(
+            "database: generated {} airports, {} airlines, {flights} flights in {:.1}s",
+            airports.len(),
+            airlines.len(),
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 }
@@ -288,17 +299,4 @@ fn values_sql(head: &str, cols: usize, rows: usize) -> String {
         sql.push(')');
     }
     sql
-}
-
-fn draw_progress(done: u64, total: u64, started: Instant) {
-    let width = 40;
-    let filled = (done * width / total.max(1)) as usize;
-    let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
-    eprint!(
-        "\rgenerating flights [{}{}] {done}/{total} ({:.0}/s)",
-        "#".repeat(filled),
-        "-".repeat(width as usize - filled),
-        rate
-    );
-    let _ = std::io::stderr().flush();
 }
