@@ -2,23 +2,27 @@
 //!
 //! * `serve` (default): the HTTP API on `--listen` (default 127.0.0.1:3000).
 //! * `demo`: the tutorial story, end to end, printed as a table.
-//! * `seed`: create and fill the database, then exit.
+//! * `seed`: generate the database if it is empty, then exit; `seed --force`
+//!   drops the data and generates it again.
 //!
-//! Database: SQLite in `target/flight_db.sqlite3` (created and seeded on
-//! first start), or PostgreSQL with `DATABASE_URL=postgres://...`.
+//! Database: SQLite in `target/flight_db.sqlite3` (generated on first start
+//! when empty, never replaced but by `seed --force`), or PostgreSQL with `DATABASE_URL=postgres://...`.
 //! Cache: Redis at `REDIS_URL` (default redis://127.0.0.1:6379), or process
 //! memory when Redis does not answer.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use flight_db::{DEFAULT_FLIGHTS, DEFAULT_SEED, Db, Queries, api, db, demo};
+use flight_db::{
+    DEFAULT_FLIGHTS, DEFAULT_SEED, Dataset, Db, Opened, Queries, Seeding, api, db, demo, redact,
+};
 
 struct Args {
     command: String,
     listen: SocketAddr,
     flights: u64,
     seed: u64,
+    force: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -27,6 +31,7 @@ fn parse_args() -> Result<Args, String> {
         listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
         flights: DEFAULT_FLIGHTS,
         seed: DEFAULT_SEED,
+        force: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -51,14 +56,18 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|_| format!("--seed: not a number: {v}"))?;
             }
+            "--force" => args.force = true,
             "-h" | "--help" => {
                 return Err(
-                    "usage: flight_db [serve|demo|seed] [--listen ADDR] [--flights N] [--seed N]"
+                    "usage: flight_db [serve|demo|seed [--force]] [--listen ADDR] [--flights N] [--seed N]"
                         .into(),
                 );
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
+    }
+    if args.force && args.command != "seed" {
+        return Err("--force: only with seed".into());
     }
     if args.flights < 1000 {
         return Err("--flights: at least 1000".into());
@@ -92,8 +101,40 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| db::default_sqlite_url());
-    let db = Db::open(&url, args.flights, args.seed, true).await?;
-    eprintln!("database: {:?} with {} flights", db.kind, args.flights);
+    let shown = redact(&url);
+    // Only `seed --force` replaces data; everything else generates an
+    // empty database and keeps what is there.
+    let seeding = if args.force {
+        Seeding::Always
+    } else {
+        Seeding::IfEmpty
+    };
+    let wanted = Dataset {
+        flights: args.flights,
+        seed: args.seed,
+    };
+    let (db, opened) = Db::open(&url, wanted, seeding, true)
+        .await
+        .map_err(|e| format!("database {shown}: {e}"))?;
+    let data = opened.data().dataset;
+    match &opened {
+        Opened::Generated(_) => {}
+        Opened::Existing(_) if args.command == "seed" => eprintln!(
+            "database: {shown} already holds {} flights (seed {}); left as it is \
+             (`seed --force` drops and regenerates it)",
+            data.flights, data.seed
+        ),
+        Opened::Existing(_) if data != wanted => eprintln!(
+            "database: {shown} holds {} flights (seed {}); --flights and --seed apply only \
+             when it is generated (`seed --force` regenerates it)",
+            data.flights, data.seed
+        ),
+        Opened::Existing(_) => {}
+    }
+    eprintln!(
+        "database: {:?} at {shown}, {} generated flights (seed {})",
+        db.kind, data.flights, data.seed
+    );
     if args.command == "seed" {
         return Ok(ExitCode::SUCCESS);
     }
