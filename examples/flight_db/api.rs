@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -15,9 +15,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cache_aside::{Counts, with_status};
 use serde::{Deserialize, Serialize};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::data;
 use crate::queries::{AirlineStats, Airport, FlightCount, NewFlight, Queries, RouteCount};
+
+/// A request that takes longer is answered `408 Request Timeout`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 // ---- Errors ---------------------------------------------------------------
 
@@ -254,7 +260,8 @@ impl From<&Counts> for NamespaceCounts {
 
 // ---- Routes ---------------------------------------------------------------
 
-/// The API's routes.
+/// The API: the routes, a log line per request (tower-http `TraceLayer`, at
+/// INFO) and a [`REQUEST_TIMEOUT`] per request.
 pub fn router(queries: Queries) -> Router {
     Router::new()
         .route("/airports/{iata}", get(get_airport).patch(rename_airport))
@@ -266,6 +273,16 @@ pub fn router(queries: Queries) -> Router {
         .route("/cache/stats", get(cache_stats))
         .route("/metrics", get(metrics))
         .with_state(queries)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        // Outermost, so that timeouts are logged with their status too.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
 }
 
 /// A 3-letter IATA airport code, upper-cased.
