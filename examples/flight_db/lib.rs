@@ -5,9 +5,11 @@
 //! the cached answer wrong; a TTL bounds how long it stays wrong; deleting
 //! (invalidating) the entry on POST makes it right at once; and one
 //! attribute replaces the copy-pasted caching code. See `queries.rs` for the
-//! cached functions, `api.rs` for the HTTP API, `demo.rs` for the story.
+//! cached functions, `api.rs` for the HTTP API, `demo.rs` for the story,
+//! `config.rs` for the command line and `db.rs` for when data is generated.
 
 pub mod api;
+pub mod config;
 pub mod data;
 pub mod db;
 pub mod demo;
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 use cache_aside::Cache;
 
+pub use config::{Cli, Command, Config};
 pub use db::{Dataset, Db, Opened, Seeding};
 pub use queries::Queries;
 
