@@ -1,7 +1,8 @@
 //! `cargo run --example flight_db -- [serve|demo|seed] [OPTIONS]` (`--help`
 //! lists them).
 //!
-//! * `serve` (default): the HTTP API on `--listen` (default 127.0.0.1:3000).
+//! * `serve` (default): the HTTP API on `--listen` (default 127.0.0.1:3000),
+//!   until Ctrl-C or SIGTERM.
 //! * `demo`: the tutorial story, end to end, printed as a table.
 //! * `seed`: generate the database if it is empty, then exit; `seed --force`
 //!   drops the data and generates it again.
@@ -9,10 +10,11 @@
 //! Database: SQLite in `target/flight_db.sqlite3` (generated on first start),
 //! or PostgreSQL with `DATABASE_URL=postgres://...` (or `--database-url`).
 //! Cache: Redis at `REDIS_URL` (default redis://127.0.0.1:6379), or process
-//! memory when Redis does not answer.
+//! memory when Redis does not answer. Logs go to stderr (`RUST_LOG` filters).
 
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -33,12 +35,20 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(_command: Command) {
+/// Logs to stderr, coloured only on a terminal. `serve` logs a line per
+/// request; `demo` and `seed` leave those out unless `RUST_LOG` asks.
+fn init_tracing(command: Command) {
+    let default = match command {
+        Command::Serve => "info,sqlx=warn",
+        Command::Demo | Command::Seed { .. } => "info,sqlx=warn,tower_http=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+                .unwrap_or_else(|_| default.into()),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -102,6 +112,33 @@ async fn run(command: Command, config: &Config) -> Result<ExitCode, Box<dyn std:
     Ok(ExitCode::SUCCESS)
 }
 
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM; axum then stops accepting and
+/// lets the requests in progress finish (each within the request timeout).
 async fn shutdown_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    let which = tokio::select! {
+        () = ctrl_c => "Ctrl-C",
+        () = terminate => "SIGTERM",
+    };
+    tracing::info!("{which}: shutting down, finishing the requests in progress");
 }
