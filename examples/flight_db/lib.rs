@@ -8,6 +8,9 @@
 //! cached functions, `api.rs` for the HTTP API, `demo.rs` for the story,
 //! `config.rs` for the command line and `db.rs` for when data is generated.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod config;
 pub mod data;
