@@ -49,7 +49,7 @@ pub async fn cache(redis_url: &str, prefix: &str) -> Cache {
         },
         Err(e) => e.to_string(),
     };
-    eprintln!("{reason}; caching in process memory instead (set REDIS_URL to use Redis)");
+    tracing::warn!("{reason}; caching in process memory instead (set REDIS_URL to use Redis)");
     Cache::builder()
         .memory()
         .prefix(prefix)
