@@ -40,19 +40,16 @@ pub struct Cli {
     )]
     pub listen: SocketAddr,
 
-    /// Flights to generate, when the database is generated (at least 1000).
-    #[arg(
-        long,
-        global = true,
-        value_name = "N",
-        default_value_t = DEFAULT_FLIGHTS,
-        value_parser = parse_flights
-    )]
-    pub flights: u64,
+    /// Flights to generate, when the database is generated (at least 1000)
+    /// [default: 1000000].
+    // No clap default: Config tells an explicit value from the default.
+    #[arg(long, global = true, value_name = "N", value_parser = parse_flights)]
+    pub flights: Option<u64>,
 
-    /// Seed of the flight generator, when the database is generated.
-    #[arg(long, global = true, value_name = "N", default_value_t = DEFAULT_SEED)]
-    pub seed: u64,
+    /// Seed of the flight generator, when the database is generated
+    /// [default: 2026].
+    #[arg(long, global = true, value_name = "N")]
+    pub seed: Option<u64>,
 
     /// The database: `sqlite://PATH?mode=rwc` or `postgres://...`
     /// [default: SQLite in target/flight_db.sqlite3].
@@ -112,10 +109,11 @@ pub struct Config {
     pub database_url: String,
     /// The Redis URL (may hold a password: print it with [`redact`]).
     pub redis_url: String,
-    /// Flights to generate when the database is generated.
-    pub flights: u64,
-    /// Seed of the flight generator.
-    pub seed: u64,
+    /// `--flights`, if given: flights to generate when the database is
+    /// generated ([`DEFAULT_FLIGHTS`] if not).
+    pub flights: Option<u64>,
+    /// `--seed`, if given: the generator's seed ([`DEFAULT_SEED`] if not).
+    pub seed: Option<u64>,
 }
 
 impl Config {
@@ -134,9 +132,15 @@ impl Config {
     /// The data to generate when the database is generated.
     pub fn dataset(&self) -> Dataset {
         Dataset {
-            flights: self.flights,
-            seed: self.seed,
+            flights: self.flights.unwrap_or(DEFAULT_FLIGHTS),
+            seed: self.seed.unwrap_or(DEFAULT_SEED),
         }
+    }
+
+    /// Whether `--flights` or `--seed` asked for other data than `data`
+    /// (they only apply when the database is generated).
+    pub fn asks_for_other_data_than(&self, data: Dataset) -> bool {
+        self.flights.is_some_and(|f| f != data.flights) || self.seed.is_some_and(|s| s != data.seed)
     }
 }
 
@@ -168,6 +172,10 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+        let help = Cli::command().render_long_help().to_string();
+        for default in [DEFAULT_FLIGHTS, DEFAULT_SEED] {
+            assert!(help.contains(&format!("[default: {default}]")), "{help}");
+        }
     }
 
     #[test]
@@ -175,10 +183,22 @@ mod tests {
         let (cmd, c) = parse(&[]).unwrap();
         assert_eq!(cmd, Command::Serve);
         assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 3000)));
-        assert_eq!((c.flights, c.seed), (DEFAULT_FLIGHTS, DEFAULT_SEED));
+        assert_eq!(c.dataset(), Dataset::default());
+        assert!(!c.asks_for_other_data_than(Dataset {
+            flights: 5000,
+            seed: 1
+        }));
         let (cmd, c) = parse(&["--flights", "5000", "seed", "--seed", "7"]).unwrap();
         assert_eq!(cmd, Command::Seed { force: false });
-        assert_eq!((c.flights, c.seed), (5000, 7));
+        assert_eq!(
+            c.dataset(),
+            Dataset {
+                flights: 5000,
+                seed: 7
+            }
+        );
+        assert!(!c.asks_for_other_data_than(c.dataset()));
+        assert!(c.asks_for_other_data_than(Dataset::default()));
         let (cmd, c) = parse(&["demo", "--listen", "0.0.0.0:8080"]).unwrap();
         assert_eq!(cmd, Command::Demo);
         assert_eq!(c.listen.port(), 8080);

@@ -171,23 +171,19 @@ pub enum DbError {
     /// The data is of another [`DATA_VERSION`]; it is not replaced without
     /// being asked.
     #[error(
-        "{url} holds data version {found:?}, this build reads version {DATA_VERSION}: \
+        "it holds data version {found:?}, this build reads version {DATA_VERSION}: \
          regenerate it with `seed --force`"
     )]
     OtherVersion {
-        /// The database, redacted.
-        url: String,
         /// The version recorded in it.
         found: String,
     },
     /// Tables of this example's names that it did not generate: left alone.
     #[error(
-        "{url} has tables {tables} but no record that flight-db generated them; \
+        "it has tables {tables} but no record that flight-db generated them; \
          refusing to drop them (`seed --force` does)"
     )]
     NotGenerated {
-        /// The database, redacted.
-        url: String,
         /// The tables found, comma-separated.
         tables: String,
     },
@@ -316,13 +312,11 @@ impl Db {
             }
             (Contents::Generated(have), Seeding::IfEmpty) => {
                 return Err(DbError::OtherVersion {
-                    url: redact(url),
                     found: have.version,
                 });
             }
             (Contents::Unknown(tables), Seeding::IfEmpty) => {
                 return Err(DbError::NotGenerated {
-                    url: redact(url),
                     tables: tables.join(", "),
                 });
             }

@@ -64,21 +64,24 @@ async fn run(command: Command, config: &Config) -> Result<ExitCode, Box<dyn std:
         .await
         .map_err(|e| format!("database {url}: {e}"))?;
     let data = opened.data().dataset;
-    match &opened {
-        Opened::Generated(_) => {}
-        Opened::Existing(_) if matches!(command, Command::Seed { .. }) => tracing::info!(
-            "database: {url} already holds {} flights (seed {}); left as it is \
-             (`seed --force` drops and regenerates it)",
-            data.flights,
-            data.seed
-        ),
-        Opened::Existing(_) if data != config.dataset() => tracing::warn!(
+    match (&opened, command) {
+        (Opened::Existing(_), Command::Seed { .. }) => {
+            tracing::info!(
+                "database: {:?} at {url} already holds {} flights (seed {}); left as it is \
+                 (`seed --force` drops and regenerates it)",
+                db.kind,
+                data.flights,
+                data.seed
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        (Opened::Existing(_), _) if config.asks_for_other_data_than(data) => tracing::warn!(
             "database: {url} holds {} flights (seed {}); --flights and --seed apply only \
              when it is generated (`seed --force` regenerates it)",
             data.flights,
             data.seed
         ),
-        Opened::Existing(_) => {}
+        _ => {}
     }
     tracing::info!(
         "database: {:?} at {url}, {} generated flights (seed {})",

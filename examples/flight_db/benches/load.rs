@@ -166,7 +166,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| db::default_sqlite_url());
     // Generated if empty, never replaced: the table below is for the
     // default dataset, so other data is an error that says how to fix it.
-    let (db, opened) = Db::open(&url, Dataset::default(), Seeding::IfEmpty, true).await?;
+    let (db, opened) = Db::open(&url, Dataset::default(), Seeding::IfEmpty, true)
+        .await
+        .map_err(|e| format!("database {}: {e}", redact(&url)))?;
     if opened.data().dataset != Dataset::default() {
         return Err(format!(
             "{} holds {:?}, the benchmark measures {:?}: \
