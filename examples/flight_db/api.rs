@@ -1,9 +1,11 @@
 //! The HTTP API (axum). Every cached answer carries `"from_cache"` and the
 //! server time in milliseconds; bad input gets a 4xx with a JSON error that
-//! names the problem, and writes nothing.
+//! names the problem, and writes nothing. Requests and answers are the typed
+//! structs below; every error is an [`ApiError`].
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -12,49 +14,254 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cache_aside::{Counts, with_status};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 use crate::data;
-use crate::queries::{Airport, NewFlight, Queries};
+use crate::queries::{AirlineStats, Airport, FlightCount, NewFlight, Queries, RouteCount};
 
-/// An error answer: status and a JSON body `{"error": "..."}`.
-#[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+/// A request that takes longer is answered `408 Request Timeout`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl ApiError {
-    fn bad(msg: impl Into<String>) -> Self {
-        ApiError(StatusCode::BAD_REQUEST, msg.into())
-    }
-    fn not_found(msg: impl Into<String>) -> Self {
-        ApiError(StatusCode::NOT_FOUND, msg.into())
-    }
-    fn unprocessable(msg: impl Into<String>) -> Self {
-        ApiError(StatusCode::UNPROCESSABLE_ENTITY, msg.into())
-    }
+// ---- Errors ---------------------------------------------------------------
+
+/// Every answer that is not the result: its status code, and the body
+/// [`ErrorBody`] with a message that names the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: a path or query parameter that is not acceptable.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404: the airport or airline asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// 422: a well-formed body whose values are not acceptable.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 400: a query string that does not deserialize (axum's message).
+    #[error("{}", .0.body_text())]
+    Query(#[from] QueryRejection),
+    /// A JSON body axum rejected, with axum's status and message: 400 for
+    /// malformed JSON, 422 for a missing or mistyped field, 415 without a
+    /// JSON content type.
+    #[error("{}", .0.body_text())]
+    Json(#[from] JsonRejection),
+    /// 500: the database failed. The error is logged; the client is told
+    /// only "database error".
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        tracing::error!(error = %e, "database error");
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "database error".into())
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::Query(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Json(e) => e.status(),
+            ApiError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        if let ApiError::Database(e) = &self {
+            tracing::error!(error = %e, "database error");
+        }
+        let body = ErrorBody {
+            error: self.to_string(),
+        };
+        (self.status(), Json(body)).into_response()
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
-
-/// axum's own status: 400 for malformed JSON, 422 for a missing or
-/// mistyped field, 415 without a JSON content type.
-fn json_error(e: JsonRejection) -> ApiError {
-    ApiError(e.status(), e.body_text())
+/// The body of every error answer: `{"error": "..."}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorBody {
+    /// What was wrong, naming the field when there is one.
+    pub error: String,
 }
 
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+// ---- Requests -------------------------------------------------------------
+
+/// `PATCH /airports/{iata}`: the new name.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RenameAirport {
+    /// 1 to 200 characters (trimmed).
+    pub name: String,
+}
+
+/// `?from=FRA&to=JFK`: a route.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteParams {
+    /// IATA code of the departure airport.
+    pub from: String,
+    /// IATA code of the arrival airport.
+    pub to: String,
+}
+
+/// `?from=FRA&limit=5`: top destinations from an airport.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TopRoutesParams {
+    /// IATA code of the departure airport.
+    pub from: String,
+    /// 1 to 100; 10 when omitted.
+    pub limit: Option<i64>,
+}
+
+/// `POST /flights`: a new flight. Unknown fields are rejected.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewFlightRequest {
+    /// IATA code of the airline (2 characters).
+    pub airline: String,
+    /// IATA code of the departure airport.
+    pub from: String,
+    /// IATA code of the arrival airport.
+    pub to: String,
+    /// Departure in UTC, like `2026-12-01T10:00:00Z`.
+    pub departure: String,
+    /// 1 to 1000; 180 when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seats: Option<i64>,
+}
+
+// ---- Answers --------------------------------------------------------------
+
+/// A cached answer: the value's own fields, plus where it came from and how
+/// long the server took.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer<T> {
+    /// The answer itself (its fields are inlined).
+    #[serde(flatten)]
+    pub value: T,
+    /// Whether the value came from the cache.
+    pub from_cache: bool,
+    /// Server time in milliseconds (0.1 ms resolution).
+    pub ms: f64,
+}
+
+impl<T> Answer<T> {
+    fn new(value: T, from_cache: bool, started: Instant) -> Json<Self> {
+        let ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
+        Json(Answer {
+            value,
+            from_cache,
+            ms,
+        })
+    }
+}
+
+/// `GET /flights/count`: the route and its [`FlightCount`].
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteFlights {
+    /// Departure airport (IATA, upper case).
+    pub from: String,
+    /// Arrival airport (IATA, upper case).
+    pub to: String,
+    /// The count (its fields are inlined).
+    #[serde(flatten)]
+    pub count: FlightCount,
+}
+
+/// `GET /routes/top`: the busiest destinations from an airport.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopRoutes {
+    /// Departure airport (IATA, upper case).
+    pub from: String,
+    /// The limit asked for.
+    pub limit: i64,
+    /// Busiest first.
+    pub routes: Vec<RouteCount>,
+}
+
+/// `PATCH /airports/{iata}`: the airport's new name.
+#[derive(Debug, Clone, Serialize)]
+pub struct AirportRenamed {
+    /// The airport (IATA, upper case).
+    pub iata: String,
+    /// Its new name.
+    pub name: String,
+}
+
+/// `POST /flights` (201): the flight as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlightCreated {
+    /// The new flight's id.
+    pub id: i64,
+    /// Airline (IATA, upper case).
+    pub airline: String,
+    /// Departure airport (IATA, upper case).
+    pub from: String,
+    /// Arrival airport (IATA, upper case).
+    pub to: String,
+    /// Departure in UTC.
+    pub departure: String,
+    /// Seats.
+    pub seats: i64,
+}
+
+/// `GET /cache/stats`: the cache's counters, in total and per namespace.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheStats {
+    /// Sum over all namespaces.
+    pub total: NamespaceCounts,
+    /// Per namespace, sorted by name.
+    pub namespaces: BTreeMap<String, NamespaceCounts>,
+}
+
+/// The counters of one namespace (see [`cache_aside::Counts`]).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct NamespaceCounts {
+    /// Calls answered from the cache.
+    pub hits: u64,
+    /// Calls that ran the query and stored its answer.
+    pub misses: u64,
+    /// Calls that ran the query without the cache.
+    pub bypasses: u64,
+    /// Cache operations that failed or timed out.
+    pub errors: u64,
+    /// Stored values that did not decode.
+    pub decode_errors: u64,
+    /// Values written to the cache.
+    pub stores: u64,
+    /// Stores refused by the stale-set guard or size limit.
+    pub stores_rejected: u64,
+    /// Invalidations that reached the cache.
+    pub invalidations: u64,
+    /// Invalidations queued for retry.
+    pub invalidations_queued: u64,
+    /// Hits over calls, rounded to 4 decimals.
+    pub hit_ratio: f64,
+}
+
+impl From<&Counts> for NamespaceCounts {
+    fn from(c: &Counts) -> Self {
+        NamespaceCounts {
+            hits: c.hits,
+            misses: c.misses,
+            bypasses: c.bypasses,
+            errors: c.errors,
+            decode_errors: c.decode_errors,
+            stores: c.stores,
+            stores_rejected: c.stores_rejected,
+            invalidations: c.invalidations,
+            invalidations_queued: c.invalidations_queued,
+            hit_ratio: (c.hit_ratio() * 1e4).round() / 1e4,
+        }
+    }
+}
+
+// ---- Routes ---------------------------------------------------------------
+
+/// The API: the routes, a log line per request (tower-http `TraceLayer`, at
+/// INFO) and a [`REQUEST_TIMEOUT`] per request.
 pub fn router(queries: Queries) -> Router {
     Router::new()
         .route("/airports/{iata}", get(get_airport).patch(rename_airport))
@@ -66,19 +273,16 @@ pub fn router(queries: Queries) -> Router {
         .route("/cache/stats", get(cache_stats))
         .route("/metrics", get(metrics))
         .with_state(queries)
-}
-
-fn ms(started: Instant) -> f64 {
-    (started.elapsed().as_secs_f64() * 1e4).round() / 10.0
-}
-
-/// A JSON answer with `from_cache` and `ms` added.
-fn answer(mut body: Value, from_cache: bool, started: Instant) -> Response {
-    if let Value::Object(map) = &mut body {
-        map.insert("from_cache".into(), from_cache.into());
-        map.insert("ms".into(), ms(started).into());
-    }
-    Json(body).into_response()
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        // Outermost, so that timeouts are logged with their status too.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
 }
 
 /// A 3-letter IATA airport code, upper-cased.
@@ -87,7 +291,7 @@ fn airport_code(field: &str, code: &str) -> Result<String, ApiError> {
     if c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphanumeric()) {
         Ok(c)
     } else {
-        Err(ApiError::bad(format!(
+        Err(ApiError::BadRequest(format!(
             "{field}: \"{code}\" is not an IATA airport code (3 letters, e.g. FRA)"
         )))
     }
@@ -98,7 +302,7 @@ fn airline_code(code: &str) -> Result<String, ApiError> {
     if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphanumeric()) {
         Ok(c)
     } else {
-        Err(ApiError::bad(format!(
+        Err(ApiError::BadRequest(format!(
             "airline: \"{code}\" is not an IATA airline code (2 characters, e.g. LH)"
         )))
     }
@@ -108,55 +312,51 @@ fn airline_code(code: &str) -> Result<String, ApiError> {
 async fn known_airport(q: &Queries, field: &str, code: &str) -> Result<Airport, ApiError> {
     q.airport(code)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("{field}: unknown airport \"{code}\"")))
+        .ok_or_else(|| ApiError::NotFound(format!("{field}: unknown airport \"{code}\"")))
 }
 
-async fn get_airport(State(q): State<Queries>, Path(iata): Path<String>) -> ApiResult {
+async fn get_airport(
+    State(q): State<Queries>,
+    Path(iata): Path<String>,
+) -> ApiResult<Answer<Airport>> {
     let started = Instant::now();
     let code = airport_code("iata", &iata)?;
     let (airport, status) = with_status(q.airport(&code)).await;
     match airport? {
-        Some(a) => Ok(answer(json!(a), status.is_hit(), started)),
-        None => Err(ApiError::not_found(format!("unknown airport \"{code}\""))),
+        Some(a) => Ok(Answer::new(a, status.is_hit(), started)),
+        None => Err(ApiError::NotFound(format!("unknown airport \"{code}\""))),
     }
-}
-
-#[derive(Deserialize)]
-struct Rename {
-    name: String,
 }
 
 async fn rename_airport(
     State(q): State<Queries>,
     Path(iata): Path<String>,
-    body: Result<Json<Rename>, JsonRejection>,
-) -> ApiResult {
+    body: Result<Json<RenameAirport>, JsonRejection>,
+) -> ApiResult<AirportRenamed> {
     let code = airport_code("iata", &iata)?;
-    let Json(body) = body.map_err(json_error)?;
+    let Json(body) = body?;
     let name = body.name.trim();
     if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::unprocessable("name: 1 to 200 characters"));
+        return Err(ApiError::Unprocessable("name: 1 to 200 characters".into()));
     }
     if !q.rename_airport(&code, name).await? {
-        return Err(ApiError::not_found(format!("unknown airport \"{code}\"")));
+        return Err(ApiError::NotFound(format!("unknown airport \"{code}\"")));
     }
-    Ok(Json(json!({ "iata": code, "name": name })).into_response())
+    Ok(Json(AirportRenamed {
+        iata: code,
+        name: name.to_string(),
+    }))
 }
 
-#[derive(Deserialize)]
-struct RouteQuery {
-    from: String,
-    to: String,
-}
-
+/// The route's two codes, validated and known.
 async fn route(
     q: &Queries,
-    params: Result<Query<RouteQuery>, QueryRejection>,
+    params: Result<Query<RouteParams>, QueryRejection>,
 ) -> Result<(String, String), ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::bad(e.body_text()))?;
+    let Query(p) = params?;
     let (from, to) = (airport_code("from", &p.from)?, airport_code("to", &p.to)?);
     if from == to {
-        return Err(ApiError::bad(format!(
+        return Err(ApiError::BadRequest(format!(
             "from and to are the same airport ({from})"
         )));
     }
@@ -182,8 +382,8 @@ fn no_cache(headers: &HeaderMap) -> bool {
 async fn count_flights(
     State(q): State<Queries>,
     headers: HeaderMap,
-    params: Result<Query<RouteQuery>, QueryRejection>,
-) -> ApiResult {
+    params: Result<Query<RouteParams>, QueryRejection>,
+) -> ApiResult<Answer<RouteFlights>> {
     let started = Instant::now();
     let (from, to) = route(&q, params).await?;
     let (count, from_cache) = if no_cache(&headers) {
@@ -192,101 +392,90 @@ async fn count_flights(
         let (c, status) = with_status(q.count_flights(&from, &to)).await;
         (c?, status.is_hit())
     };
-    let body = json!({"from": from, "to": to, "count": count.count,
-        "direct": count.direct, "one_stop": count.one_stop});
-    Ok(answer(body, from_cache, started))
+    let body = RouteFlights { from, to, count };
+    Ok(Answer::new(body, from_cache, started))
 }
 
 async fn count_flights_ttl_only(
     State(q): State<Queries>,
-    params: Result<Query<RouteQuery>, QueryRejection>,
-) -> ApiResult {
+    params: Result<Query<RouteParams>, QueryRejection>,
+) -> ApiResult<Answer<RouteFlights>> {
     let started = Instant::now();
     let (from, to) = route(&q, params).await?;
     let (count, status) = with_status(q.count_flights_ttl_only(&from, &to)).await;
-    let count = count?;
-    let body = json!({"from": from, "to": to, "count": count.count,
-        "direct": count.direct, "one_stop": count.one_stop});
-    Ok(answer(body, status.is_hit(), started))
-}
-
-#[derive(Deserialize)]
-struct TopQuery {
-    from: String,
-    limit: Option<i64>,
+    let body = RouteFlights {
+        from,
+        to,
+        count: count?,
+    };
+    Ok(Answer::new(body, status.is_hit(), started))
 }
 
 async fn top_routes(
     State(q): State<Queries>,
-    params: Result<Query<TopQuery>, QueryRejection>,
-) -> ApiResult {
+    params: Result<Query<TopRoutesParams>, QueryRejection>,
+) -> ApiResult<Answer<TopRoutes>> {
     let started = Instant::now();
-    let Query(p) = params.map_err(|e| ApiError::bad(e.body_text()))?;
+    let Query(p) = params?;
     let from = airport_code("from", &p.from)?;
     let limit = p.limit.unwrap_or(10);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::bad(format!(
+        return Err(ApiError::BadRequest(format!(
             "limit must be 1 to 100, got {limit}"
         )));
     }
     known_airport(&q, "from", &from).await?;
     let (routes, status) = with_status(q.top_routes(&from, limit)).await;
-    Ok(answer(
-        json!({ "from": from, "limit": limit, "routes": routes? }),
-        status.is_hit(),
-        started,
-    ))
+    let body = TopRoutes {
+        from,
+        limit,
+        routes: routes?,
+    };
+    Ok(Answer::new(body, status.is_hit(), started))
 }
 
-async fn airline_stats(State(q): State<Queries>, Path(iata): Path<String>) -> ApiResult {
+async fn airline_stats(
+    State(q): State<Queries>,
+    Path(iata): Path<String>,
+) -> ApiResult<Answer<AirlineStats>> {
     let started = Instant::now();
     let code = airline_code(&iata)?;
     let (stats, status) = with_status(q.airline_stats(&code)).await;
     match stats? {
-        Some(s) => Ok(answer(json!(s), status.is_hit(), started)),
-        None => Err(ApiError::not_found(format!("unknown airline \"{code}\""))),
+        Some(s) => Ok(Answer::new(s, status.is_hit(), started)),
+        None => Err(ApiError::NotFound(format!("unknown airline \"{code}\""))),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PostFlight {
-    airline: String,
-    from: String,
-    to: String,
-    departure: String,
-    seats: Option<i64>,
 }
 
 async fn add_flight(
     State(q): State<Queries>,
-    body: Result<Json<PostFlight>, JsonRejection>,
-) -> ApiResult {
-    let Json(p) = body.map_err(json_error)?;
+    body: Result<Json<NewFlightRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<FlightCreated>), ApiError> {
+    let Json(p) = body?;
     let airline = airline_code(&p.airline)?;
     let (from, to) = (airport_code("from", &p.from)?, airport_code("to", &p.to)?);
     if from == to {
-        return Err(ApiError::unprocessable(format!(
+        return Err(ApiError::Unprocessable(format!(
             "from and to are the same airport ({from})"
         )));
     }
     let departure = data::parse_iso(&p.departure).ok_or_else(|| {
-        ApiError::unprocessable(format!(
+        ApiError::Unprocessable(format!(
             "departure: \"{}\" is not a UTC time like 2026-12-01T10:00:00Z",
             p.departure
         ))
     })?;
     let seats = p.seats.unwrap_or(180);
     if !(1..=1000).contains(&seats) {
-        return Err(ApiError::unprocessable(format!(
+        return Err(ApiError::Unprocessable(format!(
             "seats must be 1 to 1000, got {seats}"
         )));
     }
     let airline_id = q.airline_id(&airline).await?.ok_or_else(|| {
-        ApiError::unprocessable(format!("airline: unknown airline \"{airline}\""))
+        ApiError::Unprocessable(format!("airline: unknown airline \"{airline}\""))
     })?;
     let unknown = |field: &str, code: &str| {
-        ApiError::unprocessable(format!("{field}: unknown airport \"{code}\""))
+        ApiError::Unprocessable(format!("{field}: unknown airport \"{code}\""))
     };
     let src = q
         .airport(&from)
@@ -300,34 +489,31 @@ async fn add_flight(
             src,
             dst,
             departure,
+            // In 1..=1000, checked above.
             seats: seats as i32,
         })
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"id": id, "airline": airline, "from": from, "to": to,
-            "departure": data::iso(departure), "seats": seats})),
-    )
-        .into_response())
+    let created = FlightCreated {
+        id,
+        airline,
+        from,
+        to,
+        departure: data::iso(departure),
+        seats,
+    };
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
-fn counts_json(c: &Counts) -> Value {
-    json!({
-        "hits": c.hits, "misses": c.misses, "bypasses": c.bypasses, "errors": c.errors,
-        "decode_errors": c.decode_errors, "stores": c.stores, "stores_rejected": c.stores_rejected,
-        "invalidations": c.invalidations, "invalidations_queued": c.invalidations_queued,
-        "hit_ratio": (c.hit_ratio() * 1e4).round() / 1e4,
-    })
-}
-
-async fn cache_stats(State(q): State<Queries>) -> Response {
+async fn cache_stats(State(q): State<Queries>) -> Json<CacheStats> {
     let stats = q.cache.stats();
-    let namespaces: serde_json::Map<String, Value> = stats
-        .namespaces
-        .iter()
-        .map(|(ns, c)| (ns.clone(), counts_json(c)))
-        .collect();
-    Json(json!({ "total": counts_json(&stats.total), "namespaces": namespaces })).into_response()
+    Json(CacheStats {
+        total: (&stats.total).into(),
+        namespaces: stats
+            .namespaces
+            .iter()
+            .map(|(ns, c)| (ns.clone(), c.into()))
+            .collect(),
+    })
 }
 
 /// A metric: name, help text, and how to read it from the counters.

@@ -4,23 +4,36 @@
 /// One airport row of `data/airports.csv`.
 #[derive(Debug, Clone)]
 pub struct AirportRow {
+    /// IATA code.
     pub iata: String,
+    /// ICAO code.
     pub icao: String,
+    /// Name.
     pub name: String,
+    /// City.
     pub city: String,
+    /// ISO country code.
     pub country: String,
+    /// Latitude in degrees.
     pub lat: f64,
+    /// Longitude in degrees.
     pub lon: f64,
+    /// IANA time zone.
     pub tz: String,
 }
 
 /// One airline row of `data/airlines.csv`.
 #[derive(Debug, Clone)]
 pub struct AirlineRow {
+    /// IATA code.
     pub iata: String,
+    /// ICAO code.
     pub icao: String,
+    /// Name.
     pub name: String,
+    /// Radio callsign.
     pub callsign: String,
+    /// ISO country code.
     pub country: String,
 }
 
@@ -56,6 +69,7 @@ fn rows(csv: &str) -> impl Iterator<Item = Vec<String>> + '_ {
         .map(csv_fields)
 }
 
+/// The airports of `data/airports.csv` (rows with a 3-letter IATA code).
 pub fn airports() -> Vec<AirportRow> {
     rows(AIRPORTS_CSV)
         .filter(|f| f.len() == 8 && f[0].len() == 3)
@@ -72,6 +86,7 @@ pub fn airports() -> Vec<AirportRow> {
         .collect()
 }
 
+/// The airlines of `data/airlines.csv` (rows with a 2-character IATA code).
 pub fn airlines() -> Vec<AirlineRow> {
     rows(AIRLINES_CSV)
         .filter(|f| f.len() == 5 && f[0].len() == 2)
@@ -89,10 +104,12 @@ pub fn airlines() -> Vec<AirlineRow> {
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator whose sequence is fixed by `seed`.
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -113,6 +130,7 @@ pub struct Weighted {
 }
 
 impl Weighted {
+    /// A picker over `weights` (index `i` has weight `weights[i]`).
     pub fn new(weights: impl IntoIterator<Item = u64>) -> Self {
         let mut total = 0;
         let cumulative = weights
@@ -125,6 +143,7 @@ impl Weighted {
         Weighted { cumulative }
     }
 
+    /// A random index, weighted.
     pub fn pick(&self, rng: &mut Rng) -> usize {
         let total = self.cumulative.last().copied().unwrap_or(0).max(1);
         let x = rng.below(total);
@@ -179,12 +198,19 @@ const HUBS: &[(&str, &str)] = &[
 /// A generated flight (times in Unix seconds, UTC).
 #[derive(Debug, Clone)]
 pub struct NewFlightRow {
+    /// Flight number, e.g. `LH400`.
     pub flightno: String,
+    /// Index into the airlines.
     pub airline: usize,
+    /// Index into the airports: departure.
     pub src: usize,
+    /// Index into the airports: arrival.
     pub dst: usize,
+    /// Departure time.
     pub departure: i64,
+    /// Arrival time.
     pub arrival: i64,
+    /// Seats.
     pub seats: i32,
 }
 
@@ -206,6 +232,8 @@ pub struct FlightGenerator<'a> {
 }
 
 impl<'a> FlightGenerator<'a> {
+    /// A generator over these airports and airlines; the same seed gives
+    /// the same flights.
     pub fn new(airports: &'a [AirportRow], airlines: &'a [AirlineRow], seed: u64) -> Self {
         let airline_index = |code: &str| airlines.iter().position(|a| a.iata == code);
         let mut hub_carrier = vec![None; airports.len()];
@@ -235,6 +263,7 @@ impl<'a> FlightGenerator<'a> {
         }
     }
 
+    /// The next flight.
     pub fn next_flight(&mut self) -> NewFlightRow {
         let src = self.airport_pick.pick(&mut self.rng);
         let mut dst = self.airport_pick.pick(&mut self.rng);

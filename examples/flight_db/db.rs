@@ -1,15 +1,23 @@
 //! The database: SQLite (default, a file under `target/`) or PostgreSQL
 //! (`DATABASE_URL=postgres://...`), through sqlx's `Any` driver so that both
-//! run the same queries. Creates the schema and seeds it on first start.
+//! run the same queries.
+//!
+//! When data is generated is decided in one place, [`Db::open`], by a
+//! [`Seeding`] the caller chooses: an empty database is always generated;
+//! data that is there is kept unless the caller asks for it to be replaced
+//! (`seed --force`); tables this example did not make are never dropped
+//! without that.
 
-use std::io::Write;
 use std::time::Instant;
 
+use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-// Dynamic SQL here is only `values_sql`: constants and placeholder numbers.
+// Dynamic SQL here is only `values_sql` (constants and placeholder numbers)
+// and the constant table list in `contents`.
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 use crate::data::{self, FlightGenerator};
+use crate::redact;
 
 /// The default SQLite database: `target/flight_db.sqlite3` in the workspace.
 pub fn default_sqlite_url() -> String {
@@ -19,21 +27,167 @@ pub fn default_sqlite_url() -> String {
     format!("sqlite://{target}/flight_db.sqlite3?mode=rwc")
 }
 
+/// Which database engine a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// `sqlite://...`
     Sqlite,
+    /// `postgres://...` or `postgresql://...`
     Postgres,
 }
 
-/// A connected, seeded database.
+/// A connected database.
 #[derive(Clone, Debug)]
 pub struct Db {
+    /// The connection pool (sqlx `Any`: the same queries on both engines).
     pub pool: AnyPool,
+    /// The engine behind the pool.
     pub kind: Kind,
 }
 
-/// Schema version of the generated data: bump to regenerate existing files.
-const DATA_VERSION: &str = "2";
+/// Schema version of the generated data. Bump it when the schema or the
+/// generator changes: a database of another version is then refused until
+/// `seed --force` regenerates it.
+pub const DATA_VERSION: &str = "2";
+
+/// The tables this example creates (and, when replacing, drops).
+const TABLES: &[&str] = &["meta", "airline", "airport", "flight"];
+
+/// What the flight generator makes: `flights` flights from `seed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dataset {
+    /// Number of generated flights.
+    pub flights: u64,
+    /// Seed of the generator (the same seed gives the same flights).
+    pub seed: u64,
+}
+
+impl Default for Dataset {
+    fn default() -> Self {
+        Dataset {
+            flights: crate::DEFAULT_FLIGHTS,
+            seed: crate::DEFAULT_SEED,
+        }
+    }
+}
+
+/// The data a database holds, as recorded when it was generated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    /// [`DATA_VERSION`] of the build that generated it.
+    pub version: String,
+    /// What was generated (flights added later through the API not counted).
+    pub dataset: Dataset,
+}
+
+impl Generated {
+    fn current(dataset: Dataset) -> Self {
+        Generated {
+            version: DATA_VERSION.to_string(),
+            dataset,
+        }
+    }
+
+    /// The `meta` row: `version/flights/seed`.
+    fn encode(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.version, self.dataset.flights, self.dataset.seed
+        )
+    }
+
+    /// A row that does not parse is kept as an unknown version (and refused).
+    fn decode(v: &str) -> Self {
+        let mut parts = v.splitn(3, '/');
+        let version = parts.next().unwrap_or_default().to_string();
+        let number = |p: Option<&str>| p.and_then(|n| n.parse().ok());
+        match (number(parts.next()), number(parts.next())) {
+            (Some(flights), Some(seed)) => Generated {
+                version,
+                dataset: Dataset { flights, seed },
+            },
+            _ => Generated {
+                version: v.to_string(),
+                dataset: Dataset {
+                    flights: 0,
+                    seed: 0,
+                },
+            },
+        }
+    }
+}
+
+/// What a database holds, before anything is generated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contents {
+    /// None of this example's tables: a new database.
+    Empty,
+    /// Data this example generated (of this or another [`DATA_VERSION`]).
+    Generated(Generated),
+    /// Tables with this example's names but no record of generating them:
+    /// someone else's, or from before the record existed.
+    Unknown(Vec<String>),
+}
+
+/// When [`Db::open`] (re)generates the data. An empty database is generated
+/// in every case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seeding {
+    /// Keep what is there (`serve`, `demo`, `seed` without `--force`): data
+    /// of another version, or tables this example did not make, are an
+    /// error that says how to regenerate.
+    IfEmpty,
+    /// Replace the data unless it is exactly the dataset asked for: for a
+    /// database the caller owns, such as the tests' own.
+    UnlessSame,
+    /// Drop and regenerate whatever is there (`seed --force`).
+    Always,
+}
+
+/// What [`Db::open`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// The data was there and is used as it is.
+    Existing(Generated),
+    /// The data was generated now (the database was empty, or replaced).
+    Generated(Generated),
+}
+
+impl Opened {
+    /// The data the database holds now.
+    pub fn data(&self) -> &Generated {
+        match self {
+            Opened::Existing(g) | Opened::Generated(g) => g,
+        }
+    }
+}
+
+/// Why [`Db::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// Connecting, reading or generating failed.
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    /// The data is of another [`DATA_VERSION`]; it is not replaced without
+    /// being asked.
+    #[error(
+        "it holds data version {found:?}, this build reads version {DATA_VERSION}: \
+         regenerate it with `seed --force`"
+    )]
+    OtherVersion {
+        /// The version recorded in it.
+        found: String,
+    },
+    /// Tables of this example's names that it did not generate: left alone.
+    #[error(
+        "it has tables {tables} but no record that flight-db generated them; \
+         refusing to drop them (`seed --force` does)"
+    )]
+    NotGenerated {
+        /// The tables found, comma-separated.
+        tables: String,
+    },
+}
 
 fn ddl(kind: Kind) -> Vec<&'static str> {
     // The one difference: how the flight id is generated.
@@ -99,14 +253,8 @@ const INDEXES: &[&str] = &[
 ];
 
 impl Db {
-    /// Connects, and creates and seeds the database unless it already holds
-    /// this data version with this many flights from this seed.
-    pub async fn open(
-        url: &str,
-        flights: u64,
-        seed: u64,
-        progress: bool,
-    ) -> Result<Db, sqlx::Error> {
+    /// Connects to `url`, without looking at or changing what it holds.
+    pub async fn connect(url: &str) -> Result<Db, sqlx::Error> {
         install_default_drivers();
         let kind = if url.starts_with("postgres") {
             Kind::Postgres
@@ -137,25 +285,108 @@ impl Db {
                 .execute(&db.pool)
                 .await?;
         }
-        let wanted = format!("{DATA_VERSION}/{flights}/{seed}");
-        let have: Option<String> = sqlx::query("SELECT v FROM meta WHERE k = 'data'")
-            .fetch_optional(&db.pool)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|r| r.try_get(0).ok());
-        if have.as_deref() != Some(wanted.as_str()) {
-            db.seed(flights, seed, progress).await?;
-            sqlx::query("INSERT INTO meta (k, v) VALUES ('data', $1)")
-                .bind(&wanted)
-                .execute(&db.pool)
-                .await?;
-        }
         Ok(db)
     }
 
-    async fn seed(&self, flights: u64, seed: u64, progress: bool) -> Result<(), sqlx::Error> {
+    /// Connects, and generates `dataset` if the database is empty or if
+    /// `seeding` asks to replace what it holds. The only place that decides
+    /// to drop data. `progress` draws a bar on stderr while generating (it
+    /// hides itself when stderr is not a terminal).
+    pub async fn open(
+        url: &str,
+        dataset: Dataset,
+        seeding: Seeding,
+        progress: bool,
+    ) -> Result<(Db, Opened), DbError> {
+        let db = Db::connect(url).await?;
+        let wanted = Generated::current(dataset);
+        let contents = db.contents().await?;
+        // The one decision: keep (return), refuse (error), or generate.
+        match (contents, seeding) {
+            (Contents::Empty, _) => {}
+            (Contents::Generated(have), Seeding::IfEmpty) if have.version == DATA_VERSION => {
+                return Ok((db, Opened::Existing(have)));
+            }
+            (Contents::Generated(have), Seeding::UnlessSame) if have == wanted => {
+                return Ok((db, Opened::Existing(have)));
+            }
+            (Contents::Generated(have), Seeding::IfEmpty) => {
+                return Err(DbError::OtherVersion {
+                    found: have.version,
+                });
+            }
+            (Contents::Unknown(tables), Seeding::IfEmpty) => {
+                return Err(DbError::NotGenerated {
+                    tables: tables.join(", "),
+                });
+            }
+            (_, Seeding::UnlessSame | Seeding::Always) => {
+                tracing::warn!("database: replacing the data in {}", redact(url));
+            }
+        }
+        db.generate(&wanted, progress).await?;
+        Ok((db, Opened::Generated(wanted)))
+    }
+
+    /// What the database holds: nothing of this example's, generated data,
+    /// or tables of its names that it has no record of generating.
+    pub async fn contents(&self) -> Result<Contents, sqlx::Error> {
+        let list = TABLES
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = match self.kind {
+            Kind::Sqlite => {
+                format!("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ({list})")
+            }
+            Kind::Postgres => format!(
+                "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name IN ({list})"
+            ),
+        };
+        let mut tables: Vec<String> = sqlx::query(AssertSqlSafe(sql.as_str()))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        if tables.is_empty() {
+            return Ok(Contents::Empty);
+        }
+        tables.sort();
+        if !tables.iter().any(|t| t == "meta") {
+            return Ok(Contents::Unknown(tables));
+        }
+        let row = sqlx::query("SELECT v FROM meta WHERE k = 'data'")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Contents::Generated(Generated::decode(&r.try_get::<String, _>(0)?)),
+            None => Contents::Unknown(tables),
+        })
+    }
+
+    /// Drops this example's tables and generates `data` in one transaction
+    /// (an interrupted run leaves the database as it was), the `meta` record
+    /// included.
+    async fn generate(&self, data: &Generated, progress: bool) -> Result<(), sqlx::Error> {
+        let Dataset { flights, seed } = data.dataset;
         let started = Instant::now();
+        tracing::info!("database: generating {flights} flights (seed {seed})");
+        let bar = if progress {
+            ProgressBar::new(flights)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:<20} [{bar:40}] {human_pos}/{human_len} ({per_sec:0}, {eta} left)",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("#>-"),
+        );
+        bar.set_message("generating flights");
         let mut tx = self.pool.begin().await?;
         for stmt in ddl(self.kind) {
             sqlx::query(stmt).execute(&mut *tx).await?;
@@ -210,7 +441,6 @@ impl Db {
             BATCH as usize,
         );
         let mut done = 0u64;
-        let mut last_draw = Instant::now();
         while done < flights {
             let n = BATCH.min(flights - done);
             let sql;
@@ -238,31 +468,33 @@ impl Db {
             }
             q.execute(&mut *tx).await?;
             done += n;
-            if progress && (last_draw.elapsed().as_millis() > 200 || done == flights) {
-                last_draw = Instant::now();
-                draw_progress(done, flights, started);
-            }
+            bar.set_position(done);
         }
+        bar.set_message("creating indexes");
         for stmt in INDEXES {
             sqlx::query(*stmt).execute(&mut *tx).await?;
         }
+        sqlx::query("INSERT INTO meta (k, v) VALUES ('data', $1)")
+            .bind(data.encode())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         // Statistics for the planner; on PostgreSQL also the visibility map,
         // without which the count's index-only scans read the heap until
         // autovacuum gets to the new table (half the speed in the load bench).
+        bar.set_message("analyzing");
         let analyze = match self.kind {
             Kind::Sqlite => "ANALYZE",
             Kind::Postgres => "VACUUM ANALYZE flight",
         };
         sqlx::query(analyze).execute(&self.pool).await?;
-        if progress {
-            eprintln!(
-                "\nseeded {} airports, {} airlines, {flights} flights in {:.1}s",
-                airports.len(),
-                airlines.len(),
-                started.elapsed().as_secs_f64()
-            );
-        }
+        bar.finish_and_clear();
+        tracing::info!(
+            "database: generated {} airports, {} airlines, {flights} flights in {:.1}s",
+            airports.len(),
+            airlines.len(),
+            started.elapsed().as_secs_f64()
+        );
         Ok(())
     }
 }
@@ -288,17 +520,4 @@ fn values_sql(head: &str, cols: usize, rows: usize) -> String {
         sql.push(')');
     }
     sql
-}
-
-fn draw_progress(done: u64, total: u64, started: Instant) {
-    let width = 40;
-    let filled = (done * width / total.max(1)) as usize;
-    let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
-    eprint!(
-        "\rgenerating flights [{}{}] {done}/{total} ({:.0}/s)",
-        "#".repeat(filled),
-        "-".repeat(width as usize - filled),
-        rate
-    );
-    let _ = std::io::stderr().flush();
 }

@@ -12,7 +12,7 @@ use axum::http::{Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::api::router;
+use crate::api::{NewFlightRequest, router};
 use crate::queries::Queries;
 
 const FROM: &str = "FRA";
@@ -80,8 +80,13 @@ pub async fn run(queries: Queries) -> Result<bool, Box<dyn std::error::Error>> {
         .await;
     let count_uri = format!("/flights/count?from={FROM}&to={TO}");
     let ttl_uri = format!("/flights/count/ttl-only?from={FROM}&to={TO}");
-    let post = serde_json::json!({"airline": "LH", "from": FROM, "to": TO,
-        "departure": "2026-12-01T10:00:00Z", "seats": 293});
+    let post = serde_json::to_value(NewFlightRequest {
+        airline: "LH".into(),
+        from: FROM.into(),
+        to: TO.into(),
+        departure: "2026-12-01T10:00:00Z".into(),
+        seats: Some(293),
+    })?;
     let mut steps = vec![];
     let mut step = |what, expect, (status, body, ms): (StatusCode, Value, f64), ok: bool| {
         steps.push(Step {

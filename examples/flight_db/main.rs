@@ -1,106 +1,100 @@
-//! `cargo run --example flight_db -- [serve|demo|seed] [--listen ADDR] [--flights N] [--seed N]`
+//! `cargo run --example flight_db -- [serve|demo|seed] [OPTIONS]` (`--help`
+//! lists them).
 //!
-//! * `serve` (default): the HTTP API on `--listen` (default 127.0.0.1:3000).
+//! * `serve` (default): the HTTP API on `--listen` (default 127.0.0.1:3000),
+//!   until Ctrl-C or SIGTERM.
 //! * `demo`: the tutorial story, end to end, printed as a table.
-//! * `seed`: create and fill the database, then exit.
+//! * `seed`: generate the database if it is empty, then exit; `seed --force`
+//!   drops the data and generates it again.
 //!
-//! Database: SQLite in `target/flight_db.sqlite3` (created and seeded on
-//! first start), or PostgreSQL with `DATABASE_URL=postgres://...`.
+//! Database: SQLite in `target/flight_db.sqlite3` (generated on first start),
+//! or PostgreSQL with `DATABASE_URL=postgres://...` (or `--database-url`).
 //! Cache: Redis at `REDIS_URL` (default redis://127.0.0.1:6379), or process
-//! memory when Redis does not answer.
+//! memory when Redis does not answer. Logs go to stderr (`RUST_LOG` filters).
 
-use std::net::SocketAddr;
+#![forbid(unsafe_code)]
+
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use flight_db::{DEFAULT_FLIGHTS, DEFAULT_SEED, Db, Queries, api, db, demo};
-
-struct Args {
-    command: String,
-    listen: SocketAddr,
-    flights: u64,
-    seed: u64,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        command: "serve".into(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
-        flights: DEFAULT_FLIGHTS,
-        seed: DEFAULT_SEED,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match a.as_str() {
-            "serve" | "demo" | "seed" => args.command = a,
-            "--listen" => {
-                let v = value("--listen")?;
-                args.listen = v
-                    .parse()
-                    .map_err(|_| format!("--listen: not an address: {v}"))?;
-            }
-            "--flights" => {
-                let v = value("--flights")?;
-                args.flights = v
-                    .parse()
-                    .map_err(|_| format!("--flights: not a number: {v}"))?;
-            }
-            "--seed" => {
-                let v = value("--seed")?;
-                args.seed = v
-                    .parse()
-                    .map_err(|_| format!("--seed: not a number: {v}"))?;
-            }
-            "-h" | "--help" => {
-                return Err(
-                    "usage: flight_db [serve|demo|seed] [--listen ADDR] [--flights N] [--seed N]"
-                        .into(),
-                );
-            }
-            other => return Err(format!("unknown argument {other:?} (try --help)")),
-        }
-    }
-    if args.flights < 1000 {
-        return Err("--flights: at least 1000".into());
-    }
-    Ok(args)
-}
+use clap::Parser;
+use flight_db::{Cli, Command, Config, Db, Opened, Queries, Seeding, api, demo, redact};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .init();
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args).await {
+    // Exits with 2 and a usage message on bad arguments, 0 on --help.
+    let (command, config) = Config::from_cli(Cli::parse());
+    init_tracing(command);
+    tracing::debug!(?config, "configuration");
+    match run(command, &config).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            tracing::error!("{e}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| db::default_sqlite_url());
-    let db = Db::open(&url, args.flights, args.seed, true).await?;
-    eprintln!("database: {:?} with {} flights", db.kind, args.flights);
-    if args.command == "seed" {
+/// Logs to stderr, coloured only on a terminal. `serve` logs a line per
+/// request; `demo` and `seed` leave those out unless `RUST_LOG` asks.
+fn init_tracing(command: Command) {
+    let default = match command {
+        Command::Serve => "info,sqlx=warn",
+        Command::Demo | Command::Seed { .. } => "info,sqlx=warn,tower_http=warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn run(command: Command, config: &Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let url = redact(&config.database_url);
+    // Only `seed --force` replaces data; everything else generates an
+    // empty database and keeps what is there.
+    let seeding = match command {
+        Command::Seed { force: true } => Seeding::Always,
+        _ => Seeding::IfEmpty,
+    };
+    let (db, opened) = Db::open(&config.database_url, config.dataset(), seeding, true)
+        .await
+        .map_err(|e| format!("database {url}: {e}"))?;
+    let data = opened.data().dataset;
+    match (&opened, command) {
+        (Opened::Existing(_), Command::Seed { .. }) => {
+            tracing::info!(
+                "database: {:?} at {url} already holds {} flights (seed {}); left as it is \
+                 (`seed --force` drops and regenerates it)",
+                db.kind,
+                data.flights,
+                data.seed
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        (Opened::Existing(_), _) if config.asks_for_other_data_than(data) => tracing::warn!(
+            "database: {url} holds {} flights (seed {}); --flights and --seed apply only \
+             when it is generated (`seed --force` regenerates it)",
+            data.flights,
+            data.seed
+        ),
+        _ => {}
+    }
+    tracing::info!(
+        "database: {:?} at {url}, {} generated flights (seed {})",
+        db.kind,
+        data.flights,
+        data.seed
+    );
+    if let Command::Seed { .. } = command {
         return Ok(ExitCode::SUCCESS);
     }
-    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let cache = flight_db::cache(&redis_url, "flightdb").await;
+    let cache = flight_db::cache(&config.redis_url, "flightdb").await;
     let queries = Queries { db, cache };
-    if args.command == "demo" {
+    if command == Command::Demo {
         let ok = demo::run(queries).await?;
         return Ok(if ok {
             ExitCode::SUCCESS
@@ -108,16 +102,46 @@ async fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             ExitCode::FAILURE
         });
     }
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    eprintln!("listening on http://{}", listener.local_addr()?);
-    eprintln!(
-        "try: curl 'http://{}/flights/count?from=FRA&to=JFK'",
-        args.listen
-    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!("listening on http://{addr}");
+    tracing::info!("try: curl 'http://{addr}/flights/count?from=FRA&to=JFK'");
     axum::serve(listener, api::router(queries))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .with_graceful_shutdown(shutdown_signal())
         .await?;
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM; axum then stops accepting and
+/// lets the requests in progress finish (each within the request timeout).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    let which = tokio::select! {
+        () = ctrl_c => "Ctrl-C",
+        () = terminate => "SIGTERM",
+    };
+    tracing::info!("{which}: shutting down, finishing the requests in progress");
 }

@@ -9,16 +9,26 @@ use sqlx::any::AnyRow;
 use crate::data;
 use crate::db::Db;
 
+/// An airport, as stored (and cached, and answered by `GET /airports/{iata}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Airport {
+    /// Database id (the flights refer to it).
     pub airport_id: i32,
+    /// IATA code, e.g. `FRA`.
     pub iata: String,
+    /// ICAO code, e.g. `EDDF`.
     pub icao: String,
+    /// Name.
     pub name: String,
+    /// City.
     pub city: String,
+    /// ISO country code.
     pub country: String,
+    /// Latitude in degrees.
     pub lat: f64,
+    /// Longitude in degrees.
     pub lon: f64,
+    /// IANA time zone, e.g. `Europe/Berlin`.
     pub tz: String,
 }
 
@@ -26,46 +36,71 @@ pub struct Airport {
 /// itineraries whose second leg leaves 1 to 6 hours after the first lands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlightCount {
+    /// `direct + one_stop`.
     pub count: i64,
+    /// Direct flights.
     pub direct: i64,
+    /// One-stop connections.
     pub one_stop: i64,
 }
 
+/// One destination of the top routes from an airport.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteCount {
+    /// Destination airport (IATA).
     pub to: String,
+    /// Its name.
     pub name: String,
+    /// Its city.
     pub city: String,
+    /// Its country.
     pub country: String,
+    /// Flights on the route.
     pub flights: i64,
+    /// Seats on those flights.
     pub seats: i64,
 }
 
+/// What an airline flies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AirlineStats {
+    /// The airline (IATA).
     pub airline: String,
+    /// Its name.
     pub name: String,
+    /// Its flights.
     pub flights: i64,
+    /// Distinct (from, to) pairs it flies.
     pub routes: i64,
+    /// The airport it serves most (departures and arrivals), if it flies.
     pub busiest_airport: Option<String>,
+    /// Its flights from and to that airport.
     pub busiest_airport_flights: i64,
 }
 
 /// A flight to insert (validated by the handler).
 #[derive(Debug, Clone)]
 pub struct NewFlight {
+    /// Database id of the airline.
     pub airline_id: i32,
+    /// The airline's IATA code (for the flight number).
     pub airline: String,
+    /// Departure airport.
     pub src: Airport,
+    /// Arrival airport.
     pub dst: Airport,
+    /// Departure, Unix seconds (UTC).
     pub departure: i64,
+    /// Seats.
     pub seats: i32,
 }
 
 /// The database plus the cache its answers go through.
 #[derive(Clone)]
 pub struct Queries {
+    /// The database.
     pub db: Db,
+    /// The cache the `#[cached]` functions use.
     pub cache: Cache,
 }
 

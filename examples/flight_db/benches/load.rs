@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use flight_db::{DEFAULT_FLIGHTS, DEFAULT_SEED, Db, Queries, api, db};
+use flight_db::{DEFAULT_FLIGHTS, Dataset, Db, Queries, Seeding, api, db, redact};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -164,7 +164,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds: u64 = env_or("LOAD_SECONDS", 10);
     let clients: usize = env_or("LOAD_CLIENTS", 32);
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| db::default_sqlite_url());
-    let db = Db::open(&url, DEFAULT_FLIGHTS, DEFAULT_SEED, true).await?;
+    // Generated if empty, never replaced: the table below is for the
+    // default dataset, so other data is an error that says how to fix it.
+    let (db, opened) = Db::open(&url, Dataset::default(), Seeding::IfEmpty, true)
+        .await
+        .map_err(|e| format!("database {}: {e}", redact(&url)))?;
+    if opened.data().dataset != Dataset::default() {
+        return Err(format!(
+            "{} holds {:?}, the benchmark measures {:?}: \
+             `cargo run --example flight_db -- seed --force` regenerates it",
+            redact(&url),
+            opened.data().dataset,
+            Dataset::default()
+        )
+        .into());
+    }
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let cache = flight_db::cache(&redis_url, "flightdb-bench").await;
     cache.namespace("flight_count").invalidate().await;

@@ -7,11 +7,21 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use flight_db::demo::call;
-use flight_db::{Db, Queries, api};
+use flight_db::{Dataset, Db, Queries, Seeding, api};
 use serde_json::{Value, json};
 
-const FLIGHTS: u64 = 20_000;
-const SEED: u64 = 7;
+const DATA: Dataset = Dataset {
+    flights: 20_000,
+    seed: 7,
+};
+
+/// The tests own their databases: other data in them is replaced.
+async fn open(url: &str) -> Db {
+    let (db, _) = Db::open(url, DATA, Seeding::UnlessSame, false)
+        .await
+        .expect("the test database");
+    db
+}
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -37,7 +47,7 @@ async fn app(db: &Db, name: &str) -> (Router, Queries) {
 async fn sqlite() -> Db {
     let path = std::env::temp_dir().join(format!("flightdb-test-{}.sqlite3", std::process::id()));
     let url = format!("sqlite://{}?mode=rwc", path.display());
-    Db::open(&url, FLIGHTS, SEED, false).await.expect("sqlite")
+    open(&url).await
 }
 
 async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
@@ -74,9 +84,7 @@ async fn postgres_and_redis() {
         url.starts_with("postgres"),
         "DATABASE_URL must be postgres://..."
     );
-    let db = Db::open(&url, FLIGHTS, SEED, false)
-        .await
-        .expect("postgres");
+    let db = open(&url).await;
     assert_eq!(db.kind, flight_db::db::Kind::Postgres);
     scenarios(db).await;
 }
