@@ -1,14 +1,17 @@
-//! Test support: isolated prefixes on the shared Redis, private
-//! `redis-server` processes on free loopback ports (stopped by PID), and a
-//! macro that runs one scenario on every backend.
+//! Test support: isolated prefixes on the shared Redis (the machine's, or
+//! one this test binary starts), private `redis-server` processes on free
+//! loopback ports (stopped by PID, even when the binary dies), and a macro
+//! that runs one scenario on every backend.
 #![allow(dead_code)]
 
 pub mod cluster;
 pub mod proxy;
 pub mod tls;
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -31,9 +34,145 @@ pub async fn connected(c: &Cache) {
     }
 }
 
-/// The shared Redis of the machine (`$REDIS_URL`, else 127.0.0.1:6379).
+/// The shared Redis of this test binary, probed once: `$REDIS_URL` when it
+/// is set (and answers: otherwise every test that needs it fails at once,
+/// saying so), else the machine's Redis at 127.0.0.1:6379 when one answers
+/// there, else a private `redis-server` started for this test binary (see
+/// [`RedisServer`]; it stops when the binary exits).
 pub fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    static SHARED: OnceLock<Result<String, String>> = OnceLock::new();
+    match SHARED.get_or_init(shared_redis) {
+        Ok(url) => url.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn shared_redis() -> Result<String, String> {
+    if let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) {
+        return match ping(&url) {
+            Ok(()) => Ok(url),
+            Err(e) => Err(format!(
+                "REDIS_URL={} does not answer ({e}): start Redis there, or unset REDIS_URL \
+                 to let the tests start their own redis-server",
+                redact(&url)
+            )),
+        };
+    }
+    let url = "redis://127.0.0.1:6379";
+    if ping(url).is_ok() {
+        return Ok(url.into());
+    }
+    session_server()
+}
+
+/// The private server of this test run: started by the test binary, or by
+/// the first of the copies of itself that some tests spawn (local.rs,
+/// stampede.rs), and shared by all of them; so it lives as long as the
+/// test binary (the root of the run) and is found through a file named after
+/// the root's PID, which its watchdog removes when it stops the server.
+fn session_server() -> Result<String, String> {
+    let root = root_pid();
+    let file = std::env::temp_dir().join(format!("cache-aside-redis-{root}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file)
+        {
+            Ok(_) => {
+                // Ours to start; the empty file tells the others to wait.
+                let mut server = RedisServer {
+                    port: free_port(),
+                    running: None,
+                    extra: vec![],
+                    root: (root != std::process::id()).then_some(root),
+                    file: Some(file.clone()),
+                };
+                let url = server.url();
+                let tmp = file.with_extension("tmp");
+                if let Err(e) = server.try_spawn().and_then(|()| {
+                    std::fs::write(&tmp, &url)
+                        .and_then(|()| std::fs::rename(&tmp, &file))
+                        .map_err(|e| format!("{}: {e}", file.display()))
+                }) {
+                    let _ = std::fs::remove_file(&file);
+                    return Err(e);
+                }
+                // Never dropped: its watchdog stops it when the run ends.
+                std::mem::forget(server);
+                return Ok(url);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let url = std::fs::read_to_string(&file).unwrap_or_default();
+                if !url.is_empty() {
+                    if ping(&url).is_ok() {
+                        return Ok(url);
+                    }
+                    // Left by an earlier process with this PID.
+                    let _ = std::fs::remove_file(&file);
+                    continue;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "{} stayed empty for 10 s: no redis-server started (remove the file)",
+                        file.display()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("{}: {e}", file.display())),
+        }
+    }
+}
+
+/// The PID of the test binary that runs this test: our parent when it is
+/// the same executable (a test that spawned a copy of itself), else us.
+fn root_pid() -> u32 {
+    let parent = std::os::unix::process::parent_id();
+    let exe = |pid: String| std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    match (exe("self".into()), exe(parent.to_string())) {
+        (Some(me), Some(p)) if me == p => parent,
+        _ => std::process::id(),
+    }
+}
+
+/// One `PING`, bounded (2 s): does a Redis answer at `url`?
+fn ping(url: &str) -> Result<(), String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut con = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    con.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    redis::cmd("PING")
+        .query::<String>(&mut con)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// `url` without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+/// `Err(what to install)` when `redis-server` is not on `PATH`: the tests
+/// fail at once with that line instead of waiting for a server.
+fn redis_server_on_path() -> Result<(), String> {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("redis-server").is_file()));
+    if found {
+        Ok(())
+    } else {
+        Err(
+            "redis-server is not on PATH: install Redis (Debian/Ubuntu: `apt-get install \
+             redis-server`, macOS: `brew install redis`), or run scripts/test, which installs it"
+                .into(),
+        )
+    }
 }
 
 /// A prefix no other test (or test run) uses.
@@ -104,11 +243,38 @@ pub async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
 }
 
 /// A private `redis-server` on a free loopback port, killed on drop.
+///
+/// It runs under a tiny `sh` watchdog that reads a pipe from this process
+/// and kills the server by PID when the pipe closes: on [`kill`](Self::kill)
+/// and drop, and when the test binary exits in any way (a panic, a signal,
+/// a server kept in a static that is never dropped), because the kernel
+/// closes the pipe then. No test run leaves a `redis-server` behind.
 pub struct RedisServer {
     pub port: u16,
-    child: Option<Child>,
+    /// The watchdog and the server's PID, while it runs.
+    running: Option<(Child, u32)>,
     extra: Vec<String>,
+    /// A session server's (see `session_server`): the root test binary it
+    /// outlives the process that started it for, and its file.
+    root: Option<u32>,
+    file: Option<std::path::PathBuf>,
 }
+
+/// The watchdog, `sh -c WATCHDOG <root> <file> redis-server <args>`: it
+/// starts the server, prints its PID, waits for EOF on stdin (and then, for
+/// a session server, until the root test binary `<root>` is gone too), kills
+/// the server by PID (its own child), reaps it and removes the session file
+/// `<file>`.
+const WATCHDOG: &str = r#"root=$0 file=$1
+shift
+"$@" </dev/null >/dev/null 2>&1 &
+echo "$!"
+while read -r _; do :; done
+while [ -n "$root" ] && kill -0 "$root" 2>/dev/null; do sleep 0.2; done
+kill -KILL "$!" 2>/dev/null
+wait "$!"
+[ -z "$file" ] || rm -f "$file"
+"#;
 
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
@@ -143,8 +309,10 @@ impl RedisServer {
     pub fn start_with(extra: &[&str]) -> Self {
         let mut s = RedisServer {
             port: free_port(),
-            child: None,
+            running: None,
             extra: extra.iter().map(|x| x.to_string()).collect(),
+            root: None,
+            file: None,
         };
         s.spawn();
         s
@@ -155,30 +323,53 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        if let Err(e) = self.try_spawn() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the server under its watchdog; returns once it accepts
+    /// connections.
+    fn try_spawn(&mut self) -> Result<(), String> {
+        redis_server_on_path()?;
+        let root = self.root.map_or(String::new(), |r| r.to_string());
+        let file = self
+            .file
+            .as_ref()
+            .map_or(String::new(), |f| f.display().to_string());
+        let mut watchdog = Command::new("/bin/sh")
+            .args(["-c", WATCHDOG, &root, &file, "redis-server"])
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(&self.extra)
-            .stdout(Stdio::null())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server on PATH (.ci/run installs it)");
-        self.child = Some(child);
+            .map_err(|e| format!("/bin/sh: {e}"))?;
+        let mut pid = String::new();
+        let _ = BufReader::new(watchdog.stdout.take().expect("piped")).read_line(&mut pid);
+        let pid = pid
+            .trim()
+            .parse()
+            .map_err(|_| "the watchdog printed no PID")?;
+        self.running = Some((watchdog, pid));
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("redis-server on port {} did not start", self.port);
+        self.kill();
+        Err(format!("redis-server on port {} did not start", self.port))
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some((mut watchdog, _)) = self.running.take() {
+            drop(watchdog.stdin.take()); // EOF: the watchdog kills the server
+            let _ = watchdog.wait();
         }
     }
 
@@ -189,11 +380,12 @@ impl RedisServer {
     }
 
     fn signal(&self, sig: &str) {
-        if let Some(c) = &self.child {
-            let status = Command::new("kill")
-                .args([sig, &c.id().to_string()])
+        if let Some((_, pid)) = &self.running {
+            // The shell's builtin kill: no procps needed.
+            let status = Command::new("/bin/sh")
+                .args(["-c", "kill \"$0\" \"$1\"", sig, &pid.to_string()])
                 .status()
-                .expect("kill(1)");
+                .expect("/bin/sh");
             assert!(status.success());
         }
     }
@@ -211,8 +403,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        self.thaw();
-        self.kill();
+        self.kill(); // SIGKILL ends a frozen server too
     }
 }
 
