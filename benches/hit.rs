@@ -156,16 +156,15 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("key");
     g.bench_function(BenchmarkId::new("args", 0), |b| {
-        b.iter(|| cache.entry_key("flight_count", 1, black_box(&())))
+        b.iter(|| cache.entry_key("flight_count", black_box(&())))
     });
     g.bench_function(BenchmarkId::new("args", 2), |b| {
-        b.iter(|| cache.entry_key("flight_count", 1, black_box(&("FRA", "JFK"))))
+        b.iter(|| cache.entry_key("flight_count", black_box(&("FRA", "JFK"))))
     });
     g.bench_function(BenchmarkId::new("args", 6), |b| {
         b.iter(|| {
             cache.entry_key(
                 "flight_search",
-                1,
                 black_box(&("FRA", "JFK", 2026_u16, Some("LH"), 3_u8, true)),
             )
         })

@@ -47,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     show("GET FRA->JFK after POST", "FRA", "JFK").await?;
     show("GET FRA->JFK again", "FRA", "JFK").await?;
 
-    let key = cache.entry_key("flight_count", 1, &("FRA", "JFK"))?;
+    let key = cache.entry_key("flight_count", &("FRA", "JFK"))?;
     println!("\nstored under: {key}");
     println!("look at it:   redis-cli --scan --pattern '{prefix}:*'");
     let stats = cache.stats();

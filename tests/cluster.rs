@@ -119,8 +119,8 @@ async fn the_core_behaviour_on_a_cluster() {
     let spread = namespaces_on_distinct_masters(&cluster, 3);
     for (name, master) in &spread {
         a.namespace(name).get_or_compute(&1, async { 1u8 }).await;
-        let key = a.entry_key(name, 1, &1).unwrap();
-        let generation = format!("{prefix}:{{{name}}}:gen");
+        let key = a.entry_key(name, &1).unwrap();
+        let generation = format!("{prefix}:{{{name}}}:#gen");
         for k in [&key, &generation] {
             let slot = RedisCluster::slot(k.as_bytes());
             assert_eq!(slot, RedisCluster::slot(name.as_bytes()), "{k}");
@@ -176,6 +176,7 @@ async fn the_core_behaviour_on_a_cluster() {
             "+eval",
             "+script|load",
             "+publish",
+            "+time",
             "+cluster|slots",
         ]);
         assert_eq!(cluster.command(i, &args).unwrap(), "OK");

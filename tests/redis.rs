@@ -69,22 +69,27 @@ async fn keys_are_readable_and_carry_the_prefix() {
     assert_eq!(
         keys,
         [
-            "flightdb:{airport}:gen",
-            "flightdb:{airport}:v1:FRA",
-            "flightdb:{airport}:v1:MUC",
-            "flightdb:{routes}:gen",
-            "flightdb:{shared}:gen",
-            "flightdb:{shared}:v1:7",
+            "flightdb:#life",
+            "flightdb:{airport}:#gen",
+            "flightdb:{airport}:FRA",
+            "flightdb:{airport}:MUC",
+            "flightdb:{routes}:#gen",
+            "flightdb:{shared}:#gen",
+            "flightdb:{shared}:7",
         ],
         "the cache wrote only under its prefix, with readable keys"
     );
-    let ttl: i64 = conn.pttl("flightdb:{shared}:v1:7").await.unwrap();
+    let ttl: i64 = conn.pttl("flightdb:{shared}:7").await.unwrap();
     assert!(
         ttl > 280_000 && ttl <= 300_000,
         "default TTL with jitter: {ttl}"
     );
-    let gen_ttl: i64 = conn.pttl("flightdb:{shared}:gen").await.unwrap();
-    assert_eq!(gen_ttl, -1, "generation tokens do not expire");
+    let gen_ttl: i64 = conn.pttl("flightdb:{shared}:#gen").await.unwrap();
+    let month = 30 * 86_400_000;
+    assert!(
+        gen_ttl > month - 60_000 && gen_ttl <= month,
+        "generation keys live a month: {gen_ttl}"
+    );
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -107,7 +112,7 @@ async fn foreign_bytes_and_old_schemas_are_misses_and_get_overwritten() {
     connected(&c).await;
     let mut conn = raw(&redis_url()).await;
     let ns = c.namespace("flight");
-    let key = c.entry_key("flight", 1, &7).unwrap();
+    let key = c.entry_key("flight", &7).unwrap();
     let flight = || async {
         Flight {
             id: 7,
@@ -124,7 +129,7 @@ async fn foreign_bytes_and_old_schemas_are_misses_and_get_overwritten() {
     }
     // A value stored by a function of another type under the same key.
     c.namespace("other").invalidate().await;
-    let key_other = c.entry_key("other", 1, &1).unwrap();
+    let key_other = c.entry_key("other", &1).unwrap();
     let _: () = conn.del(&key_other).await.unwrap();
     let o = c.namespace("other");
     o.get_or_compute(&1, async {
@@ -135,14 +140,20 @@ async fn foreign_bytes_and_old_schemas_are_misses_and_get_overwritten() {
     })
     .await;
     let (v, s) = with_status(o.get_or_compute(&1, async { 99u8 })).await;
-    assert_eq!((v, s), (99, Status::Miss), "old schema: miss, not an error");
+    assert_eq!(
+        (v, s),
+        (99, Status::Miss),
+        "another type: miss, not an error"
+    );
     let (v, s) = with_status(o.get_or_compute(&1, async { 0u8 })).await;
     assert_eq!((v, s), (99, Status::Hit));
     let st = c.stats();
     // "hello" and "" are foreign; 0xCA.. parses as an entry of a dead
     // generation and 0xCB.. as a tombstone: plain misses.
     assert_eq!(st.namespaces["flight"].decode_errors, 2);
-    assert_eq!(st.namespaces["other"].decode_errors, 1);
+    // Another type's entry is told by its schema, before any decoding.
+    assert_eq!(st.namespaces["other"].decode_errors, 0);
+    assert_eq!(st.namespaces["other"].schema_mismatches, 1);
     assert_eq!(st.total.errors, 0);
 }
 
@@ -362,10 +373,7 @@ async fn json_values_are_readable_in_redis() {
         })
         .await;
     let mut conn = raw(&redis_url()).await;
-    let stored: Vec<u8> = conn
-        .get(c.entry_key("flight", 1, &7).unwrap())
-        .await
-        .unwrap();
+    let stored: Vec<u8> = conn.get(c.entry_key("flight", &7).unwrap()).await.unwrap();
     let text = String::from_utf8_lossy(&stored);
     assert!(
         text.ends_with(r#"{"id":7,"from":"FRA","to":"JFK"}"#),
@@ -494,6 +502,8 @@ async fn an_acl_user_restricted_to_the_prefix_is_enough() {
                 "+hello",
                 "+subscribe",
                 "+publish",
+                "+time",
+                "+info",
             ][..],
         )
         .query_async(&mut admin)

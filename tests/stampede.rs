@@ -6,11 +6,12 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use cache_aside::{Cache, Status, cached, with_status};
 use redis::AsyncCommands;
+use support::checker::check_linearizable;
 use support::{Backend, cache, connected, raw, redis_url, unique_prefix};
 
 on_every_backend!(
@@ -239,19 +240,18 @@ async fn four_processes_run_the_body_once() {
 #[tokio::test]
 async fn a_crashed_owners_lease_expires_and_lock_wait_is_bounded() {
     let c = cache(Backend::Redis, "lease_expiry").await;
-    let key = c.entry_key("leased", 1, &1).unwrap();
+    let key = c.entry_key("leased", &1).unwrap();
     let mut conn = raw(&redis_url()).await;
-    // A lease as a crashed process would leave it: 0xCC, 16 hex digits and
-    // the lease's end (unix ms, big endian).
+    // A lease as a crashed process would leave it (see `entry/mod.rs`):
+    // 0xCC, a nonce of 16 hex digits, the lease's end in unix ms on the
+    // server's clock as 16 decimal digits, and `w` (others wait for it).
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let server_now = secs * 1000 + micros / 1000;
     let lease = |ms: u64| {
         let mut l = vec![0xCC];
         l.extend_from_slice(b"0123456789abcdef");
-        let end = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64
-            + ms;
-        l.extend_from_slice(&end.to_be_bytes());
+        l.extend_from_slice(format!("{:016}", server_now + ms).as_bytes());
+        l.push(b'w');
         l
     };
     let _: () = conn.pset_ex(&key, lease(400), 400).await.unwrap();
@@ -266,7 +266,7 @@ async fn a_crashed_owners_lease_expires_and_lock_wait_is_bounded() {
     assert!(waited < Duration::from_millis(1500), "{waited:?}");
     assert_eq!(c.stats().namespaces["leased"].lease_waits, 1);
     // A lease that would outlive the wait: lock_wait bounds the wait.
-    let key2 = c.entry_key("leased", 1, &2).unwrap();
+    let key2 = c.entry_key("leased", &2).unwrap();
     let _: () = conn.pset_ex(&key2, lease(60_000), 60_000).await.unwrap();
     let started = Instant::now();
     let v = c
@@ -281,7 +281,7 @@ async fn a_crashed_owners_lease_expires_and_lock_wait_is_bounded() {
         "{waited:?}"
     );
     // lock = false: no lease, no wait.
-    let key3 = c.entry_key("leased", 1, &3).unwrap();
+    let key3 = c.entry_key("leased", &3).unwrap();
     let _: () = conn.pset_ex(&key3, lease(60_000), 60_000).await.unwrap();
     let started = Instant::now();
     c.namespace("leased")
@@ -441,97 +441,7 @@ async fn randomized_reads_with_the_local_tier_never_see_an_older_write() {
     check_linearizable(c.clone(), c, Some(Duration::from_secs(10))).await;
 }
 
-async fn check_linearizable(c: Cache, writer: Cache, local: Option<Duration>) {
-    const KEYS: usize = 20;
-    let db: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
-    // Per key: the newest version whose invalidation has returned.
-    let floor: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
-    let seconds: u64 = std::env::var("CHECKER_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let reads = Arc::new(AtomicU64::new(0));
-    let violations = Arc::new(AtomicU64::new(0));
-    let mut tasks = vec![];
-    for r in 0..8u64 {
-        let (c, db, floor, reads, violations) = (
-            c.clone(),
-            db.clone(),
-            floor.clone(),
-            reads.clone(),
-            violations.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut rng = support_rng(r + 1);
-            while Instant::now() < deadline {
-                let k = (rng() % KEYS as u64) as usize;
-                let before = floor[k].load(SeqCst);
-                let (d1, d2) = (rng() % 3, rng() % 3);
-                let db = db.clone();
-                let mut ns = c.namespace("checker").ttl(Duration::from_secs(30));
-                if let Some(l) = local {
-                    ns = ns.local(l);
-                }
-                let v = ns
-                    .get_or_compute(&k, async move {
-                        tokio::time::sleep(Duration::from_millis(d1)).await;
-                        let v = db[k].load(SeqCst);
-                        tokio::time::sleep(Duration::from_millis(d2)).await;
-                        v
-                    })
-                    .await;
-                reads.fetch_add(1, SeqCst);
-                if v < before {
-                    violations.fetch_add(1, SeqCst);
-                }
-            }
-        }));
-    }
-    for w in 0..2u64 {
-        let (c, db, floor) = (writer.clone(), db.clone(), floor.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut rng = support_rng(100 + w);
-            while Instant::now() < deadline {
-                let k = (rng() % KEYS as u64) as usize;
-                let v = db[k].fetch_add(1, SeqCst) + 1;
-                if rng().is_multiple_of(2) {
-                    c.namespace("checker").invalidate_key(&k).await;
-                } else {
-                    c.namespace("checker").invalidate().await;
-                }
-                floor[k].fetch_max(v, SeqCst);
-                tokio::time::sleep(Duration::from_millis(rng() % 5)).await;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let (reads, violations) = (reads.load(SeqCst), violations.load(SeqCst));
-    let st = c.stats().total;
-    println!(
-        "randomized checker: {reads} reads checked, {violations} violations ({} local hits)",
-        st.local_hits
-    );
-    if local.is_some() {
-        assert!(st.local_hits > 0, "the local tier served: {st:?}");
-    }
-    assert!(reads > 1000, "the checker checked something: {reads}");
-    assert_eq!(violations, 0, "{violations} stale reads out of {reads}");
-}
-
-fn support_rng(seed: u64) -> impl FnMut() -> u64 {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
-}
-
-#[cached(ns = "swr_macro", ttl = "300ms", stale = "10s", lock_wait = "1s", lease = "5s", cache = cache, skip(cache, runs))]
+#[cached(ns = "swr_macro", ttl = "300ms", stale = "10s", refresh = "inline", lock_wait = "1s", lease = "5s", cache = cache, skip(cache, runs))]
 async fn swr_macro(cache: &Cache, runs: &AtomicUsize) -> usize {
     runs.fetch_add(1, SeqCst) + 1
 }
@@ -548,7 +458,8 @@ async fn the_attribute_takes_the_stampede_options() {
     assert_eq!(with_status(swr_macro(&c, &runs)).await, (1, Status::Miss));
     assert_eq!(with_status(swr_macro(&c, &runs)).await, (1, Status::Hit));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    // Past the TTL: this call wins the refresh; the next is fresh again.
+    // Past the TTL: this call wins the refresh and (inline) runs the body;
+    // the next is fresh again.
     assert_eq!(with_status(swr_macro(&c, &runs)).await, (2, Status::Miss));
     assert_eq!(with_status(swr_macro(&c, &runs)).await, (2, Status::Hit));
     assert_eq!(unlocked(&c, 4).await, 4);

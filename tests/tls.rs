@@ -38,7 +38,7 @@ async fn rediss_with_the_private_ca_caches_and_invalidates() {
         with_status(ns.get_or_compute(&1, async { 11u32 })).await,
         (10, Status::Hit)
     );
-    let key = c.entry_key("flight", 1, &1).unwrap();
+    let key = c.entry_key("flight", &1).unwrap();
     let got = server.cli(&["EXISTS", &key]);
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "1", "{got:?}");
 
@@ -135,6 +135,8 @@ async fn an_acl_user_over_tls() {
         "+hello",
         "+subscribe",
         "+publish",
+        "+time",
+        "+info",
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK", "{out:?}");
     let url = format!("rediss://cache-aside:tls-s3cret@127.0.0.1:{}", server.port);

@@ -26,9 +26,10 @@ const CACHED_OPTIONS: &[&str] = &[
     "lease",
     "early_refresh",
     "local",
+    "refresh",
     "crate",
 ];
-const INVALIDATES_OPTIONS: &[&str] = &["ns", "key", "cache", "version", "crate"];
+const INVALIDATES_OPTIONS: &[&str] = &["ns", "key", "cache", "crate"];
 
 /// `unknown option` error at `name`, with a "did you mean" when one option
 /// is close.
@@ -120,6 +121,8 @@ pub(crate) struct CachedArgs {
     /// The XFetch beta and its span.
     pub early_refresh: Option<(f64, Span)>,
     pub local: Option<Local>,
+    /// `refresh = "inline"` or `"background"`, with the literal's span.
+    pub refresh: Option<LitStr>,
     pub krate: Option<Path>,
 }
 
@@ -128,7 +131,8 @@ pub(crate) struct InvalidatesArgs {
     pub namespaces: Vec<LitStr>,
     pub key: Option<(Span, KeySpec)>,
     pub cache: Option<Expr>,
-    pub version: Option<u32>,
+    /// `version = ..`, which a key invalidation no longer needs (an error).
+    pub version: Option<Span>,
     pub krate: Option<Path>,
 }
 
@@ -171,6 +175,7 @@ impl Parse for CachedArgs {
                 "lease" => args.lease = Some(parse_ttl(input, &name)?),
                 "early_refresh" => args.early_refresh = Some(parse_beta(input, &name)?),
                 "local" => args.local = Some(parse_local(input, &name)?),
+                "refresh" => args.refresh = Some(parse_refresh(input, &name)?),
                 "crate" => args.krate = Some(parse_crate(input, &name)?),
                 _ => return Err(unknown_option(&name, "cached", CACHED_OPTIONS, "")),
             }
@@ -196,7 +201,10 @@ impl Parse for InvalidatesArgs {
                     "ns" => args.namespaces.push(parse_ns(input, &name)?),
                     "key" => args.key = Some((name.span(), parse_key(input, &name)?)),
                     "cache" => args.cache = Some(parse_value(input, &name)?),
-                    "version" => args.version = Some(parse_version(input, &name)?),
+                    "version" => {
+                        parse_version(input, &name)?;
+                        args.version = Some(name.span());
+                    }
                     "crate" => args.krate = Some(parse_crate(input, &name)?),
                     _ => {
                         return Err(unknown_option(
@@ -254,6 +262,28 @@ fn parse_local(input: ParseStream<'_>, name: &Ident) -> Result<Local> {
         });
     }
     parse_ttl(input, name).map(Local::Ttl)
+}
+
+/// `refresh = "inline"` or `refresh = "background"`.
+fn parse_refresh(input: ParseStream<'_>, name: &Ident) -> Result<LitStr> {
+    eq(input, name)?;
+    let lit: LitStr = input.parse().map_err(|e| {
+        Error::new(
+            e.span(),
+            "expected `refresh = \"background\"` (the default) or `refresh = \"inline\"`",
+        )
+    })?;
+    match lit.value().as_str() {
+        "inline" | "background" => Ok(lit),
+        other => Err(Error::new(
+            lit.span(),
+            format!(
+                "unknown refresh {other:?}: `refresh = \"background\"` (the default: the caller that \
+                 wins a refresh returns the entry it read and the body runs in a task of its own) or \
+                 `refresh = \"inline\"` (that caller runs the body and waits for it)"
+            ),
+        )),
+    }
 }
 
 fn parse_ttl(input: ParseStream<'_>, name: &Ident) -> Result<Timed> {

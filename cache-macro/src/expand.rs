@@ -32,7 +32,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Expr, Ident};
 
-use crate::validate::{Cached, Invalidates, Key, Options, Target};
+use crate::validate::{Cached, Copy, Invalidates, Key, Options, Refresh, Target};
 
 /// The `cache = <expr>` option: a statement binding the expression to a
 /// local (so that an owned `Cache` or `Arc<Cache>`, e.g. `self.cache.clone()`
@@ -132,7 +132,7 @@ fn duration(d: Option<Duration>) -> TokenStream {
     }))
 }
 
-fn call_options(krate: &TokenStream, o: &Options) -> TokenStream {
+fn call_options(krate: &TokenStream, o: &Options, version: Option<u32>) -> TokenStream {
     let ttl = duration(o.ttl);
     let stale = duration(o.stale);
     let lock_wait = duration(o.lock_wait);
@@ -140,6 +140,7 @@ fn call_options(krate: &TokenStream, o: &Options) -> TokenStream {
     let local = duration(o.local);
     let lock = option(o.lock);
     let early = option(o.early_refresh);
+    let version = option(version);
     quote!(#krate::__private::CallOptions {
         ttl: #ttl,
         stale: #stale,
@@ -148,7 +149,102 @@ fn call_options(krate: &TokenStream, o: &Options) -> TokenStream {
         lease: #lease,
         early_refresh: #early,
         local: #local,
+        version: #version,
     })
+}
+
+/// `self` in the body, renamed so that a refresh in the background can
+/// bind it to its own copy (a block cannot rebind `self`).
+fn rename_self(tokens: TokenStream) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|tt| match tt {
+            TokenTree::Ident(i) if i == "self" => {
+                TokenTree::Ident(Ident::new("__cache_aside_self", i.span()))
+            }
+            TokenTree::Group(g) => {
+                let mut group = Group::new(g.delimiter(), rename_self(g.stream()));
+                group.set_span(g.span());
+                TokenTree::Group(group)
+            }
+            tt => tt,
+        })
+        .collect()
+}
+
+/// Does `tokens` (a body) name `name` anywhere, macro arguments included?
+fn mentions(tokens: &TokenStream, name: &Ident) -> bool {
+    tokens.clone().into_iter().any(|tt| match tt {
+        TokenTree::Ident(i) => i == *name,
+        TokenTree::Group(g) => mentions(&g.stream(), name),
+        _ => false,
+    })
+}
+
+/// The refresher handed to the runtime: `Inline`, or a `Background`
+/// closure that makes the body's future from copies of the arguments
+/// (the statements before it clone the owned ones, before the body's own
+/// future takes them).
+fn refresher(c: &Cached, stored: &TokenStream) -> (TokenStream, TokenStream) {
+    let krate = &c.krate;
+    let Refresh::Background(copies) = &c.refresh else {
+        return (TokenStream::new(), quote!(#krate::__private::Inline));
+    };
+    let own = |name: &Ident| Ident::new(&format!("__cache_aside_own_{name}"), Span::mixed_site());
+    let bind = |name: &Ident| {
+        if name == "self" {
+            Ident::new("__cache_aside_self", Span::call_site())
+        } else {
+            name.clone()
+        }
+    };
+    let block = &c.func.item.block;
+    let block_tokens = quote!(#block);
+    let (mut eager, mut lazy, mut binds) = (Vec::new(), Vec::new(), Vec::new());
+    // Only what the body names (`self` included) is copied.
+    for (name, how) in copies.iter().filter(|(n, _)| mentions(&block_tokens, n)) {
+        let (o, b) = (own(name), bind(name));
+        match how {
+            Copy::Owned => {
+                let method = Ident::new("__cache_aside_clone", name.span());
+                eager.push(quote!(let #o = (&#krate::__private::CloneProbe(&#name)).#method();));
+                binds.push(quote!(let #b = #o;));
+            }
+            Copy::Borrowed => {
+                let method = Ident::new("__cache_aside_copy", name.span());
+                lazy.push(quote!(let #o = (&#krate::__private::CopyProbe(#name)).#method();));
+                binds.push(quote!(let #b = #o.get();));
+            }
+        }
+    }
+    let out = Ident::new("__cache_aside_out", Span::mixed_site());
+    let ret_ty = &c.ret_ty;
+    let body = if c.func.receiver.is_some() {
+        rename_self(block_tokens)
+    } else {
+        block_tokens
+    };
+    let holder = Ident::new("__cache_aside_refresh", Span::mixed_site());
+    (
+        quote! {
+            let #holder = {
+                #[allow(unused_imports)]
+                use #krate::__private::{CloneErr as _, CloneOk as _, CopyErr as _, CopyOk as _};
+                #(#eager)*
+                #krate::__private::Background(move || {
+                    #[allow(unused_imports)]
+                    use #krate::__private::{CopyErr as _, CopyOk as _};
+                    #(#lazy)*
+                    async move {
+                        #(#binds)*
+                        let #out: #ret_ty = #body;
+                        #stored
+                    }
+                })
+            };
+        },
+        quote!(#holder),
+    )
 }
 
 pub(crate) fn cached(c: &Cached) -> TokenStream {
@@ -159,9 +255,11 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
         &c.func.item.sig,
         &c.func.item.block,
     );
-    let (ns, version) = (&c.ns, c.version);
+    let ns = &c.ns;
     let key_expr = key_expr(krate, &c.key);
-    let opts = call_options(krate, &c.options);
+    let opts = call_options(krate, &c.options, c.version);
+    let type_params = &c.generics;
+    let generics = quote!(&[#(::core::any::type_name::<#type_params>()),*]);
     let (cache_binding, cache) = cache_expr(krate, c.cache.as_ref());
     let (value_ty, ret_ty) = (&c.value_ty, &c.ret_ty);
     // `__private::unless_arg` deduces a closure's argument type and reports
@@ -222,6 +320,7 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
     };
     let key_support = key_support(krate);
     let value_support = value_support(krate);
+    let (refresh_binding, refresh) = refresher(c, &stored);
     quote! {
         #(#attrs)*
         #vis #sig {
@@ -233,7 +332,6 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
                     ::core::option::Option::Some(&__CACHE_ASIDE_SLOT),
                     #cache,
                     #ns,
-                    #version,
                     #key_expr,
                 )
             };
@@ -244,7 +342,8 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
                 #filter_support
                 (&&&#krate::__private::Value::<#value_ty>::NEW).#dispatch(#unless)
             };
-            let #out = #call.#method(#opts, #filter, #share async move {
+            #refresh_binding
+            let #out = #call.#method(#opts, #generics, #filter, #share #refresh, async move {
                 let #out: #ret_ty = #block;
                 #stored
             })
@@ -285,7 +384,7 @@ pub(crate) fn invalidates(inv: &Invalidates) -> TokenStream {
     let target = Ident::new("__cache_aside_target", Span::mixed_site());
     let (cache_binding, cache) = cache_expr(krate, inv.cache.as_ref());
     let (prepare, invalidate) = match &inv.target {
-        Target::Key { ns, version, key } => {
+        Target::Key { ns, key } => {
             let key_expr = key_expr(krate, key);
             let key_support = key_support(krate);
             (
@@ -296,7 +395,6 @@ pub(crate) fn invalidates(inv: &Invalidates) -> TokenStream {
                             ::core::option::Option::None,
                             #cache_var,
                             #ns,
-                            #version,
                             #key_expr,
                         )
                     };

@@ -37,12 +37,36 @@ pub(crate) struct Options {
     pub local: Option<Duration>,
 }
 
+/// How one argument gets into a refresh in the background, which owns
+/// copies of every argument.
+pub(crate) enum Copy {
+    /// `x: &T` (or `&self`): `ToOwned`, when the refresh starts.
+    Borrowed,
+    /// `x: T` (or `self`, `self: Arc<Self>`): `Clone`, before the body's
+    /// future takes the argument.
+    Owned,
+}
+
+/// How a `#[cached]` fn with `stale` or `early_refresh` refreshes.
+pub(crate) enum Refresh {
+    /// The caller that wins a refresh runs the body (no `stale` or
+    /// `early_refresh`, or `refresh = "inline"`).
+    Inline,
+    /// In a task of its own, from copies of these arguments (`self` for the
+    /// receiver).
+    Background(Vec<(Ident, Copy)>),
+}
+
 /// A checked `#[cached]`.
 pub(crate) struct Cached {
     pub func: Func,
     pub krate: TokenStream,
     pub ns: String,
-    pub version: u32,
+    /// `version = N`; `None`: the default (see the runtime's `schema.rs`).
+    pub version: Option<u32>,
+    /// The type parameters, part of the schema.
+    pub generics: Vec<Ident>,
+    pub refresh: Refresh,
     pub options: Options,
     pub key: Key,
     pub cache: Option<Expr>,
@@ -58,7 +82,7 @@ pub(crate) enum Target {
     /// Every entry of these namespaces.
     Namespaces(Vec<LitStr>),
     /// One entry of one namespace.
-    Key { ns: LitStr, version: u32, key: Key },
+    Key { ns: LitStr, key: Key },
 }
 
 /// A checked `#[invalidates]`.
@@ -107,6 +131,7 @@ pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
              remove `skip(..)`",
         ));
     }
+    let refresh = refresh(&func, &args)?;
     let key = key(&func, args.key.map(|(_, k)| k), skip)?;
     let ns = match &args.ns {
         Some(ns) => ns.value(),
@@ -127,10 +152,19 @@ pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
              `&str`, `Vec<T>` for `&[T]`)",
         ));
     }
+    let generics = func
+        .item
+        .sig
+        .generics
+        .type_params()
+        .map(|p| p.ident.clone())
+        .collect();
     Ok(Cached {
         krate: krate(args.krate),
         ns,
-        version: args.version.unwrap_or(1),
+        version: args.version,
+        generics,
+        refresh,
         options: Options {
             ttl,
             stale,
@@ -152,6 +186,13 @@ pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
 
 pub(crate) fn invalidates(args: InvalidatesArgs, func: Func) -> Result<Invalidates> {
     check_fn(&func, "invalidates")?;
+    if let Some(span) = args.version {
+        return Err(Error::new(
+            span,
+            "`version` is not needed here: neither the version nor the type is part of a key, so \
+             a key invalidation reaches the entry whatever `version` the cached fn has; remove it",
+        ));
+    }
     let mut namespaces: Vec<LitStr> = Vec::new();
     for ns in args.namespaces {
         check_ns(&ns)?;
@@ -179,7 +220,6 @@ pub(crate) fn invalidates(args: InvalidatesArgs, func: Func) -> Result<Invalidat
         }
         Some((_, spec)) => Target::Key {
             ns: namespaces.remove(0),
-            version: args.version.unwrap_or(1),
             key: key(&func, Some(spec), &[])?,
         },
         None => Target::Namespaces(namespaces),
@@ -190,6 +230,83 @@ pub(crate) fn invalidates(args: InvalidatesArgs, func: Func) -> Result<Invalidat
         target,
         func,
     })
+}
+
+/// How the fn refreshes; for a refresh in the background, how each
+/// argument is copied (each must be a plain name, and none `&mut`).
+fn refresh(func: &Func, args: &CachedArgs) -> Result<Refresh> {
+    let refreshes = args.stale.is_some() || args.early_refresh.is_some();
+    match &args.refresh {
+        Some(lit) if !refreshes => {
+            return Err(Error::new(
+                lit.span(),
+                "`refresh` has no effect without `stale` or `early_refresh`: remove it",
+            ));
+        }
+        Some(lit) if lit.value() == "inline" => return Ok(Refresh::Inline),
+        _ if !refreshes => return Ok(Refresh::Inline),
+        _ => {}
+    }
+    let inline_hint = "or refresh inline with `refresh = \"inline\"` (the caller that wins a \
+                       refresh then runs the body and waits for it)";
+    let mut copies = Vec::new();
+    // `func.args` holds the typed arguments in order.
+    let mut typed = func.args.iter();
+    for input in &func.item.sig.inputs {
+        match input {
+            syn::FnArg::Receiver(r) => {
+                let how = match &r.kind {
+                    syn::ReceiverKind::Reference(_, _, None) => Some(Copy::Borrowed),
+                    syn::ReceiverKind::Reference(_, _, Some(_)) => None,
+                    syn::ReceiverKind::Typed(_, ty) => match crate::model::strip(ty) {
+                        Type::Reference(r) if r.mutability.is_some() => None,
+                        Type::Reference(_) => Some(Copy::Borrowed),
+                        _ => Some(Copy::Owned),
+                    },
+                    _ => Some(Copy::Owned),
+                };
+                let Some(how) = how else {
+                    return Err(Error::new_spanned(
+                        r,
+                        format!(
+                            "a refresh in the background (`stale`, `early_refresh`) runs the body \
+                             on a copy of `self` in a task of its own, and cannot copy a `&mut self`: \
+                             take `&self`, {inline_hint}"
+                        ),
+                    ));
+                };
+                copies.push((Ident::new("self", r.self_token.span), how));
+            }
+            syn::FnArg::Typed(pt) => {
+                let Some(name) = typed.next().and_then(|a| a.name.clone()) else {
+                    return Err(Error::new_spanned(
+                        &pt.pat,
+                        format!(
+                            "a refresh in the background (`stale`, `early_refresh`) copies every \
+                             argument, and cannot copy a pattern: bind it to a name and destructure \
+                             it in the body, {inline_hint}"
+                        ),
+                    ));
+                };
+                let how = match crate::model::strip(&pt.ty) {
+                    Type::Reference(r) if r.mutability.is_some() => {
+                        return Err(Error::new_spanned(
+                            &pt.ty,
+                            format!(
+                                "a refresh in the background (`stale`, `early_refresh`) runs the \
+                                 body on copies of the arguments in a task of its own, and cannot \
+                                 copy `{name}`, a `&mut`: take a shared reference, {inline_hint}"
+                            ),
+                        ));
+                    }
+                    Type::Reference(_) => Copy::Borrowed,
+                    _ => Copy::Owned,
+                };
+                copies.push((name, how));
+            }
+        }
+    }
+    Ok(Refresh::Background(copies))
 }
 
 fn krate(p: Option<Path>) -> TokenStream {

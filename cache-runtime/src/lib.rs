@@ -15,7 +15,7 @@
 //! The modules form a straight line of layers; each may use those before
 //! it, never one after it (`ARCHITECTURE.md` has the whole map):
 //! the storage format (`key`, `entry`, `codec`) and small leaves (`sync`,
-//! `error`, `stats`, `breaker`, `flight`, `local`), then `coherence` (the
+//! `error`, `schema`, `stats`, `breaker`, `flight`, `local`), then `coherence` (the
 //! invalidation channel, generation views, local-tier epochs; it knows no
 //! `Cache`), then `backend` (Redis and memory behind one trait), then
 //! `cache` (the handle, the builder, one call's lookup, invalidation), and
@@ -36,12 +36,13 @@ mod flight;
 mod global;
 pub mod key;
 mod local;
+mod schema;
 mod stats;
 #[cfg(test)]
 mod strategies;
 mod sync;
 
-pub use cache::{Cache, CacheBuilder, Filter, Invalidation, Namespace, NoFilter};
+pub use cache::{Cache, CacheBuilder, Filter, Invalidation, Namespace, NoFilter, transaction};
 pub use error::{Error, NameProblem, TlsProblem, Unreachable};
 pub use global::{install, installed};
 pub use stats::{Counts, Stats, Status, with_status};

@@ -26,6 +26,8 @@ use moka::sync::Cache as Moka;
 pub(crate) struct LocalEntry {
     /// The codec payload.
     pub payload: Box<[u8]>,
+    /// The schema it was stored under (see `schema.rs`).
+    pub schema: u64,
     epoch: u64,
     flushes: u64,
     expires: Instant,
@@ -78,7 +80,14 @@ impl Local {
         (e.epoch == epoch && e.flushes == flushes && Instant::now() < e.expires).then_some(e)
     }
 
-    pub(crate) fn insert(&self, key: &str, payload: &[u8], ticket: Ticket, ttl: Duration) -> bool {
+    pub(crate) fn insert(
+        &self,
+        key: &str,
+        payload: &[u8],
+        schema: u64,
+        ticket: Ticket,
+        ttl: Duration,
+    ) -> bool {
         let Some(map) = &self.map else {
             return false;
         };
@@ -89,6 +98,7 @@ impl Local {
             key.to_owned(),
             Arc::new(LocalEntry {
                 payload: payload.into(),
+                schema,
                 epoch: ticket.epoch,
                 flushes: ticket.flushes,
                 expires,

@@ -92,6 +92,9 @@ pub(crate) struct Counters {
     pub early_refreshes: Counter,
     pub local_hits: Counter,
     pub too_large: Counter,
+    pub fenced: Counter,
+    pub schema_mismatches: Counter,
+    pub refresh_errors: Counter,
 }
 
 /// A counter sharded over a few cache lines: the hit path bumps one from
@@ -149,6 +152,9 @@ impl Counters {
             early_refreshes: self.early_refreshes.get(),
             local_hits: self.local_hits.get(),
             too_large: self.too_large.get(),
+            fenced: self.fenced.get(),
+            schema_mismatches: self.schema_mismatches.get(),
+            refresh_errors: self.refresh_errors.get(),
         }
     }
 }
@@ -195,6 +201,13 @@ pub struct Counts {
     /// Values not stored because their encoding exceeded `max_value_bytes`
     /// (also counted in `stores_rejected`).
     pub too_large: u64,
+    /// Misses computed under a transaction scope's fence, and not stored.
+    pub fenced: u64,
+    /// Reads that found an entry of another schema (another build's type,
+    /// another instantiation of a generic fn): misses, overwritten.
+    pub schema_mismatches: u64,
+    /// Refreshes in the background whose body failed (the entry was kept).
+    pub refresh_errors: u64,
 }
 
 impl Counts {
@@ -229,6 +242,9 @@ impl Counts {
         self.early_refreshes += o.early_refreshes;
         self.local_hits += o.local_hits;
         self.too_large += o.too_large;
+        self.fenced += o.fenced;
+        self.schema_mismatches += o.schema_mismatches;
+        self.refresh_errors += o.refresh_errors;
     }
 }
 

@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "key", "entry", "codec", "stats", "breaker", "flight", "local",
     ],
+    &["schema"],
     &["coherence"],
     &["backend"],
     &["cache"],

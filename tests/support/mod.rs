@@ -4,6 +4,7 @@
 //! that runs one scenario on every backend.
 #![allow(dead_code)]
 
+pub mod checker;
 pub mod cluster;
 pub mod proxy;
 pub mod tls;

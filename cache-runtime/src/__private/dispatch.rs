@@ -274,3 +274,107 @@ impl<E> ShareNone<E> for &ShareProbe<E> {
         None
     }
 }
+
+/// What a refresh in the background (`stale`, `early_refresh`) copies of
+/// each argument: `ToOwned` (for a `Clone` type, its clone).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be copied for a refresh in the background (`stale`, `early_refresh`)",
+    label = "copied for the refresh",
+    note = "implement or derive `Clone` for it, or refresh inline with `refresh = \"inline\"`"
+)]
+pub trait RefreshCopy: ToOwned {}
+impl<T: ToOwned + ?Sized> RefreshCopy for T {}
+
+/// An owned copy of a borrowed argument, lent to the refreshing body as
+/// the reference it had.
+pub struct Owned<T: ToOwned + ?Sized>(T::Owned);
+
+impl<T: ToOwned + ?Sized> Owned<T> {
+    /// The reference the body takes.
+    #[inline]
+    pub fn get(&self) -> &T {
+        std::borrow::Borrow::borrow(&self.0)
+    }
+}
+
+/// The fallback of [`CopyProbe`]: never built (its bound fails), only there
+/// so that the body still type-checks.
+pub struct NoCopy<T: ?Sized>(PhantomData<fn() -> Box<T>>);
+
+impl<T: ?Sized> NoCopy<T> {
+    /// Never called.
+    pub fn get(&self) -> &T {
+        unreachable!()
+    }
+}
+
+/// A borrowed argument copied for a refresh in the background:
+/// `(&CopyProbe(x)).__cache_aside_copy()` is an [`Owned`] when `T: ToOwned`
+/// ([`CopyOk`]), and otherwise fails once, at the argument, on
+/// [`RefreshCopy`] ([`CopyErr`]).
+pub struct CopyProbe<'a, T: ?Sized>(pub &'a T);
+
+/// See [`CopyProbe`].
+pub trait CopyOk<T: ToOwned + ?Sized> {
+    /// The copy.
+    fn __cache_aside_copy(&self) -> Owned<T>;
+}
+
+impl<T: ToOwned + ?Sized> CopyOk<T> for CopyProbe<'_, T> {
+    #[inline]
+    fn __cache_aside_copy(&self) -> Owned<T> {
+        Owned(self.0.to_owned())
+    }
+}
+
+/// See [`CopyProbe`].
+pub trait CopyErr<T: ?Sized> {
+    /// Never called: its bound fails.
+    fn __cache_aside_copy(&self) -> NoCopy<T>
+    where
+        T: RefreshCopy;
+}
+
+impl<T: ?Sized> CopyErr<T> for &CopyProbe<'_, T> {
+    fn __cache_aside_copy(&self) -> NoCopy<T>
+    where
+        T: RefreshCopy,
+    {
+        NoCopy(PhantomData)
+    }
+}
+
+/// An owned argument cloned for a refresh in the background:
+/// `(&CloneProbe(&x)).__cache_aside_clone()` is the clone when `T: Clone`
+/// ([`CloneOk`]), and otherwise fails once, at the argument ([`CloneErr`]).
+pub struct CloneProbe<'a, T>(pub &'a T);
+
+/// See [`CloneProbe`].
+pub trait CloneOk<T> {
+    /// The clone.
+    fn __cache_aside_clone(&self) -> T;
+}
+
+impl<T: Clone> CloneOk<T> for CloneProbe<'_, T> {
+    #[inline]
+    fn __cache_aside_clone(&self) -> T {
+        self.0.clone()
+    }
+}
+
+/// See [`CloneProbe`].
+pub trait CloneErr<T> {
+    /// Never called: its bound fails.
+    fn __cache_aside_clone(&self) -> T
+    where
+        T: RefreshCopy<Owned = T>;
+}
+
+impl<T> CloneErr<T> for &CloneProbe<'_, T> {
+    fn __cache_aside_clone(&self) -> T
+    where
+        T: RefreshCopy<Owned = T>,
+    {
+        unreachable!()
+    }
+}

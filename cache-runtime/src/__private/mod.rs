@@ -5,8 +5,8 @@ use std::future::Future;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use crate::cache::{CallOptions, NsSlot, Sharer};
-use crate::cache::{Shape, Target};
+pub use crate::cache::{Background, CallOptions, Inline, NsSlot, Refresh, Sharer};
+use crate::cache::{Shape, Target, scope};
 use crate::key::KeyError;
 use crate::{Cache, Filter, global};
 
@@ -41,12 +41,11 @@ pub fn call<'c, K: Serialize + ?Sized>(
     slot: Option<&'static NsSlot>,
     cache: Option<&'c Cache>,
     ns: &'static str,
-    version: u32,
     key: &K,
 ) -> Call<'c> {
     let entry_key = match (cache, slot) {
-        (Some(c), Some(s)) => c.entry_key_at(s, ns, version, key),
-        (Some(c), None) => c.entry_key(ns, version, key),
+        (Some(c), Some(s)) => c.entry_key_at(s, ns, key),
+        (Some(c), None) => c.entry_key(ns, key),
         (None, _) => Ok(String::new()),
     };
     Call {
@@ -58,22 +57,37 @@ pub fn call<'c, K: Serialize + ?Sized>(
 }
 
 impl Call<'_> {
-    /// `#[cached]` on a function that does not return `Result`.
+    fn target<'g>(self, generics: &'g [&'static str]) -> Target<'g> {
+        Target {
+            ns: self.ns,
+            slot: self.slot,
+            key: self.entry_key,
+            generics,
+        }
+    }
+
+    /// `#[cached]` on a function that does not return `Result`. `generics`:
+    /// the `type_name` of each type parameter of a generic fn.
     #[inline]
-    pub async fn value<T, U, Fut>(self, opts: CallOptions, unless: U, fut: Fut) -> T
+    pub async fn value<T, U, Fut, Rf>(
+        self,
+        opts: CallOptions,
+        generics: &[&'static str],
+        unless: U,
+        refresh: Rf,
+        fut: Fut,
+    ) -> T
     where
         T: Serialize + DeserializeOwned,
         U: Filter<T>,
         Fut: Future<Output = T>,
+        Rf: Refresh<T, T, U>,
     {
         match self.cache {
             Some(c) => {
-                let target = Target {
-                    ns: self.ns,
-                    slot: self.slot,
-                    key: self.entry_key,
-                };
-                c.run_key(target, &opts, &unless, fut, Shape::plain()).await
+                let target = self.target(generics);
+                c.run_key(target, &opts, &unless, fut, refresh, Shape::plain())
+                    .await
             }
             None => uncached(fut).await,
         }
@@ -83,27 +97,26 @@ impl Call<'_> {
     /// cached; with a `Clone` error, callers that waited for a failed
     /// computation get its error (`share`, from [`ShareProbe`]).
     #[inline]
-    pub async fn result<T, E, U, Fut>(
+    pub async fn result<T, E, U, Fut, Rf>(
         self,
         opts: CallOptions,
+        generics: &[&'static str],
         unless: U,
         share: Option<Sharer<Result<T, E>>>,
+        refresh: Rf,
         fut: Fut,
     ) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
         U: Filter<T>,
         Fut: Future<Output = Result<T, E>>,
+        Rf: Refresh<T, Result<T, E>, U>,
     {
         match self.cache {
             Some(c) => {
-                let target = Target {
-                    ns: self.ns,
-                    slot: self.slot,
-                    key: self.entry_key,
-                };
-                c.run_key(target, &opts, &unless, fut, Shape::result(share))
-                    .await
+                let target = self.target(generics);
+                let shape = Shape::result(share);
+                c.run_key(target, &opts, &unless, fut, refresh, shape).await
             }
             None => uncached(fut).await,
         }
@@ -115,7 +128,12 @@ impl Call<'_> {
     pub async fn invalidate(self) {
         if let Some(c) = self.cache {
             let (c, ns, key) = (c.clone(), self.ns, self.entry_key);
-            let task = tokio::spawn(async move { c.invalidate_key_encoded(ns, key).await });
+            // The scope is the caller task's: taken before the spawn.
+            let scope = scope::current();
+            let task =
+                tokio::spawn(
+                    async move { c.invalidate_key_encoded(ns, key, scope.as_deref()).await },
+                );
             let _ = task.await;
         }
     }
@@ -133,9 +151,12 @@ async fn uncached<R>(fut: impl Future<Output = R>) -> R {
 pub async fn invalidate_namespaces(cache: Option<&Cache>, namespaces: &'static [&'static str]) {
     if let Some(c) = cache {
         let c = c.clone();
+        let scope = scope::current();
         let task = tokio::spawn(async move {
             for ns in namespaces {
-                c.namespace(ns).invalidate().await;
+                if let Some(state) = c.state(ns) {
+                    c.invalidate_namespace(&state, scope.as_deref()).await;
+                }
             }
         });
         let _ = task.await;

@@ -1,13 +1,16 @@
 //! In-process backend: a mutex-protected map with lazy expiry, running the
-//! same compare-and-set protocol as the Redis store script.
+//! same protocol as the Redis scripts (`redis/*.lua`), with this process's
+//! clock as the store's.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use super::{Acquire, Backend, Expect, Fetched, Notice, Result, Store};
-use crate::entry::{self, TOKEN_LEN, Token};
+use super::{
+    Backend, Change, Claim, Claimed, Fetched, GenValue, Generation, Notice, Result, Store,
+};
+use crate::entry::{self, FENCE_MAGIC, LEASE_LEN, LEASE_MAGIC, TOKEN_LEN};
 
 struct Value {
     bytes: Vec<u8>,
@@ -69,6 +72,76 @@ impl MemoryBackend {
     }
 }
 
+/// A fence's holders (see `lib.lua`): "<holder>:<expires_at_ms>;" each,
+/// after the 17-byte head.
+fn holders(v: &[u8]) -> BTreeMap<String, u64> {
+    let text = v
+        .get(1 + TOKEN_LEN..)
+        .and_then(|t| std::str::from_utf8(t).ok());
+    text.into_iter()
+        .flat_map(|t| t.split(';'))
+        .filter_map(|h| {
+            let (id, exp) = h.split_once(':')?;
+            Some((id.to_owned(), exp.parse().ok()?))
+        })
+        .collect()
+}
+
+fn live(hs: &BTreeMap<String, u64>, now: u64) -> bool {
+    hs.values().any(|&e| e > now)
+}
+
+fn fence(head: &[u8], hs: &BTreeMap<String, u64>, now: u64) -> Vec<u8> {
+    let mut v = head.to_vec();
+    for (id, e) in hs.iter().filter(|&(_, &e)| e > now) {
+        v.extend_from_slice(format!("{id}:{e};").as_bytes());
+    }
+    v
+}
+
+/// A change of a fence or invalidation (`generation.lua`, `tombstone.lua`)
+/// applied to `cur`: the value to write, or `None` to leave it. `magic`
+/// tells fences of this kind; `invalidated` is what an invalidation leaves.
+fn change(
+    cur: Option<&[u8]>,
+    magic: u8,
+    change: Change<'_>,
+    invalidated: Vec<u8>,
+) -> Option<Vec<u8>> {
+    let now = entry::unix_ms();
+    let fenced = cur.filter(|c| c.first() == Some(&magic));
+    let mut hs = fenced.map(holders).unwrap_or_default();
+    let up = live(&hs, now);
+    // A new token whenever a holder comes or goes (see `generation.lua`).
+    let renew = matches!(change, Change::Renew { .. });
+    let head = match fenced {
+        Some(c) if up && renew => c[..1 + TOKEN_LEN].to_vec(),
+        _ => {
+            let mut h = vec![magic];
+            h.extend_from_slice(&entry::token());
+            h
+        }
+    };
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    match change {
+        Change::Invalidate if up => None,
+        Change::Invalidate => Some(invalidated),
+        Change::Fence { holder, ttl } | Change::Renew { holder, ttl } => {
+            let id = String::from_utf8_lossy(holder).into_owned();
+            hs.insert(id, now.saturating_add(ms(ttl)));
+            Some(fence(&head, &hs, now))
+        }
+        Change::End { holder } => {
+            hs.remove(&*String::from_utf8_lossy(holder));
+            Some(if live(&hs, now) {
+                fence(&head, &hs, now)
+            } else {
+                invalidated
+            })
+        }
+    }
+}
+
 impl Backend for MemoryBackend {
     async fn fetch(
         &self,
@@ -80,71 +153,76 @@ impl Backend for MemoryBackend {
         let now = Instant::now();
         Ok(Fetched {
             entry: map.get(entry_key, now).map(<[u8]>::to_vec),
-            generation: map
-                .get(generation_key, now)
-                .and_then(|g| Token::try_from(g).ok()),
+            generation: Generation::parse(map.get(generation_key, now), None),
         })
+    }
+
+    async fn claim(&self, c: Claim<'_>) -> Result<Claimed> {
+        let mut map = self.lock();
+        let now = Instant::now();
+        let now_ms = entry::unix_ms();
+        let generation = match Generation::parse(map.get(c.generation_key, now), None) {
+            Generation::Current(g) => g,
+            Generation::Fenced(_)
+                if map
+                    .get(c.generation_key, now)
+                    .is_some_and(|g| live(&holders(g), now_ms)) =>
+            {
+                return Ok(Claimed::Fenced);
+            }
+            _ => {
+                let g = GenValue {
+                    token: c.fresh_generation,
+                    life: None,
+                };
+                map.set(c.generation_key, g.bytes(), Some(c.generation_ttl), now);
+                g
+            }
+        };
+        let cur = map.get(c.entry_key, now);
+        let mut take = false;
+        match cur {
+            Some(l) if l.first() == Some(&LEASE_MAGIC) && l.len() == LEASE_LEN => {
+                let live_lease = entry::lease_expiry(l) > now_ms;
+                if live_lease && l.last() == Some(&b'w') {
+                    return Ok(Claimed::Held);
+                }
+                take = !live_lease;
+            }
+            Some(f) if f.first() == Some(&FENCE_MAGIC) => {
+                if live(&holders(f), now_ms) {
+                    return Ok(Claimed::Fenced);
+                }
+                take = true;
+            }
+            _ => {}
+        }
+        if !take && !c.expect.matches(cur) {
+            return Ok(Claimed::Changed);
+        }
+        let lease_ms = u64::try_from(c.lease.as_millis()).unwrap_or(u64::MAX);
+        let lease = entry::lease(&c.nonce, now_ms.saturating_add(lease_ms), c.others_wait);
+        map.replace(c.entry_key, lease.clone(), c.hold, now);
+        Ok(Claimed::Taken { generation, lease })
     }
 
     async fn store(&self, s: Store<'_>) -> Result<bool> {
         let mut map = self.lock();
         let now = Instant::now();
-        let generation = match map
-            .get(s.generation_key, now)
-            .filter(|g| g.len() == TOKEN_LEN)
-        {
-            Some(g) if Some(g) == s.seen_generation => g.to_vec(),
-            Some(_) => return Ok(false),
-            None if s.seen_generation.is_some() => return Ok(false),
-            None => {
-                let g = s.fresh_generation.to_vec();
-                map.set(s.generation_key, g.clone(), None, now);
-                g
-            }
-        };
-        if !s.expect.matches(map.get(s.entry_key, now)) {
+        if map.get(s.generation_key, now) != Some(&s.generation.bytes()[..]) {
+            return Ok(false);
+        }
+        let cur = map.get(s.entry_key, now);
+        if cur.is_none() || !s.expect.matches(cur) {
             return Ok(false);
         }
         map.replace(
             s.entry_key,
-            entry::assemble(&generation, s.tail),
+            entry::assemble(&s.generation.token, s.tail),
             s.ttl,
             now,
         );
         Ok(true)
-    }
-
-    /// In process there is no channel: the cache applies every
-    /// invalidation to its local tier itself.
-    async fn set_generation(
-        &self,
-        generation_key: &str,
-        token: &Token,
-        _notice: Notice<'_>,
-    ) -> Result<()> {
-        let mut map = self.lock();
-        map.set(generation_key, token.to_vec(), None, Instant::now());
-        Ok(())
-    }
-
-    async fn ping(&self) -> Result<()> {
-        Ok(())
-    }
-
-    async fn acquire(
-        &self,
-        entry_key: &str,
-        expect: Expect<'_>,
-        lease: &[u8],
-        ttl: Duration,
-    ) -> Result<Acquire> {
-        let mut map = self.lock();
-        let now = Instant::now();
-        if expect.matches(map.get(entry_key, now)) {
-            map.replace(entry_key, lease.to_vec(), ttl, now);
-            return Ok(Acquire::Acquired);
-        }
-        Ok(Acquire::Changed)
     }
 
     async fn release(
@@ -172,15 +250,41 @@ impl Backend for MemoryBackend {
         Ok(true)
     }
 
-    async fn put_tombstone(
+    /// In process there is no channel: the cache applies every
+    /// invalidation to its local tier itself.
+    async fn change_namespace(
         &self,
-        entry_key: &str,
-        tombstone: &[u8],
+        generation_key: &str,
+        c: Change<'_>,
         ttl: Duration,
         _notice: Notice<'_>,
     ) -> Result<()> {
         let mut map = self.lock();
-        map.replace(entry_key, tombstone.to_vec(), ttl, Instant::now());
+        let now = Instant::now();
+        let cur = map.get(generation_key, now);
+        if let Some(v) = change(cur, b'F', c, entry::token().to_vec()) {
+            map.set(generation_key, v, Some(ttl), now);
+        }
+        Ok(())
+    }
+
+    async fn change_key(
+        &self,
+        entry_key: &str,
+        c: Change<'_>,
+        ttl: Duration,
+        _notice: Notice<'_>,
+    ) -> Result<()> {
+        let mut map = self.lock();
+        let now = Instant::now();
+        let cur = map.get(entry_key, now);
+        if let Some(v) = change(cur, FENCE_MAGIC, c, entry::tombstone()) {
+            map.replace(entry_key, v, ttl, now);
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
         Ok(())
     }
 }

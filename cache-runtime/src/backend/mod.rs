@@ -1,8 +1,9 @@
 //! Storage backends behind one trait: Redis (the default) and an in-process
 //! memory store with the same semantics, for unit tests of user code and for
-//! machines without Redis. Both run the same protocol (see `entry.rs`): a
-//! read returns the entry and the namespace generation together; a store is
-//! a compare-and-set on both.
+//! machines without Redis. Both run the same protocol (see `entry/mod.rs`):
+//! a read returns the entry and the namespace generation together; a reader
+//! claims a key before it computes; a store is a compare-and-set on the
+//! generation and the claim.
 
 pub(crate) mod memory;
 pub(crate) mod redis;
@@ -13,18 +14,85 @@ use std::time::Duration;
 
 use crate::entry::Token;
 
-/// What one read returned: the entry bytes and the namespace generation.
-#[derive(Debug, Default)]
-pub(crate) struct Fetched {
-    pub entry: Option<Vec<u8>>,
-    /// The namespace generation (`None`: absent, or not a token).
-    pub generation: Option<Token>,
+/// A namespace's generation as Redis holds it: the token that entries
+/// carry, and the life token of the server run that made it (see
+/// `redis/life.rs`; none in process and in cluster mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GenValue {
+    pub token: Token,
+    pub life: Option<Token>,
 }
 
-/// What a key must hold for a compare-and-set to go through.
+impl GenValue {
+    /// `token`, or `token:life`.
+    pub(crate) fn bytes(&self) -> Vec<u8> {
+        let mut v = self.token.to_vec();
+        if let Some(life) = &self.life {
+            v.push(b':');
+            v.extend_from_slice(life);
+        }
+        v
+    }
+}
+
+/// A namespace's generation, as a read found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Generation {
+    /// A generation of this server run.
+    Current(GenValue),
+    /// None (a new namespace, or one whose generation was evicted, flushed
+    /// or made before a restart), or bytes that are no generation.
+    Absent,
+    /// A transaction scope's fence: nothing is stored while it stands. Its
+    /// token changes whenever a scope begins or ends under it.
+    Fenced(Token),
+}
+
+impl Generation {
+    /// What the generation key's bytes say to a connection of life `life`.
+    pub(crate) fn parse(bytes: Option<&[u8]>, life: Option<&Token>) -> Generation {
+        let Some(b) = bytes else {
+            return Generation::Absent;
+        };
+        if b.first() == Some(&b'F') {
+            return match b.get(1..17).map(Token::try_from) {
+                Some(Ok(t)) => Generation::Fenced(t),
+                _ => Generation::Fenced([b'-'; 16]),
+            };
+        }
+        let (token, their_life) = match (b.get(..16), b.get(16), b.get(17..)) {
+            (Some(t), None, _) => (t, None),
+            (Some(t), Some(b':'), Some(l)) => (t, Token::try_from(l).ok()),
+            _ => return Generation::Absent,
+        };
+        match Token::try_from(token) {
+            Ok(token) if their_life.as_ref() == life => Generation::Current(GenValue {
+                token,
+                life: their_life,
+            }),
+            _ => Generation::Absent,
+        }
+    }
+
+    pub(crate) fn current(&self) -> Option<&GenValue> {
+        match self {
+            Generation::Current(g) => Some(g),
+            _ => None,
+        }
+    }
+}
+
+/// What one read returned: the entry bytes and the namespace generation.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub entry: Option<Vec<u8>>,
+    pub generation: Generation,
+}
+
+/// What a key must hold for a claim or a store to go through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Expect<'a> {
-    /// Nothing.
+    /// Nothing (a claim of an empty key; a store never expects this).
     Absent,
     /// A value starting with these bytes (an entry's identity, a tombstone).
     Prefix(&'a [u8]),
@@ -52,13 +120,39 @@ impl<'a> Expect<'a> {
     }
 }
 
-/// The outcome of trying to take an entry's lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Acquire {
-    /// The lease is ours: compute and store.
-    Acquired,
-    /// The key changed since it was read (another lease, a new entry, a
-    /// tombstone): read again.
+/// A reader's claim of a key before it computes (see `claim.lua`).
+pub(crate) struct Claim<'a> {
+    pub entry_key: &'a str,
+    pub generation_key: &'a str,
+    /// What the reader found under the key.
+    pub expect: Expect<'a>,
+    /// The lease's nonce (the lease's identity: magic and nonce).
+    pub nonce: Token,
+    /// A lease others wait for (`lock = true`), or one they do not.
+    pub others_wait: bool,
+    /// Until when others wait for the lease.
+    pub lease: Duration,
+    /// How long the lease's key lives (longer: see `claim.lua`).
+    pub hold: Duration,
+    /// Installed as the generation when the namespace has none.
+    pub fresh_generation: Token,
+    pub generation_ttl: Duration,
+}
+
+/// What a claim got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Claimed {
+    /// The key is this reader's: compute, and store under `generation`
+    /// over exactly `lease`.
+    Taken {
+        generation: GenValue,
+        lease: Vec<u8>,
+    },
+    /// Another caller's live lease is on the key: wait for its entry.
+    Held,
+    /// A transaction scope's fence stands: compute, do not store.
+    Fenced,
+    /// The key changed since it was read: read again.
     Changed,
 }
 
@@ -67,22 +161,50 @@ pub(crate) enum Acquire {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Notice<'a> {
     pub channel: &'a str,
-    pub message: &'a [u8],
+    pub namespace: &'a str,
 }
 
 /// A compare-and-set store of one entry.
 pub(crate) struct Store<'a> {
     pub entry_key: &'a str,
     pub generation_key: &'a str,
-    /// What the entry key must still hold.
+    /// What the entry key must still hold: the reader's lease, or (a
+    /// refresh) the identity of the entry it refreshes.
     pub expect: Expect<'a>,
-    /// The generation the reader saw before computing (`None`: there was none).
-    pub seen_generation: Option<&'a [u8]>,
-    /// Installed as the generation when there is none yet.
-    pub fresh_generation: Token,
+    /// The generation the reader claimed or read before computing.
+    pub generation: GenValue,
     pub ttl: Duration,
     /// Entry bytes after magic and generation.
     pub tail: &'a [u8],
+}
+
+/// A change of a namespace's generation or of one entry (see
+/// `generation.lua` and `tombstone.lua`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Change<'a> {
+    /// Invalidate now.
+    Invalidate,
+    /// A transaction scope begins to hold a fence: invalidate, and let
+    /// nothing be stored until it ends or `ttl` passes without a renewal.
+    Fence { holder: &'a Token, ttl: Duration },
+    /// The scope is still running.
+    Renew { holder: &'a Token, ttl: Duration },
+    /// The scope ended (after its commit or rollback): invalidate once more,
+    /// and lift the fence if no other scope holds it.
+    End { holder: &'a Token },
+}
+
+impl Change<'_> {
+    /// (op, holder, fence ms) as the Lua scripts take them.
+    pub(crate) fn script_args(self) -> (&'static str, Token, u64) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+        match self {
+            Change::Invalidate => ("i", [b'0'; 16], 0),
+            Change::Fence { holder, ttl } => ("f", *holder, ms(ttl)),
+            Change::Renew { holder, ttl } => ("r", *holder, ms(ttl)),
+            Change::End { holder } => ("e", *holder, 0),
+        }
+    }
 }
 
 /// A Redis operation that did not complete.
@@ -139,26 +261,10 @@ pub(crate) trait Backend: Send + Sync {
         generation_key: &str,
         views: &[AtomicU64],
     ) -> impl Future<Output = Result<Fetched>> + Send;
+    /// Claims a key before computing (see [`Claim`]).
+    fn claim(&self, claim: Claim<'_>) -> impl Future<Output = Result<Claimed>> + Send;
     /// Compare-and-set store; `Ok(false)` when the guard refused it.
     fn store(&self, store: Store<'_>) -> impl Future<Output = Result<bool>> + Send;
-    /// Replaces the namespace generation (namespace invalidation).
-    fn set_generation(
-        &self,
-        generation_key: &str,
-        token: &Token,
-        notice: Notice<'_>,
-    ) -> impl Future<Output = Result<()>> + Send;
-    /// One round trip that touches no key (health check).
-    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
-    /// Replaces what a reader saw (`expect`: absent or an identity prefix)
-    /// with its lease, unless another lease is there or the key changed.
-    fn acquire(
-        &self,
-        entry_key: &str,
-        expect: Expect<'_>,
-        lease: &[u8],
-        ttl: Duration,
-    ) -> impl Future<Output = Result<Acquire>> + Send;
     /// Replaces a lease that is still this one with `tombstone` (the owner
     /// stores nothing): waiters stop waiting, and the key does not go empty.
     fn release(
@@ -175,21 +281,42 @@ pub(crate) trait Backend: Send + Sync {
         token: &[u8],
         ttl: Duration,
     ) -> impl Future<Output = Result<bool>> + Send;
-    /// Overwrites one entry with a tombstone (key invalidation), keeping at
-    /// least the key's remaining life.
-    fn put_tombstone(
+    /// Changes the namespace's generation (`ttl`: the generation key's
+    /// life), publishing `notice`.
+    fn change_namespace(
         &self,
-        entry_key: &str,
-        tombstone: &[u8],
+        generation_key: &str,
+        change: Change<'_>,
         ttl: Duration,
         notice: Notice<'_>,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// Changes one entry (`ttl`: at least this long the tombstone or fence
+    /// stays), publishing `notice`.
+    fn change_key(
+        &self,
+        entry_key: &str,
+        change: Change<'_>,
+        ttl: Duration,
+        notice: Notice<'_>,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// One round trip that touches no key (health check).
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// The backend a cache was built with.
 pub(crate) enum AnyBackend {
     Redis(Box<redis::RedisBackend>),
     Memory(memory::MemoryBackend),
+}
+
+/// Forwards a call to the backend the cache was built with.
+macro_rules! forward {
+    ($self:ident.$method:ident($($arg:expr),*)) => {
+        match $self {
+            AnyBackend::Redis(b) => b.$method($($arg),*).await,
+            AnyBackend::Memory(b) => b.$method($($arg),*).await,
+        }
+    };
 }
 
 impl Backend for AnyBackend {
@@ -199,42 +326,15 @@ impl Backend for AnyBackend {
         generation_key: &str,
         views: &[AtomicU64],
     ) -> Result<Fetched> {
-        match self {
-            AnyBackend::Redis(b) => b.fetch(entry_key, generation_key, views).await,
-            AnyBackend::Memory(b) => b.fetch(entry_key, generation_key, views).await,
-        }
+        forward!(self.fetch(entry_key, generation_key, views))
+    }
+
+    async fn claim(&self, claim: Claim<'_>) -> Result<Claimed> {
+        forward!(self.claim(claim))
     }
 
     async fn store(&self, store: Store<'_>) -> Result<bool> {
-        match self {
-            AnyBackend::Redis(b) => b.store(store).await,
-            AnyBackend::Memory(b) => b.store(store).await,
-        }
-    }
-
-    async fn set_generation(
-        &self,
-        generation_key: &str,
-        token: &Token,
-        notice: Notice<'_>,
-    ) -> Result<()> {
-        match self {
-            AnyBackend::Redis(b) => b.set_generation(generation_key, token, notice).await,
-            AnyBackend::Memory(b) => b.set_generation(generation_key, token, notice).await,
-        }
-    }
-
-    async fn acquire(
-        &self,
-        entry_key: &str,
-        expect: Expect<'_>,
-        lease: &[u8],
-        ttl: Duration,
-    ) -> Result<Acquire> {
-        match self {
-            AnyBackend::Redis(b) => b.acquire(entry_key, expect, lease, ttl).await,
-            AnyBackend::Memory(b) => b.acquire(entry_key, expect, lease, ttl).await,
-        }
+        forward!(self.store(store))
     }
 
     async fn release(
@@ -244,36 +344,34 @@ impl Backend for AnyBackend {
         tombstone: &[u8],
         ttl: Duration,
     ) -> Result<()> {
-        match self {
-            AnyBackend::Redis(b) => b.release(entry_key, lease, tombstone, ttl).await,
-            AnyBackend::Memory(b) => b.release(entry_key, lease, tombstone, ttl).await,
-        }
+        forward!(self.release(entry_key, lease, tombstone, ttl))
     }
 
     async fn try_lock(&self, key: &str, token: &[u8], ttl: Duration) -> Result<bool> {
-        match self {
-            AnyBackend::Redis(b) => b.try_lock(key, token, ttl).await,
-            AnyBackend::Memory(b) => b.try_lock(key, token, ttl).await,
-        }
+        forward!(self.try_lock(key, token, ttl))
     }
 
-    async fn ping(&self) -> Result<()> {
-        match self {
-            AnyBackend::Redis(b) => b.ping().await,
-            AnyBackend::Memory(b) => b.ping().await,
-        }
-    }
-
-    async fn put_tombstone(
+    async fn change_namespace(
         &self,
-        entry_key: &str,
-        tombstone: &[u8],
+        generation_key: &str,
+        change: Change<'_>,
         ttl: Duration,
         notice: Notice<'_>,
     ) -> Result<()> {
-        match self {
-            AnyBackend::Redis(b) => b.put_tombstone(entry_key, tombstone, ttl, notice).await,
-            AnyBackend::Memory(b) => b.put_tombstone(entry_key, tombstone, ttl, notice).await,
-        }
+        forward!(self.change_namespace(generation_key, change, ttl, notice))
+    }
+
+    async fn change_key(
+        &self,
+        entry_key: &str,
+        change: Change<'_>,
+        ttl: Duration,
+        notice: Notice<'_>,
+    ) -> Result<()> {
+        forward!(self.change_key(entry_key, change, ttl, notice))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        forward!(self.ping())
     }
 }

@@ -42,6 +42,8 @@ pub struct CacheBuilder {
     max_lease: Duration,
     local_ttl: Option<Duration>,
     local_capacity: u64,
+    fence_ttl: Duration,
+    generation_ttl: Duration,
 }
 
 impl Default for CacheBuilder {
@@ -66,6 +68,8 @@ impl Default for CacheBuilder {
             max_lease: Duration::from_secs(10),
             local_ttl: None,
             local_capacity: 64 << 20,
+            fence_ttl: Duration::from_secs(5),
+            generation_ttl: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -262,6 +266,27 @@ impl CacheBuilder {
         self
     }
 
+    /// How long a [`transaction`](crate::transaction) scope's fence stands
+    /// without a renewal (default 5 s). A running scope renews its fences
+    /// every third of this; a scope whose process died leaves fences that
+    /// lapse after at most this long, judged on the server's clock: the
+    /// bound on how long after such a crash reads keep going to the source
+    /// uncached. No pre-commit value is served either way.
+    pub fn transaction_fence(mut self, ttl: Duration) -> Self {
+        self.fence_ttl = ttl;
+        self
+    }
+
+    /// The life of a namespace's generation key in Redis (default 30 days),
+    /// renewed by every invalidation: a prefix that is no longer used
+    /// leaves nothing behind for longer. Safe at any length: a namespace
+    /// whose generation is gone gets a new one at its next miss, which every
+    /// older entry fails (they are misses once, not stale).
+    pub fn generation_ttl(mut self, ttl: Duration) -> Self {
+        self.generation_ttl = ttl;
+        self
+    }
+
     /// Validates the configuration and creates the pool. No I/O: Redis is
     /// first contacted by the first cached call.
     pub fn build(self) -> Result<Cache, Error> {
@@ -277,6 +302,8 @@ impl CacheBuilder {
         };
         at_least_1ms("default_ttl", self.default_ttl)?;
         at_least_1ms("op_timeout", self.op_timeout)?;
+        at_least_1ms("transaction_fence", self.fence_ttl)?;
+        at_least_1ms("generation_ttl", self.generation_ttl)?;
         if !(1..=64).contains(&self.connections) {
             return Err(Error::Setting {
                 setting: "connections",
@@ -325,6 +352,7 @@ impl CacheBuilder {
                 }
             };
             let config = RedisConfig {
+                prefix: self.prefix.clone(),
                 urls,
                 cluster: clustered,
                 connections: self.connections,
@@ -355,6 +383,8 @@ impl CacheBuilder {
                 flights: Flights::default(),
                 lock_wait: self.lock_wait,
                 max_lease: self.max_lease,
+                fence_ttl: self.fence_ttl,
+                generation_ttl: self.generation_ttl,
             }),
         })
     }

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use super::Cache;
 use super::registry::NsState;
-use crate::backend::{Backend, Notice};
-use crate::coherence::Message;
-use crate::entry;
+use super::scope::Scope;
+use crate::backend::{Backend, Change, Notice};
+use crate::entry::Token;
 use crate::key::KeyError;
 use crate::stats::bump;
 use crate::sync::lock;
@@ -68,9 +68,19 @@ impl Cache {
                 && lock(&self.inner.retry).keys.contains_key(entry_key))
     }
 
-    pub(crate) async fn invalidate_namespace(&self, state: &Arc<NsState>) -> Invalidation {
+    /// Invalidates the namespace; inside a transaction scope (`scope`), fences
+    /// it until the scope ends.
+    pub(crate) async fn invalidate_namespace(
+        &self,
+        state: &Arc<NsState>,
+        scope: Option<&Scope>,
+    ) -> Invalidation {
         let inner = &*self.inner;
-        let done = inner.breaker.allow() && self.send_namespace(state).await;
+        let change = match scope {
+            Some(s) => s.hold(self, state, None),
+            None => Change::Invalidate,
+        };
+        let done = inner.breaker.allow() && self.send(state, None, change).await;
         // Also when queued: this process must not serve what it invalidated.
         inner.hub.local_namespace_invalidated(&state.coherence);
         if done {
@@ -80,9 +90,20 @@ impl Cache {
         self.enqueue(state, None)
     }
 
-    async fn invalidate_entry(&self, state: &Arc<NsState>, entry_key: String) -> Invalidation {
+    /// Invalidates one entry; inside a transaction scope, fences it until
+    /// the scope ends.
+    pub(crate) async fn invalidate_entry(
+        &self,
+        state: &Arc<NsState>,
+        entry_key: String,
+        scope: Option<&Scope>,
+    ) -> Invalidation {
         let inner = &*self.inner;
-        let done = inner.breaker.allow() && self.send_key(state, &entry_key).await;
+        let change = match scope {
+            Some(s) => s.hold(self, state, Some(&entry_key)),
+            None => Change::Invalidate,
+        };
+        let done = inner.breaker.allow() && self.send(state, Some(&entry_key), change).await;
         inner
             .hub
             .local_key_invalidated(&state.coherence, &entry_key);
@@ -93,20 +114,34 @@ impl Cache {
         self.enqueue(state, Some(entry_key))
     }
 
-    /// A new namespace generation, published on the channel; true if it landed.
-    async fn send_namespace(&self, state: &NsState) -> bool {
+    /// Applies `change` to the namespace's generation, or to one entry, and
+    /// publishes it on the channel; true if it landed.
+    pub(crate) async fn send(
+        &self,
+        state: &NsState,
+        entry_key: Option<&str>,
+        change: Change<'_>,
+    ) -> bool {
         let inner = &*self.inner;
-        let token = entry::token();
-        let message = Message::generation(&state.name, &token);
         let notice = Notice {
             channel: inner.hub.channel(),
-            message: &message,
+            namespace: &state.name,
         };
-        match inner
-            .backend
-            .set_generation(&state.generation_key, &token, notice)
-            .await
-        {
+        let sent = match entry_key {
+            None => {
+                inner
+                    .backend
+                    .change_namespace(&state.generation_key, change, inner.generation_ttl, notice)
+                    .await
+            }
+            Some(key) => {
+                inner
+                    .backend
+                    .change_key(key, change, inner.guard_ttl, notice)
+                    .await
+            }
+        };
+        match sent {
             Ok(()) => {
                 inner.breaker.success();
                 true
@@ -119,28 +154,21 @@ impl Cache {
         }
     }
 
-    /// A tombstone over one entry, published on the channel; true if it landed.
-    async fn send_key(&self, state: &NsState, entry_key: &str) -> bool {
+    /// The end of a transaction scope's hold on the namespace (`key: None`)
+    /// or on one entry: invalidates it once more and lifts the fence unless
+    /// another scope holds it.
+    pub(crate) async fn end_hold(&self, state: &Arc<NsState>, key: Option<String>, holder: &Token) {
         let inner = &*self.inner;
-        let message = Message::key(&state.name, entry_key);
-        let notice = Notice {
-            channel: inner.hub.channel(),
-            message: &message,
-        };
-        match inner
-            .backend
-            .put_tombstone(entry_key, &entry::tombstone(), inner.guard_ttl, notice)
-            .await
-        {
-            Ok(()) => {
-                inner.breaker.success();
-                true
-            }
-            Err(e) => {
-                inner.note_failure(&e);
-                bump(&state.counters.errors);
-                false
-            }
+        let change = Change::End { holder };
+        let done = inner.breaker.allow() && self.send(state, key.as_deref(), change).await;
+        match &key {
+            None => inner.hub.local_namespace_invalidated(&state.coherence),
+            Some(k) => inner.hub.local_key_invalidated(&state.coherence, k),
+        }
+        if done {
+            bump(&state.counters.invalidations);
+        } else {
+            self.enqueue(state, key);
         }
     }
 
@@ -202,7 +230,7 @@ impl Cache {
             };
             for (name, p) in namespaces {
                 bump(&p.state.counters.invalidation_retries);
-                let sent = self.send_namespace(&p.state).await;
+                let sent = self.send(&p.state, None, Change::Invalidate).await;
                 let mut q = lock(&inner.retry);
                 if sent {
                     bump(&p.state.counters.invalidations);
@@ -223,7 +251,7 @@ impl Cache {
             }
             for (key, p) in keys {
                 bump(&p.state.counters.invalidation_retries);
-                let sent = self.send_key(&p.state, &key).await;
+                let sent = self.send(&p.state, Some(&key), Change::Invalidate).await;
                 let mut q = lock(&inner.retry);
                 let current = q.keys.get(&key).is_some_and(|cur| cur.seq == p.seq);
                 if sent {
@@ -252,17 +280,18 @@ impl Cache {
         &self,
         ns: &str,
         entry_key: Result<String, KeyError>,
+        scope: Option<&Scope>,
     ) -> Invalidation {
         let Some(state) = self.state(ns) else {
             return Invalidation::Done;
         };
         match entry_key {
-            Ok(k) => self.invalidate_entry(&state, k).await,
+            Ok(k) => self.invalidate_entry(&state, k, scope).await,
             Err(e) => {
                 // No key can be built, so no entry can exist under one: but
                 // be safe and drop the whole namespace.
                 tracing::warn!(namespace = ns, error = %e, "cache-aside: invalidating the whole namespace");
-                self.invalidate_namespace(&state).await
+                self.invalidate_namespace(&state, scope).await
             }
         }
     }

@@ -1,22 +1,24 @@
 //! One cached call, from the read to the store: [`Lookup`] holds what the
-//! call knows (the cache, the namespace's state, the entry key, the options
-//! with the cache's defaults filled in), and its methods take the call
-//! through the paths below. This file is the hit path; `miss.rs` the rest.
+//! call knows (the cache, the namespace's state, the entry key, the schema,
+//! the options with the cache's defaults filled in), and its methods take
+//! the call through the paths below. This file is the hit path; `miss.rs`
+//! the rest, `refresh.rs` a refresh in the background.
 //!
 //! ```text
 //! local tier (opt-in): live, same epochs ................ hit, no round trip
 //! read (GET entry, or MGET entry + generation)       1 round trip
 //!   live, fresh ........................................ hit
-//!   live, fresh, XFetch says refresh, won refresh lock .. recompute, store
-//!   live, past TTL, within `stale`, won refresh lock .... recompute, store
+//!   live, fresh, XFetch says refresh, won refresh lock .. hit; refresh in the background
+//!   live, past TTL, within `stale`, won refresh lock .... stale; refresh in the background
 //!   live, past TTL, within `stale` ..................... stale (no wait)
 //!   otherwise: miss                                      (miss.rs)
 //! miss
 //!   a concurrent call in this process computes ........ wait for its value
-//!   take the entry's lease                             +1 round trip
-//!     taken ............................................ compute, store (+1)
-//!     another process holds it ......................... poll for its entry
-//!   (lock_wait passed: compute without the lease)
+//!   claim the key (its lease)                          +1 round trip
+//!     claimed .......................................... compute, store (+1)
+//!     another process's lease .......................... wait for its entry
+//!     a transaction's fence ............................ compute, do not store
+//!   (lock_wait passed: compute, do not store)
 //! ```
 
 use std::any::Any;
@@ -30,10 +32,11 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::options::{CallOptions, Filter};
 use super::registry::{NsSlot, NsState};
 use super::{Cache, bypass};
-use crate::backend::{Backend, BackendError, Expect};
-use crate::entry::{self, Found, HEADER_LEN, IDENTITY_LEN, Meta, Token};
+use crate::backend::{Backend, BackendError, Expect, GenValue, Generation};
+use crate::entry::{self, Found, HEADER_LEN, IDENTITY_LEN, Meta, Why};
 use crate::key::KeyError;
 use crate::local::Ticket;
+use crate::schema;
 use crate::stats::{self, Status, bump};
 
 /// How an output relates to its cacheable value.
@@ -42,6 +45,14 @@ pub(crate) struct Shape<T, R> {
     pub(super) from_value: fn(T) -> R,
     pub(super) share: Option<Sharer<R>>,
 }
+
+impl<T, R> Clone for Shape<T, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T, R> Copy for Shape<T, R> {}
 
 impl<T> Shape<T, T> {
     pub(crate) fn plain() -> Self {
@@ -80,14 +91,17 @@ impl<R> Clone for Sharer<R> {
 impl<R> Copy for Sharer<R> {}
 
 /// Which entry a call is about: its namespace (with the call site's slot,
-/// for `#[cached]`) and its entry key.
+/// for `#[cached]`), its entry key, and the type parameters of a generic
+/// fn (part of the schema).
 pub(crate) struct Target<'a> {
     pub(crate) ns: &'a str,
     pub(crate) slot: Option<&'static NsSlot>,
     pub(crate) key: Result<String, KeyError>,
+    pub(crate) generics: &'a [&'static str],
 }
 
 /// The options of one call, with the cache's defaults filled in.
+#[derive(Clone)]
 pub(super) struct Policy {
     pub(super) ttl: Duration,
     pub(super) stale: Duration,
@@ -102,36 +116,30 @@ pub(super) struct Policy {
 
 /// What one read found, owned.
 pub(super) enum Read {
-    Live {
-        entry: Vec<u8>,
-        meta: Meta,
-    },
-    Miss {
-        expect: Option<Vec<u8>>,
-        leased: bool,
-    },
+    Live { entry: Vec<u8>, meta: Meta },
+    Miss { expect: Option<Vec<u8>>, why: Why },
 }
 
 /// A read and the namespace generation it saw.
 pub(super) struct Snapshot {
     pub(super) read: Read,
-    pub(super) generation: Option<Token>,
+    pub(super) generation: Generation,
 }
 
-/// What a miss knows of the key: what the key held (`expect`: the identity
-/// a store must still find there, `None` for an empty key), whether another
-/// caller's lease is on it, and the generation read with it.
+/// What a miss knows of the key: what it held (`expect`: its identity, as
+/// a claim compares it; `None` for an empty key), and why it is no hit.
 pub(super) struct Seen {
     pub(super) expect: Option<Vec<u8>>,
-    pub(super) leased: bool,
-    pub(super) generation: Option<Token>,
+    pub(super) why: Why,
+    pub(super) generation: Generation,
 }
 
 /// One cached call (see the module docs).
 pub(super) struct Lookup<'a, T, R, U> {
     pub(super) cache: &'a Cache,
-    pub(super) state: &'a NsState,
+    pub(super) state: &'a Arc<NsState>,
     pub(super) key: String,
+    pub(super) schema: u64,
     pub(super) policy: Policy,
     pub(super) unless: &'a U,
     pub(super) shape: Shape<T, R>,
@@ -157,25 +165,45 @@ impl Cache {
         }
     }
 
+    /// The schema of this call's entries (see `schema.rs`); for a
+    /// non-generic call site, computed once and kept in its slot.
+    fn schema_of<T: DeserializeOwned>(&self, o: &CallOptions, target: &Target<'_>) -> u64 {
+        let compute = || {
+            schema::schema(&schema::Parts {
+                fingerprint: schema::fingerprint::<T>(),
+                codec: self.inner.codec,
+                version: o.version,
+                generics: target.generics,
+            })
+        };
+        match target.slot {
+            Some(slot) if target.generics.is_empty() => slot.schema(self.inner.id, compute),
+            _ => compute(),
+        }
+    }
+
     /// The core of every cached call: the namespace, the key and whether an
     /// invalidation is pending decide if the cache is used at all; then
     /// [`Lookup::run`].
-    pub(crate) async fn run_key<T, R, U, Fut>(
+    pub(crate) async fn run_key<T, R, U, Fut, Rf>(
         &self,
         target: Target<'_>,
         opts: &CallOptions,
         unless: &U,
         fut: Fut,
+        refresh: Rf,
         shape: Shape<T, R>,
     ) -> R
     where
         T: Serialize + DeserializeOwned,
         U: Filter<T>,
         Fut: Future<Output = R>,
+        Rf: Refresh<T, R, U>,
     {
         let Some(state) = self.state_at(target.ns, target.slot) else {
             return bypass(None, fut).await;
         };
+        let schema = self.schema_of::<T>(opts, &target);
         let key = match target.key {
             Ok(k) => k,
             Err(e) => {
@@ -190,13 +218,14 @@ impl Cache {
         }
         let lookup = Lookup {
             cache: self,
-            state: &state,
+            state: state.as_arc(),
             key,
+            schema,
             policy: self.policy(opts),
             unless,
             shape,
         };
-        lookup.run(fut).await
+        lookup.run(fut, refresh).await
     }
 }
 
@@ -207,7 +236,11 @@ where
 {
     /// The hit path: the local tier, then one read; everything else is boxed
     /// out of this future (it is moved on every call).
-    async fn run<Fut: Future<Output = R>>(mut self, fut: Fut) -> R {
+    async fn run<Fut: Future<Output = R>, Rf: Refresh<T, R, U>>(
+        mut self,
+        fut: Fut,
+        refresh: Rf,
+    ) -> R {
         let inner = &*self.cache.inner;
         let state = self.state;
         if !self.policy.local.is_zero()
@@ -220,6 +253,7 @@ where
                 flushes,
             };
             if let Some(hit) = inner.hub.local.get(&self.key, ticket.epoch, flushes)
+                && hit.schema == self.schema
                 && let Ok(value) = inner.codec.decode::<T>(&hit.payload)
             {
                 bump(&state.counters.hits);
@@ -237,10 +271,10 @@ where
         };
         let (entry, meta) = match snap.read {
             Read::Live { entry, meta } => (entry, meta),
-            Read::Miss { expect, leased } => {
+            Read::Miss { expect, why } => {
                 let seen = Seen {
                     expect,
-                    leased,
+                    why,
                     generation: snap.generation,
                 };
                 return Box::pin(self.miss(fut, seen)).await;
@@ -262,17 +296,28 @@ where
                 .early_refresh
                 .is_some_and(|beta| xfetch(meta, now, beta));
         if fresh || in_stale_window {
-            if (early || in_stale_window) && self.win_refresh().await {
+            // A live entry was read under a real generation.
+            let generation = snap.generation.current().copied();
+            if (early || in_stale_window)
+                && let Some(generation) = generation
+                && self.win_refresh().await
+            {
                 bump(if early {
                     &state.counters.early_refreshes
                 } else {
                     &state.counters.refreshes
                 });
-                // Boxed, like the misses: the hit path's future stays small.
-                let generation = snap.generation;
-                let expect = Expect::Prefix(identity);
-                return Box::pin(self.compute(fut, expect, as_slice(&generation), None, None))
-                    .await;
+                if refresh.background() {
+                    refresh.start(self.job(identity, generation), self.unless);
+                } else {
+                    // Inline: this caller recomputes. Boxed, like the
+                    // misses: the hit path's future stays small.
+                    let to = StoreAs {
+                        expect: Expect::Prefix(identity),
+                        generation,
+                    };
+                    return Box::pin(self.compute(fut, Some(to), None, None)).await;
+                }
             }
             match inner.codec.decode::<T>(payload) {
                 Ok(value) => {
@@ -296,10 +341,24 @@ where
         }
         let seen = Seen {
             expect: Some(identity.to_vec()),
-            leased: false,
+            why: Why::Dead,
             generation: snap.generation,
         };
         Box::pin(self.miss(fut, seen)).await
+    }
+
+    /// What a refresh in the background needs of this call, owned.
+    fn job(&self, identity: &[u8], generation: GenValue) -> Job<T, R> {
+        Job {
+            cache: self.cache.clone(),
+            state: Arc::clone(self.state),
+            key: self.key.clone(),
+            schema: self.schema,
+            policy: self.policy.clone(),
+            shape: self.shape,
+            identity: identity.to_vec(),
+            generation,
+        }
     }
 
     /// One read of the entry (and, without a view, the generation).
@@ -314,26 +373,31 @@ where
             Ok(fetched) => {
                 inner.breaker.success();
                 let generation = fetched.generation;
-                let read = match entry::classify(fetched.entry.as_deref(), as_slice(&generation)) {
+                let found = entry::classify(
+                    fetched.entry.as_deref(),
+                    generation.current().map(|g| &g.token[..]),
+                    self.schema,
+                );
+                let read = match found {
                     Found::Live { meta, .. } => Read::Live {
                         entry: fetched.entry.unwrap_or_default(),
                         meta,
                     },
-                    Found::Miss {
-                        expect,
-                        corrupt,
-                        leased,
-                    } => {
-                        if corrupt {
-                            tracing::debug!(
-                                key = self.key,
-                                "cache-aside: foreign bytes under a cache key; recomputing"
-                            );
-                            bump(&state.counters.decode_errors);
+                    Found::Miss { expect, why } => {
+                        match why {
+                            Why::Corrupt => {
+                                tracing::debug!(
+                                    key = self.key,
+                                    "cache-aside: foreign bytes under a cache key; recomputing"
+                                );
+                                bump(&state.counters.decode_errors);
+                            }
+                            Why::OtherSchema => bump(&state.counters.schema_mismatches),
+                            _ => {}
                         }
                         Read::Miss {
                             expect: expect.map(<[u8]>::to_vec),
-                            leased,
+                            why,
                         }
                     }
                 };
@@ -363,7 +427,11 @@ where
         if ttl.is_zero() || !unchanged() {
             return;
         }
-        if hub.local.insert(&self.key, payload, ticket, ttl) && !unchanged() {
+        if hub
+            .local
+            .insert(&self.key, payload, self.schema, ticket, ttl)
+            && !unchanged()
+        {
             hub.local.remove(&self.key);
         }
     }
@@ -386,8 +454,35 @@ where
     }
 }
 
-pub(super) fn as_slice(generation: &Option<Token>) -> Option<&[u8]> {
-    generation.as_ref().map(|g| &g[..])
+/// How a call refreshes its entry: inline ([`Inline`]) or in the
+/// background ([`Background`]). Not public API.
+#[doc(hidden)]
+pub trait Refresh<T, R, U>: Send + Sized {
+    /// Does this call refresh in the background?
+    fn background(&self) -> bool;
+    /// Starts the refresh in a task of its own.
+    fn start(self, job: Job<T, R>, unless: &U);
+}
+
+/// What a refresh in the background needs of the call that started it.
+#[doc(hidden)]
+pub struct Job<T, R> {
+    pub(super) cache: Cache,
+    pub(super) state: Arc<NsState>,
+    pub(super) key: String,
+    pub(super) schema: u64,
+    pub(super) policy: Policy,
+    pub(super) shape: Shape<T, R>,
+    /// The identity of the entry it refreshes, and the generation it was read with.
+    pub(super) identity: Vec<u8>,
+    pub(super) generation: GenValue,
+}
+
+/// Where a computed value may be stored: over what, under which generation.
+#[derive(Clone, Copy)]
+pub(super) struct StoreAs<'a> {
+    pub(super) expect: Expect<'a>,
+    pub(super) generation: GenValue,
 }
 
 /// XFetch: refresh early with probability rising as expiry nears:
@@ -408,6 +503,7 @@ mod tests {
             let meta = Meta {
                 expires_at_ms: 1_000_000 + gap_ms,
                 compute_ms,
+                schema: 0,
             };
             (0..10_000).filter(|_| xfetch(meta, 1_000_000, 1.0)).count()
         };

@@ -1,5 +1,5 @@
 //! The paths of a [`Lookup`] past its read (see `lookup.rs` for the map):
-//! coalescing in process, the entry's lease across processes, computing,
+//! coalescing in process, the claim of the key across processes, computing,
 //! and the compare-and-set store.
 
 use std::future::Future;
@@ -9,31 +9,25 @@ use std::time::{Duration, Instant};
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::lookup::{Lookup, Read, Seen, as_slice};
+use super::lookup::{Lookup, Read, Seen, StoreAs};
 use super::options::Filter;
 use super::{Cache, jitter};
-use crate::backend::{Acquire, Backend, Expect, Store};
-use crate::entry::{self, HEADER_LEN, IDENTITY_LEN, Meta};
+use crate::backend::{Backend, Claim, Claimed, Expect, GenValue, Generation, Store};
+use crate::entry::{self, HEADER_LEN, IDENTITY_LEN, LEASE_MAGIC, Meta, Why};
 use crate::flight::{self, Outcome, Role};
 use crate::stats::{self, Status, bump};
 
-/// How a wait for another process's lease ended.
-enum Waited {
-    /// Its entry appeared.
-    Value(Vec<u8>),
-    /// The lease went away without an entry: this is what the key holds now.
-    OwnerGone(Seen),
-    TimedOut,
-    Failed,
-}
+/// How many times a claim may find the key changed before the call
+/// computes without storing.
+const MAX_CHANGES: u32 = 3;
 
 impl<T, R, U> Lookup<'_, T, R, U>
 where
     T: Serialize + DeserializeOwned,
     U: Filter<T>,
 {
-    /// A miss: coalesce in process, take the lease (or wait for its owner),
-    /// compute, store, and hand the value to whoever waited.
+    /// A miss: coalesce in process, claim the key (or wait for the caller
+    /// that holds it), compute, store, and hand the value to whoever waited.
     pub(super) async fn miss<Fut: Future<Output = R>>(&self, fut: Fut, mut seen: Seen) -> R {
         let inner = &*self.cache.inner;
         let state = self.state;
@@ -42,11 +36,7 @@ where
             .checked_add(self.policy.lock_wait)
             .unwrap_or(now + Duration::from_secs(86_400));
         // In process: one leader per key; the others wait for its outcome.
-        let flight_key = flight::flight_key(
-            &self.key,
-            as_slice(&seen.generation),
-            seen.expect.as_deref(),
-        );
+        let flight_key = self.flight_key(&seen.generation, seen.expect.as_deref());
         let mut leader = loop {
             match inner.flights.join(&flight_key) {
                 Role::Leader(l) => break l,
@@ -74,109 +64,133 @@ where
                         Some(Outcome::Abandoned) => continue,
                         None => {}
                     }
-                    // No usable outcome: compute without waiting more.
-                    let expect = expect_of(&seen.expect);
-                    return self
-                        .compute(fut, expect, as_slice(&seen.generation), None, None)
-                        .await;
+                    // No usable outcome: compute without waiting more (and
+                    // without storing: this call holds no claim).
+                    return self.compute(fut, None, None, None).await;
                 }
             }
         };
-        // Across processes: the entry's lease.
-        let mut lease: Option<LeaseHeld> = None;
-        if self.policy.lock {
-            let mut changes = 0;
-            loop {
-                if seen.leased {
-                    bump(&state.counters.lease_waits);
-                    match self.wait_for_owner(deadline).await {
-                        Waited::Value(entry) => {
-                            leader = match self.serve(leader, &entry) {
-                                Ok(out) => return out,
-                                Err(l) => l,
-                            };
-                            seen.expect = entry.get(..IDENTITY_LEN).map(<[u8]>::to_vec);
-                            seen.leased = false;
-                        }
-                        Waited::OwnerGone(now) => seen = now,
-                        Waited::TimedOut | Waited::Failed => break,
+        // Across processes: claim the key, or wait for the caller that holds it.
+        let mut changes = 0;
+        let mut waited = false;
+        let mut pause = Duration::from_millis(2);
+        let claimed = loop {
+            let (nonce, fresh) = (entry::token(), entry::token());
+            // Callers in this process that read this lease (under the
+            // generation it will be stored under) join us. Registered
+            // before the lease is written, so no reader can see the lease
+            // before it leads them here. A namespace without a generation
+            // gets `fresh` from this claim, unless another caller's claim
+            // made one first (then those readers wait for the lease).
+            let mut lease_id = vec![LEASE_MAGIC];
+            lease_id.extend_from_slice(&nonce);
+            let under = match &seen.generation {
+                Generation::Absent => Generation::Current(GenValue {
+                    token: fresh,
+                    life: None,
+                }),
+                g => *g,
+            };
+            leader.alias(self.flight_key(&under, Some(&lease_id)));
+            let claim = Claim {
+                entry_key: &self.key,
+                generation_key: &state.generation_key,
+                expect: match &seen.expect {
+                    Some(p) => Expect::Prefix(p),
+                    None => Expect::Absent,
+                },
+                nonce,
+                others_wait: self.policy.lock,
+                lease: self.policy.lease,
+                hold: inner.guard_ttl.max(self.policy.lease),
+                fresh_generation: fresh,
+                generation_ttl: inner.generation_ttl,
+            };
+            let changed = match inner.backend.claim(claim).await {
+                Ok(Claimed::Taken { generation, lease }) => {
+                    if under.current().map(|g| g.token) != Some(generation.token) {
+                        leader.alias(
+                            self.flight_key(&Generation::Current(generation), Some(&lease_id)),
+                        );
                     }
-                    continue;
+                    break Some((generation, lease));
                 }
-                let token = entry::lease(self.policy.lease);
-                // Callers that read this lease (and this generation) join us.
-                // Registered before the lease is written, so no reader can
-                // see the lease before it leads them here.
-                leader.alias(flight::flight_key(
-                    &self.key,
-                    as_slice(&seen.generation),
-                    Some(&token),
-                ));
-                match inner
-                    .backend
-                    .acquire(
-                        &self.key,
-                        expect_of(&seen.expect),
-                        &token,
-                        self.policy.lease,
-                    )
-                    .await
-                {
-                    Ok(Acquire::Acquired) => {
-                        lease = Some(LeaseHeld {
-                            cache: self.cache.clone(),
-                            entry_key: self.key.clone(),
-                            token,
-                            armed: AtomicBool::new(true),
-                        });
-                        break;
+                Ok(Claimed::Fenced) => {
+                    bump(&state.counters.fenced);
+                    break None;
+                }
+                Ok(Claimed::Held) if self.policy.lock && Instant::now() < deadline => {
+                    if !waited {
+                        waited = true;
+                        bump(&state.counters.lease_waits);
                     }
-                    Ok(Acquire::Changed) if changes < 3 => {
-                        changes += 1;
-                        let Ok(snap) = self.read().await else {
-                            break;
-                        };
-                        seen.generation = snap.generation;
-                        match snap.read {
-                            Read::Live { entry, meta }
-                                if entry::unix_ms() <= meta.expires_at_ms =>
-                            {
-                                leader = match self.serve(leader, &entry) {
-                                    Ok(out) => return out,
-                                    Err(l) => l,
-                                };
-                                seen.expect = entry.get(..IDENTITY_LEN).map(<[u8]>::to_vec);
-                            }
-                            Read::Live { entry, .. } => {
-                                seen.expect = entry.get(..IDENTITY_LEN).map(<[u8]>::to_vec);
-                            }
-                            Read::Miss { expect, leased } => {
-                                seen.expect = expect;
-                                seen.leased = leased;
-                            }
-                        }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    tokio::time::sleep(pause.min(left)).await;
+                    pause = (pause * 2).min(Duration::from_millis(25));
+                    false
+                }
+                // lock = false, or waited long enough: compute, do not store.
+                Ok(Claimed::Held) => break None,
+                Ok(Claimed::Changed) if changes < MAX_CHANGES => {
+                    changes += 1;
+                    true
+                }
+                Ok(Claimed::Changed) => break None,
+                Err(e) => {
+                    inner.note_failure(&e);
+                    bump(&state.counters.errors);
+                    break None;
+                }
+            };
+            // The key moved on (or its owner may have stored): read it again.
+            let Ok(snap) = self.read().await else {
+                break None;
+            };
+            match snap.read {
+                Read::Live { entry, meta } if entry::unix_ms() <= meta.expires_at_ms => {
+                    leader = match self.serve(leader, &entry) {
+                        Ok(out) => return out,
+                        Err(l) => l,
+                    };
+                    seen.expect = entry.get(..IDENTITY_LEN).map(<[u8]>::to_vec);
+                    seen.why = Why::Dead;
+                }
+                Read::Live { entry, .. } => {
+                    seen.expect = entry.get(..IDENTITY_LEN).map(<[u8]>::to_vec);
+                    seen.why = Why::Dead;
+                }
+                Read::Miss { expect, why } => {
+                    if !changed && why != Why::Leased {
+                        // The lease we waited for is gone: claim at once.
+                        pause = Duration::from_millis(2);
                     }
-                    Ok(Acquire::Changed) => break,
-                    Err(e) => {
-                        inner.note_failure(&e);
-                        bump(&state.counters.errors);
-                        break;
-                    }
+                    seen.expect = expect;
+                    seen.why = why;
                 }
             }
-        }
-        let store_expect = match &lease {
-            Some(l) => Expect::Exactly(&l.token),
-            None => expect_of(&seen.expect),
+            seen.generation = snap.generation;
         };
-        self.compute(
-            fut,
-            store_expect,
-            as_slice(&seen.generation),
-            lease.as_ref(),
-            Some(leader),
-        )
-        .await
+        let lease = claimed.as_ref().map(|(_, lease)| LeaseHeld {
+            cache: self.cache.clone(),
+            entry_key: self.key.clone(),
+            token: lease.clone(),
+            armed: AtomicBool::new(true),
+        });
+        let to = claimed.as_ref().map(|(generation, lease)| StoreAs {
+            expect: Expect::Exactly(lease),
+            generation: *generation,
+        });
+        self.compute(fut, to, lease.as_ref(), Some(leader)).await
+    }
+
+    /// The in-process flight of this key: keyed by what its leader read.
+    fn flight_key(&self, generation: &Generation, read: Option<&[u8]>) -> String {
+        let g: Option<&[u8]> = match generation {
+            Generation::Current(g) => Some(&g.token),
+            Generation::Fenced(t) => Some(t),
+            Generation::Absent => None,
+        };
+        flight::flight_key(&self.key, g, read)
     }
 
     /// A live entry found while leading (another process computed it): its
@@ -197,50 +211,12 @@ where
         }
     }
 
-    /// Polls until the lease owner's entry appears, the lease goes away, or
-    /// the deadline passes.
-    async fn wait_for_owner(&self, deadline: Instant) -> Waited {
-        let mut pause = Duration::from_millis(2);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Waited::TimedOut;
-            }
-            tokio::time::sleep(pause.min(left)).await;
-            pause = (pause * 2).min(Duration::from_millis(25));
-            let Ok(snap) = self.read().await else {
-                return Waited::Failed;
-            };
-            let generation = snap.generation;
-            match snap.read {
-                Read::Live { entry, meta } if entry::unix_ms() <= meta.expires_at_ms => {
-                    return Waited::Value(entry);
-                }
-                Read::Miss { leased: true, .. } => {}
-                Read::Miss { expect, leased } => {
-                    return Waited::OwnerGone(Seen {
-                        expect,
-                        leased,
-                        generation,
-                    });
-                }
-                Read::Live { entry, .. } => {
-                    return Waited::OwnerGone(Seen {
-                        expect: entry.get(..IDENTITY_LEN).map(<[u8]>::to_vec),
-                        leased: false,
-                        generation,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Runs the body, stores its value, hands the outcome to the waiters.
+    /// Runs the body, stores its value (where `to` allows), hands the
+    /// outcome to the waiters.
     pub(super) async fn compute<Fut: Future<Output = R>>(
         &self,
         fut: Fut,
-        expect: Expect<'_>,
-        seen_generation: Option<&[u8]>,
+        to: Option<StoreAs<'_>>,
         lease: Option<&LeaseHeld>,
         leader: Option<flight::Leader<'_>>,
     ) -> R {
@@ -257,16 +233,17 @@ where
             let meta = Meta {
                 expires_at_ms: entry::unix_ms().saturating_add(ttl.as_millis() as u64),
                 compute_ms: u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX),
+                schema: self.schema,
             };
             let mut tail = entry::entry_tail(meta, 64);
             let payload_at = tail.len();
             match inner.codec.encode(value, &mut tail) {
                 Ok(()) => {
-                    if !self.unless.skip(value) {
+                    if let Some(to) = to
+                        && !self.unless.skip(value)
+                    {
                         let px = ttl + self.policy.stale;
-                        stored = self
-                            .store(expect, seen_generation, px, elapsed, &tail)
-                            .await;
+                        stored = self.store(to, px, elapsed, &tail).await;
                         if stored {
                             self.local_insert(&tail[payload_at..], meta.expires_at_ms);
                         }
@@ -305,19 +282,12 @@ where
     }
 
     /// Stores `tail` under the entry key if the guards allow; true if stored.
-    async fn store(
-        &self,
-        expect: Expect<'_>,
-        seen_generation: Option<&[u8]>,
-        px: Duration,
-        elapsed: Duration,
-        tail: &[u8],
-    ) -> bool {
+    async fn store(&self, to: StoreAs<'_>, px: Duration, elapsed: Duration, tail: &[u8]) -> bool {
         let inner = &*self.cache.inner;
         let state = self.state;
         if elapsed >= inner.guard_ttl {
-            // A key invalidation's tombstone lives for guard_ttl; a
-            // computation that took longer cannot prove it saw no write.
+            // A computation this long is not trusted to have seen every
+            // write: the invalidation guard's promise.
             tracing::debug!(
                 key = self.key,
                 ?elapsed,
@@ -339,9 +309,8 @@ where
         let store = Store {
             entry_key: &self.key,
             generation_key: &state.generation_key,
-            expect,
-            seen_generation,
-            fresh_generation: entry::token(),
+            expect: to.expect,
+            generation: to.generation,
             ttl: px,
             tail,
         };
@@ -352,9 +321,9 @@ where
             }
             Ok(false) => {
                 bump(&state.counters.stores_rejected);
-                // A refusal may mean the generation was evicted and made
-                // again without a notice: forget the views, so the next
-                // read learns it (an MGET) instead of missing forever.
+                // A refusal may mean the generation changed without a
+                // notice reaching this connection (evicted and made again):
+                // forget the views, so the next read learns it (an MGET).
                 inner.hub.forget_views(&state.coherence);
                 false
             }
@@ -397,12 +366,5 @@ impl Drop for LeaseHeld {
                     .await;
             });
         }
-    }
-}
-
-fn expect_of(expect: &Option<Vec<u8>>) -> Expect<'_> {
-    match expect {
-        Some(p) => Expect::Prefix(p),
-        None => Expect::Absent,
     }
 }

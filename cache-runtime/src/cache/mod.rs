@@ -9,7 +9,9 @@
 //! | `registry.rs` | per-namespace state, and the `#[cached]` call sites' slots |
 //! | `lookup.rs` | one call: the hit path (start here) |
 //! | `miss.rs` | one call past its read: coalescing, the lease, compute, store |
+//! | `refresh.rs` | a refresh in the background (`stale`, `early_refresh`) |
 //! | `invalidate.rs` | invalidations and their retry queue |
+//! | `scope.rs` | transaction scopes: fences held until the transaction ends |
 
 use std::fmt;
 use std::future::Future;
@@ -34,17 +36,22 @@ mod lookup;
 mod miss;
 mod namespace;
 mod options;
+mod refresh;
 mod registry;
+pub(crate) mod scope;
 
 pub use builder::CacheBuilder;
 pub use invalidate::Invalidation;
 use invalidate::RetryQueue;
+pub use lookup::Refresh;
 pub use lookup::Sharer;
 pub(crate) use lookup::{Shape, Target};
 pub use namespace::Namespace;
 pub use options::{CallOptions, Filter, NoFilter};
+pub use refresh::{Background, Inline};
 pub use registry::NsSlot;
 use registry::{NsState, Registry};
+pub use scope::transaction;
 
 /// A handle to a cache: cheap to clone (an `Arc`), shared by every task.
 ///
@@ -91,6 +98,10 @@ struct Inner {
     flights: Flights,
     lock_wait: Duration,
     max_lease: Duration,
+    /// How long a transaction scope's fence stands without a renewal.
+    fence_ttl: Duration,
+    /// The life of a namespace's generation key.
+    generation_ttl: Duration,
 }
 
 impl Inner {
@@ -153,22 +164,20 @@ impl Cache {
         Namespace::new(self, name)
     }
 
-    /// The Redis key an entry of `ns` with this key value and schema version
-    /// is stored under (`{prefix}:{{ns}}:v{version}:{args}`), for inspection
-    /// with `redis-cli`.
+    /// The Redis key an entry of `ns` with this key value is stored under
+    /// (`{prefix}:{{ns}}:{args}`), for inspection with `redis-cli`.
     ///
     /// ```
     /// let cache = cache_aside::Cache::builder().memory().prefix("flightdb").build().unwrap();
-    /// let key = cache.entry_key("flight_count", 1, &("FRA", "JFK")).unwrap();
-    /// assert_eq!(key, "flightdb:{flight_count}:v1:FRA:JFK");
+    /// let key = cache.entry_key("flight_count", &("FRA", "JFK")).unwrap();
+    /// assert_eq!(key, "flightdb:{flight_count}:FRA:JFK");
     /// ```
     pub fn entry_key<K: Serialize + ?Sized>(
         &self,
         ns: &str,
-        version: u32,
         key: &K,
     ) -> Result<String, key::KeyError> {
-        let mut out = layout::entry_key_prefix(&self.inner.prefix, ns, version);
+        let mut out = layout::entry_key_prefix(&self.inner.prefix, ns);
         key::write_args(&mut out, key)?;
         Ok(out)
     }

@@ -10,6 +10,8 @@ use super::Cache;
 use super::invalidate::Invalidation;
 use super::lookup::{Shape, Target};
 use super::options::{CallOptions, Filter, NoFilter};
+use super::refresh::Inline;
+use super::scope;
 
 /// One namespace of a [`Cache`], with the options of a call: the by-hand
 /// form of `#[cached]` and `#[invalidates]`. From [`Cache::namespace`].
@@ -35,7 +37,6 @@ use super::options::{CallOptions, Filter, NoFilter};
 pub struct Namespace<'c, U = NoFilter> {
     cache: &'c Cache,
     name: &'c str,
-    version: u32,
     opts: CallOptions,
     unless: U,
 }
@@ -44,7 +45,6 @@ impl<U> fmt::Debug for Namespace<'_, U> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Namespace")
             .field("name", &self.name)
-            .field("version", &self.version)
             .field("options", &self.opts)
             .finish_non_exhaustive()
     }
@@ -56,7 +56,6 @@ impl<'c> Namespace<'c> {
         Namespace {
             cache,
             name,
-            version: 1,
             opts: CallOptions::DEFAULT,
             unless: NoFilter,
         }
@@ -68,7 +67,8 @@ impl<'c, U> Namespace<'c, U> {
         Target {
             ns: self.name,
             slot: None,
-            key: self.cache.entry_key(self.name, self.version, key),
+            key: self.cache.entry_key(self.name, key),
+            generics: &[],
         }
     }
 
@@ -142,10 +142,15 @@ impl<'c, U> Namespace<'c, U> {
         self
     }
 
-    /// Schema version, part of every key (default 1): bump it when the
-    /// value's type changes shape.
+    /// Schema version (default 1). Every entry is checked against the value
+    /// type's shape (traced from its `Deserialize`), the codec and this
+    /// version, so a changed shape is noticed without it: bump it when the
+    /// meaning of the values changes while their shape stays, or to vouch
+    /// for a type whose shape cannot be traced (see the README, "Schema").
+    /// Not part of the key: an invalidation reaches the entry whatever the
+    /// version.
     pub fn version(mut self, version: u32) -> Self {
-        self.version = version;
+        self.opts.version = Some(version);
         self
     }
 
@@ -154,7 +159,6 @@ impl<'c, U> Namespace<'c, U> {
         Namespace {
             cache: self.cache,
             name: self.name,
-            version: self.version,
             opts: self.opts,
             unless: filter,
         }
@@ -176,6 +180,7 @@ impl<'c, U> Namespace<'c, U> {
                 &self.opts,
                 &self.unless,
                 compute,
+                Inline,
                 Shape::plain(),
             )
             .await
@@ -197,25 +202,34 @@ impl<'c, U> Namespace<'c, U> {
                 &self.opts,
                 &self.unless,
                 compute,
+                Inline,
                 Shape::result(None),
             )
             .await
     }
 
     /// Invalidates every entry of the namespace, in every process sharing
-    /// the Redis: one `SET` of a fresh generation token, O(1).
+    /// the Redis: one `SET` of a fresh generation token, O(1). Inside a
+    /// [`transaction`](crate::transaction) scope, the namespace is fenced
+    /// until the scope ends.
     pub async fn invalidate(&self) -> Invalidation {
         match self.cache.state(self.name) {
-            Some(state) => self.cache.invalidate_namespace(&state).await,
+            Some(state) => {
+                let scope = scope::current();
+                self.cache
+                    .invalidate_namespace(&state, scope.as_deref())
+                    .await
+            }
             None => Invalidation::Done,
         }
     }
 
-    /// Invalidates the one entry a get with the same `key` (and version) uses.
+    /// Invalidates the one entry a get with the same `key` uses.
     pub async fn invalidate_key<K: Serialize + ?Sized>(&self, key: &K) -> Invalidation {
-        let entry_key = self.cache.entry_key(self.name, self.version, key);
+        let entry_key = self.cache.entry_key(self.name, key);
+        let scope = scope::current();
         self.cache
-            .invalidate_key_encoded(self.name, entry_key)
+            .invalidate_key_encoded(self.name, entry_key, scope.as_deref())
             .await
     }
 }

@@ -15,6 +15,9 @@ pub struct CallOptions {
     pub lease: Option<Duration>,
     pub early_refresh: Option<f64>,
     pub local: Option<Duration>,
+    /// `version` (part of the schema, not of the key); `None`: 1, and for a
+    /// type whose shape cannot be traced, no promise by the caller.
+    pub version: Option<u32>,
 }
 
 impl CallOptions {
@@ -27,6 +30,7 @@ impl CallOptions {
         lease: None,
         early_refresh: None,
         local: None,
+        version: None,
     };
 }
 

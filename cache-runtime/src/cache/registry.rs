@@ -34,8 +34,10 @@ pub(crate) struct NsState {
 #[doc(hidden)]
 pub struct NsSlot {
     cell: OnceLock<(u64, Arc<NsState>)>,
-    /// The site's entry-key prefix (`prefix:{ns}:v1:`) in that cache.
+    /// The site's entry-key prefix (`prefix:{ns}:`) in that cache.
     key_prefix: OnceLock<(u64, Box<str>)>,
+    /// The site's schema in that cache (a non-generic site has one value type).
+    schema: OnceLock<(u64, u64)>,
 }
 
 impl NsSlot {
@@ -45,6 +47,19 @@ impl NsSlot {
         NsSlot {
             cell: OnceLock::new(),
             key_prefix: OnceLock::new(),
+            schema: OnceLock::new(),
+        }
+    }
+
+    /// The site's schema in cache `cache_id`, computed once.
+    pub(crate) fn schema(&self, cache_id: u64, compute: impl FnOnce() -> u64) -> u64 {
+        match self.schema.get() {
+            Some((id, schema)) if *id == cache_id => *schema,
+            _ => {
+                let schema = compute();
+                let _ = self.schema.set((cache_id, schema));
+                schema
+            }
         }
     }
 }
@@ -53,6 +68,15 @@ impl NsSlot {
 pub(crate) enum StateRef {
     Static(&'static Arc<NsState>),
     Owned(Arc<NsState>),
+}
+
+impl StateRef {
+    pub(crate) fn as_arc(&self) -> &Arc<NsState> {
+        match self {
+            StateRef::Static(s) => s,
+            StateRef::Owned(s) => s,
+        }
+    }
 }
 
 impl std::ops::Deref for StateRef {
@@ -125,12 +149,11 @@ impl Cache {
     }
 
     /// [`Cache::entry_key`] from a `#[cached]` call site: the prefix, fixed
-    /// per site (namespace and version), is built once.
+    /// per site, is built once.
     pub(crate) fn entry_key_at<K: Serialize + ?Sized>(
         &self,
         slot: &NsSlot,
         ns: &str,
-        version: u32,
         key: &K,
     ) -> Result<String, KeyError> {
         let mut out = match slot.key_prefix.get() {
@@ -140,7 +163,7 @@ impl Cache {
                 out
             }
             _ => {
-                let p = layout::entry_key_prefix(&self.inner.prefix, ns, version);
+                let p = layout::entry_key_prefix(&self.inner.prefix, ns);
                 let _ = slot.key_prefix.set((self.inner.id, p.as_str().into()));
                 p
             }

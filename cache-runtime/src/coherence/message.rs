@@ -1,8 +1,11 @@
-//! The notices on the invalidation channel: `g <ns> <token>` (a namespace
-//! has a new generation) and `k <ns> <entry key>` (one entry was
-//! invalidated).
+//! The notices on the invalidation channel, as the scripts publish them:
+//! `g <ns> <generation>` (a namespace has a new generation: a token, or a
+//! fence, which views treat as unknown) and `k <ns> <entry key>` (one entry
+//! was invalidated or fenced).
 
-use crate::entry::{TOKEN_LEN, Token, token_value};
+use crate::entry::token_value;
+#[cfg(test)]
+use crate::entry::{TOKEN_LEN, Token};
 
 /// One invalidation, as published.
 #[derive(Debug, PartialEq, Eq)]
@@ -14,6 +17,7 @@ pub(crate) enum Message<'a> {
 }
 
 impl Message<'_> {
+    #[cfg(test)]
     pub(crate) fn generation(ns: &str, token: &Token) -> Vec<u8> {
         let mut m = Vec::with_capacity(3 + ns.len() + TOKEN_LEN);
         m.extend_from_slice(b"g ");
@@ -23,6 +27,7 @@ impl Message<'_> {
         m
     }
 
+    #[cfg(test)]
     pub(crate) fn key(ns: &str, key: &str) -> Vec<u8> {
         let mut m = Vec::with_capacity(3 + ns.len() + key.len());
         m.extend_from_slice(b"k ");

@@ -1,38 +1,37 @@
-//! The bytes stored under an entry key, and the random tokens that make
-//! invalidation safe (see the README, "Consistency").
+//! The bytes stored under an entry key and a namespace's generation key,
+//! and the random tokens that make invalidation safe (see ARCHITECTURE.md,
+//! "Invariants", and the README, "Consistency").
 //!
 //! ```text
-//! entry      0xCA | generation (16 hex) | nonce (16 hex) | expires_at_ms (u64 BE) | compute_ms (u32 BE) | codec payload
-//! tombstone  0xCB | nonce (16 hex)
-//! lease      0xCC | token (16 hex) | expires_at_ms (u64 BE)
+//! entry       0xCA | generation (16 hex) | nonce (16 hex) | expires_at_ms (u64 BE) | compute_ms (u32 BE) | schema (u64 BE) | codec payload
+//! tombstone   0xCB | nonce (16 hex)
+//! lease       0xCC | nonce (16 hex) | expires_at_ms (16 decimal digits, server clock) | 'w' (others wait) or 'n' (they do not)
+//! key fence   0xCD | token (16 hex) | holders: "<holder, 16 hex>:<expires_at_ms, server clock>;" each
+//! generation  a token (16 hex), or a namespace fence: 'F' | token (16 hex) | holders
 //! ```
 //!
-//! A key's physical life never shortens: every write to an entry key keeps
-//! at least the `PTTL` of what it replaces, and what a value means (a live
-//! entry, an expired lease) is decided by the times inside it. So a key
-//! that held a tombstone cannot become empty again (and look like the empty
-//! key a slow reader saw before an invalidation) until the invalidation
-//! guard has passed, by when such a reader's store is refused anyway.
-//!
 //! * The generation is the namespace generation the reader saw *before* it
-//!   computed the value. A namespace invalidation replaces the generation
-//!   token, so every older entry reads as a miss, and a slow reader that
-//!   started before the invalidation can only store an entry that is already
-//!   dead.
-//! * A key invalidation overwrites the entry with a tombstone carrying a fresh
-//!   nonce. A reader stores only if the key still holds exactly what it read
-//!   (nothing, the same tombstone, or the same dead entry: compared by the
-//!   33-byte identity prefix), so a reader that missed before the invalidation
-//!   cannot put its old value back (compare-and-set in one Lua script).
-//! * A reader that misses takes a lease: it replaces what it read with a
-//!   lease value (compare-and-set, `PX` = the lease time). Other readers, in
-//!   any process, see the lease and wait for the owner's entry instead of
-//!   computing too. The owner stores only while the key still holds its
-//!   lease (or nothing: the lease expired untouched); a key invalidation
-//!   overwrites the lease with a tombstone, so the owner's store fails.
-//! * `expires_at_ms` (wall clock) is the end of the TTL; Redis's `PX` is the
-//!   TTL plus the stale-while-revalidate window. `compute_ms` feeds early
-//!   refresh (XFetch).
+//!   computed the value, and a real token: a reader that finds none makes
+//!   one before computing (the claim script), and a store never makes one.
+//!   A namespace invalidation replaces the token, so every older entry reads
+//!   as a miss and a reader that started before it cannot store.
+//! * A key invalidation overwrites the entry (or a reader's lease) with a
+//!   tombstone carrying a fresh nonce.
+//! * A reader never stores over what it merely found. It first *claims* the
+//!   key: replaces what it read (compared by identity) with its lease, and
+//!   stores only over exactly that lease. So a store can never expect an
+//!   empty key, and a key that goes empty behind the reader's back (an
+//!   evicted tombstone or lease, a flush) refuses the store. Other readers,
+//!   in any process, see a lease (`'w'`) and wait for its owner; leases and
+//!   fences are judged live or expired by the server's clock, in the scripts.
+//! * A fence is what a write inside a transaction scope leaves: while one
+//!   of its holders is live, nobody stores under it; once all have expired
+//!   (their scopes died), the next claim replaces it.
+//! * `schema` identifies the value's type (its serde shape, the codec, the
+//!   `version`; see `schema.rs`): an entry of another schema is a miss.
+//! * `expires_at_ms` (the writer's clock) is the end of the TTL; Redis's
+//!   `PX` is the TTL plus the stale-while-revalidate window. `compute_ms`
+//!   feeds early refresh (XFetch). Neither decides consistency.
 
 #[cfg(test)]
 mod proptests;
@@ -43,24 +42,43 @@ pub(crate) use token::{TOKEN_LEN, Token, token, token_bytes, token_value, unit_r
 pub(crate) const ENTRY_MAGIC: u8 = 0xCA;
 pub(crate) const TOMBSTONE_MAGIC: u8 = 0xCB;
 pub(crate) const LEASE_MAGIC: u8 = 0xCC;
-pub(crate) const LEASE_LEN: usize = 1 + TOKEN_LEN + 8;
+pub(crate) const FENCE_MAGIC: u8 = 0xCD;
+/// magic, nonce, 16 expiry digits, kind.
+pub(crate) const LEASE_LEN: usize = 1 + TOKEN_LEN + 16 + 1;
 /// magic + generation + nonce: what identifies one stored entry.
 pub(crate) const IDENTITY_LEN: usize = 1 + 2 * TOKEN_LEN;
-pub(crate) const HEADER_LEN: usize = IDENTITY_LEN + 8 + 4;
+pub(crate) const HEADER_LEN: usize = IDENTITY_LEN + 8 + 4 + 8;
 
-/// What a read found under an entry key, judged against the namespace generation.
+/// What a read found under an entry key, judged against the namespace
+/// generation and the caller's schema.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Found<'a> {
     /// A live entry: the codec payload and the metadata.
     Live { payload: &'a [u8], meta: Meta },
-    /// Nothing usable. `expect` is what the key must still hold for a store to
-    /// go through: `None` for an empty key, else the identity prefix.
-    /// `leased`: another reader holds a lease on it and is computing.
-    Miss {
-        expect: Option<&'a [u8]>,
-        corrupt: bool,
-        leased: bool,
-    },
+    /// Nothing usable. `expect` is what the key held, as a claim compares
+    /// it (`None` for an empty key, else its identity prefix).
+    Miss { expect: Option<&'a [u8]>, why: Why },
+}
+
+/// Why a read is a miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// The key is empty.
+    Empty,
+    /// An entry of another generation (invalidated).
+    Dead,
+    /// A live entry of another schema (another build, another type).
+    OtherSchema,
+    /// A key invalidation's tombstone.
+    Tombstone,
+    /// Another caller's lease: it computes, and waits are welcome.
+    Leased,
+    /// Another caller computes without a lease others wait for.
+    Marked,
+    /// A transaction scope's fence.
+    Fenced,
+    /// Foreign bytes, a truncated entry, or a format this build does not know.
+    Corrupt,
 }
 
 /// Metadata stored with every entry.
@@ -68,59 +86,66 @@ pub(crate) enum Found<'a> {
 pub(crate) struct Meta {
     pub expires_at_ms: u64,
     pub compute_ms: u32,
+    pub schema: u64,
+}
+
+fn be<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    if let Some(b) = bytes.get(at..at + N) {
+        out.copy_from_slice(b);
+    }
+    out
 }
 
 /// Classifies the stored bytes. `generation` is the namespace's current
-/// generation token (None when the key does not exist).
-pub(crate) fn classify<'a>(stored: Option<&'a [u8]>, generation: Option<&[u8]>) -> Found<'a> {
+/// generation token (`None`: absent, or a fence), `schema` the caller's.
+pub(crate) fn classify<'a>(
+    stored: Option<&'a [u8]>,
+    generation: Option<&[u8]>,
+    schema: u64,
+) -> Found<'a> {
     let Some(bytes) = stored else {
         return Found::Miss {
             expect: None,
-            corrupt: false,
-            leased: false,
+            why: Why::Empty,
         };
     };
-    let identity_len = bytes.len().min(IDENTITY_LEN);
-    let expect = Some(&bytes[..identity_len]);
+    let expect = Some(&bytes[..bytes.len().min(IDENTITY_LEN)]);
+    let miss = |why| Found::Miss { expect, why };
     match bytes.first() {
         Some(&ENTRY_MAGIC) if bytes.len() >= HEADER_LEN => {
-            let live = generation.is_some_and(|g| g == &bytes[1..1 + TOKEN_LEN]);
-            if !live {
-                return Found::Miss {
-                    expect,
-                    corrupt: false,
-                    leased: false,
-                };
+            if generation.is_none_or(|g| g != &bytes[1..1 + TOKEN_LEN]) {
+                return miss(Why::Dead);
             }
-            let mut expires = [0u8; 8];
-            expires.copy_from_slice(&bytes[IDENTITY_LEN..IDENTITY_LEN + 8]);
-            let mut compute = [0u8; 4];
-            compute.copy_from_slice(&bytes[IDENTITY_LEN + 8..HEADER_LEN]);
+            let meta = Meta {
+                expires_at_ms: u64::from_be_bytes(be(bytes, IDENTITY_LEN)),
+                compute_ms: u32::from_be_bytes(be(bytes, IDENTITY_LEN + 8)),
+                schema: u64::from_be_bytes(be(bytes, IDENTITY_LEN + 12)),
+            };
+            if meta.schema != schema {
+                return miss(Why::OtherSchema);
+            }
             Found::Live {
                 payload: &bytes[HEADER_LEN..],
-                meta: Meta {
-                    expires_at_ms: u64::from_be_bytes(expires),
-                    compute_ms: u32::from_be_bytes(compute),
-                },
+                meta,
             }
         }
-        Some(&TOMBSTONE_MAGIC) if bytes.len() == 1 + TOKEN_LEN => Found::Miss {
-            expect,
-            corrupt: false,
-            leased: false,
-        },
+        Some(&TOMBSTONE_MAGIC) if bytes.len() == 1 + TOKEN_LEN => miss(Why::Tombstone),
+        // A lease or a fence is known by its magic and nonce (the rest is
+        // written by the store's clock and its holders).
         Some(&LEASE_MAGIC) if bytes.len() == LEASE_LEN => Found::Miss {
-            expect: Some(bytes),
-            corrupt: false,
-            // Past its own expiry a lease is just a marker: take it over.
-            leased: lease_expiry(bytes) > unix_ms(),
+            expect: Some(&bytes[..1 + TOKEN_LEN]),
+            why: if bytes.last() == Some(&b'w') {
+                Why::Leased
+            } else {
+                Why::Marked
+            },
         },
-        // Foreign bytes, a truncated entry, or a format we do not know.
-        _ => Found::Miss {
-            expect,
-            corrupt: true,
-            leased: false,
+        Some(&FENCE_MAGIC) if bytes.len() > TOKEN_LEN => Found::Miss {
+            expect: Some(&bytes[..1 + TOKEN_LEN]),
+            why: Why::Fenced,
         },
+        _ => miss(Why::Corrupt),
     }
 }
 
@@ -135,29 +160,32 @@ pub(crate) fn generation_of(bytes: &[u8]) -> Option<&[u8]> {
 /// The part of an entry after magic and generation: the store script
 /// prepends `0xCA` and the generation it checked.
 pub(crate) fn entry_tail(meta: Meta, payload_len: usize) -> Vec<u8> {
-    let mut tail = Vec::with_capacity(TOKEN_LEN + 12 + payload_len);
+    let mut tail = Vec::with_capacity(TOKEN_LEN + 20 + payload_len);
     tail.extend_from_slice(&token());
     tail.extend_from_slice(&meta.expires_at_ms.to_be_bytes());
     tail.extend_from_slice(&meta.compute_ms.to_be_bytes());
+    tail.extend_from_slice(&meta.schema.to_be_bytes());
     tail
 }
 
-/// A fresh lease value.
-pub(crate) fn lease(ttl: std::time::Duration) -> Vec<u8> {
+/// A lease as the claim script writes it (the memory backend builds its
+/// own the same way): `expires_at_ms` on the clock of the store.
+pub(crate) fn lease(nonce: &Token, expires_at_ms: u64, others_wait: bool) -> Vec<u8> {
     let mut t = Vec::with_capacity(LEASE_LEN);
     t.push(LEASE_MAGIC);
-    t.extend_from_slice(&token());
-    let expires = unix_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-    t.extend_from_slice(&expires.to_be_bytes());
+    t.extend_from_slice(nonce);
+    t.extend_from_slice(format!("{:016}", expires_at_ms % 10u64.pow(16)).as_bytes());
+    t.push(if others_wait { b'w' } else { b'n' });
     t
 }
 
-/// The wall-clock end of a lease (0 if the bytes are not a lease).
+/// The end of a lease on the clock of the store (0 if the bytes are not a lease).
 pub(crate) fn lease_expiry(bytes: &[u8]) -> u64 {
     bytes
-        .get(1 + TOKEN_LEN..LEASE_LEN)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(0, u64::from_be_bytes)
+        .get(1 + TOKEN_LEN..1 + TOKEN_LEN + 16)
+        .and_then(|d| std::str::from_utf8(d).ok())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A fresh tombstone for a key invalidation.
@@ -192,6 +220,7 @@ mod tests {
         Meta {
             expires_at_ms: 1_700_000_000_000,
             compute_ms: 41,
+            schema: 7,
         }
     }
 
@@ -202,10 +231,17 @@ mod tests {
         tail.extend_from_slice(b"abc");
         let e = assemble(&g, &tail);
         assert_eq!(
-            classify(Some(&e), Some(&g)),
+            classify(Some(&e), Some(&g), 7),
             Found::Live {
                 payload: b"abc",
                 meta: meta()
+            }
+        );
+        assert_eq!(
+            classify(Some(&e), Some(&g), 8),
+            Found::Miss {
+                expect: Some(&e[..IDENTITY_LEN]),
+                why: Why::OtherSchema
             }
         );
     }
@@ -216,68 +252,46 @@ mod tests {
         let e = assemble(&g, &entry_tail(meta(), 0));
         let other = token();
         for current in [Some(&other[..]), None] {
-            match classify(Some(&e), current) {
+            assert_eq!(
+                classify(Some(&e), current, 7),
                 Found::Miss {
-                    expect, corrupt, ..
-                } => {
-                    assert_eq!(expect, Some(&e[..IDENTITY_LEN]));
-                    assert!(!corrupt);
+                    expect: Some(&e[..IDENTITY_LEN]),
+                    why: Why::Dead
                 }
-                f => panic!("{f:?}"),
-            }
+            );
         }
     }
 
     #[test]
-    fn tombstones_foreign_and_truncated_bytes_are_misses() {
-        let t = tombstone();
-        assert_eq!(
-            classify(Some(&t), None),
-            Found::Miss {
-                expect: Some(&t[..]),
-                corrupt: false,
-                leased: false
+    fn tombstones_leases_fences_foreign_and_truncated_bytes_are_misses() {
+        let miss = |bytes: &[u8]| match classify(Some(bytes), Some(&token()), 7) {
+            Found::Miss { why, expect } => {
+                let identity = match why {
+                    Why::Leased | Why::Marked | Why::Fenced => 1 + TOKEN_LEN,
+                    _ => bytes.len().min(IDENTITY_LEN),
+                };
+                assert_eq!(expect.map(<[u8]>::len), Some(identity));
+                why
             }
-        );
-        let l = lease(std::time::Duration::from_secs(10));
-        assert_eq!(
-            classify(Some(&l), None),
-            Found::Miss {
-                expect: Some(&l[..]),
-                corrupt: false,
-                leased: true
-            }
-        );
-        let expired = lease(std::time::Duration::ZERO);
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        assert_eq!(
-            classify(Some(&expired), None),
-            Found::Miss {
-                expect: Some(&expired[..]),
-                corrupt: false,
-                leased: false
-            }
-        );
+            f => panic!("{f:?}"),
+        };
+        assert_eq!(miss(&tombstone()), Why::Tombstone);
+        let l = lease(&token(), unix_ms() + 10_000, true);
+        assert_eq!((l.len(), lease_expiry(&l) > unix_ms()), (LEASE_LEN, true));
+        assert_eq!(miss(&l), Why::Leased);
+        assert_eq!(miss(&lease(&token(), 0, false)), Why::Marked);
+        let mut fence = vec![FENCE_MAGIC];
+        fence.extend_from_slice(&token());
+        fence.extend_from_slice(b"0123456789abcdef:1700000000000;");
+        assert_eq!(miss(&fence), Why::Fenced);
         for foreign in [&b""[..], b"hello", b"\xCA short", &[0xCA; 40]] {
-            match classify(Some(foreign), Some(&token())) {
-                Found::Miss {
-                    corrupt, expect, ..
-                } => {
-                    assert!(corrupt || foreign.len() >= HEADER_LEN, "{foreign:?}");
-                    assert_eq!(
-                        expect.map(<[u8]>::len),
-                        Some(foreign.len().min(IDENTITY_LEN))
-                    );
-                }
-                f => panic!("{f:?}"),
-            }
+            assert_eq!(miss(foreign), Why::Corrupt, "{foreign:?}");
         }
         assert_eq!(
-            classify(None, None),
+            classify(None, None, 7),
             Found::Miss {
                 expect: None,
-                corrupt: false,
-                leased: false
+                why: Why::Empty
             }
         );
     }

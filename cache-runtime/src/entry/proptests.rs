@@ -12,8 +12,8 @@ use proptest::sample::select;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ENTRY_MAGIC, Found, HEADER_LEN, IDENTITY_LEN, LEASE_LEN, LEASE_MAGIC, Meta, TOKEN_LEN,
-    TOMBSTONE_MAGIC, assemble, classify, entry_tail, lease_expiry, unix_ms,
+    ENTRY_MAGIC, FENCE_MAGIC, Found, HEADER_LEN, IDENTITY_LEN, LEASE_LEN, LEASE_MAGIC, Meta,
+    TOKEN_LEN, TOMBSTONE_MAGIC, Why, assemble, classify, entry_tail,
 };
 use crate::codec::CodecKind;
 use crate::strategies::{config, int, nasty_char, nasty_string, tiny_string};
@@ -42,6 +42,7 @@ fn stored_bytes() -> impl Strategy<Value = Vec<u8>> {
         ENTRY_MAGIC,
         TOMBSTONE_MAGIC,
         LEASE_MAGIC,
+        FENCE_MAGIC,
         0,
         0xff,
         b'{',
@@ -86,19 +87,22 @@ fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes(a)
 }
 
+/// The schema the property tests read with.
+const SCHEMA: u64 = 0x0123_4567_89ab_cdef;
+
 /// The whole promise of `classify`: Live exactly for an entry of the current
-/// generation, with the payload and metadata read from the right bytes; for
-/// anything else a miss that expects exactly the identity prefix and flags
-/// unknown formats as corrupt.
+/// generation and the caller's schema, with the payload and metadata read
+/// from the right bytes; for anything else a miss that expects exactly the
+/// identity (a lease's or a fence's: magic and nonce) and says why.
 fn check_classify(bytes: &[u8], generation: Option<&[u8]>) -> Result<(), TestCaseError> {
     let valid_entry = bytes.first() == Some(&ENTRY_MAGIC) && bytes.len() >= HEADER_LEN;
-    let live_expected = valid_entry && generation == bytes.get(1..1 + TOKEN_LEN);
+    let current = valid_entry && generation == bytes.get(1..1 + TOKEN_LEN);
+    let schema = valid_entry && be_u64(&bytes[IDENTITY_LEN + 12..HEADER_LEN]) == SCHEMA;
+    let live_expected = current && schema;
     let is_tombstone = bytes.first() == Some(&TOMBSTONE_MAGIC) && bytes.len() == 1 + TOKEN_LEN;
     let is_lease = bytes.first() == Some(&LEASE_MAGIC) && bytes.len() == LEASE_LEN;
-    let before = unix_ms();
-    let found = classify(Some(bytes), generation);
-    let after = unix_ms();
-    match found {
+    let is_fence = bytes.first() == Some(&FENCE_MAGIC) && bytes.len() > TOKEN_LEN;
+    match classify(Some(bytes), generation, SCHEMA) {
         Found::Live { payload, meta } => {
             prop_assert!(live_expected, "Live for {bytes:?} / {generation:?}");
             prop_assert_eq!(payload, &bytes[HEADER_LEN..]);
@@ -106,23 +110,35 @@ fn check_classify(bytes: &[u8], generation: Option<&[u8]>) -> Result<(), TestCas
                 meta,
                 Meta {
                     expires_at_ms: be_u64(&bytes[IDENTITY_LEN..IDENTITY_LEN + 8]),
-                    compute_ms: be_u32(&bytes[IDENTITY_LEN + 8..HEADER_LEN]),
+                    compute_ms: be_u32(&bytes[IDENTITY_LEN + 8..IDENTITY_LEN + 12]),
+                    schema: SCHEMA,
                 }
             );
         }
-        Found::Miss {
-            expect,
-            corrupt,
-            leased,
-        } => {
+        Found::Miss { expect, why } => {
             prop_assert!(!live_expected, "miss for a live entry {bytes:?}");
-            prop_assert_eq!(expect, Some(&bytes[..bytes.len().min(IDENTITY_LEN)]));
-            prop_assert_eq!(corrupt, !(valid_entry || is_tombstone || is_lease));
-            if leased {
-                prop_assert!(is_lease && lease_expiry(bytes) > before);
+            let identity = if is_lease || is_fence {
+                1 + TOKEN_LEN
+            } else {
+                bytes.len().min(IDENTITY_LEN)
+            };
+            prop_assert_eq!(expect, Some(&bytes[..identity]));
+            let expected = if valid_entry && !current {
+                Why::Dead
+            } else if valid_entry {
+                Why::OtherSchema
+            } else if is_tombstone {
+                Why::Tombstone
+            } else if is_lease && bytes.last() == Some(&b'w') {
+                Why::Leased
             } else if is_lease {
-                prop_assert!(lease_expiry(bytes) <= after);
-            }
+                Why::Marked
+            } else if is_fence {
+                Why::Fenced
+            } else {
+                Why::Corrupt
+            };
+            prop_assert_eq!(why, expected);
         }
     }
     Ok(())
@@ -141,21 +157,32 @@ proptest! {
     #[test]
     fn classify_near_entries(
         g in token(),
-        tail in vec(any::<u8>(), 0..40),
+        header in any::<bool>(),
+        rest in vec(any::<u8>(), 0..40),
         at in 0..TOKEN_LEN,
         flip in 1..=255u8,
     ) {
+        // Half the time a real header of the reader's schema, then bytes.
+        let mut tail = if header {
+            entry_tail(Meta { expires_at_ms: 1, compute_ms: 2, schema: SCHEMA }, rest.len())
+        } else {
+            Vec::new()
+        };
+        tail.extend_from_slice(&rest);
         let entry = assemble(&g, &tail);
         check_classify(&entry, Some(&g))?;
-        let live = is_live(&classify(Some(&entry), Some(&g)));
-        prop_assert_eq!(live, entry.len() >= HEADER_LEN);
+        let live = is_live(&classify(Some(&entry), Some(&g), SCHEMA));
+        prop_assert_eq!(
+            live,
+            entry.len() >= HEADER_LEN && be_u64(&entry[IDENTITY_LEN + 12..HEADER_LEN]) == SCHEMA
+        );
         let mut other = g;
         other[at] ^= flip;
-        prop_assert!(!is_live(&classify(Some(&entry), Some(&other))));
-        prop_assert!(!is_live(&classify(Some(&entry), Some(&g[..TOKEN_LEN - 1]))));
-        prop_assert!(!is_live(&classify(Some(&entry), None)));
+        prop_assert!(!is_live(&classify(Some(&entry), Some(&other), SCHEMA)));
+        prop_assert!(!is_live(&classify(Some(&entry), Some(&g[..TOKEN_LEN - 1]), SCHEMA)));
+        prop_assert!(!is_live(&classify(Some(&entry), None, SCHEMA)));
         if entry.len() >= HEADER_LEN {
-            prop_assert!(!is_live(&classify(Some(&entry[..HEADER_LEN - 1]), Some(&g))));
+            prop_assert!(!is_live(&classify(Some(&entry[..HEADER_LEN - 1]), Some(&g), SCHEMA)));
         }
     }
 }
@@ -359,7 +386,7 @@ proptest! {
         codec in codec(),
         g in token(),
         other in token(),
-        meta in (any::<u64>(), any::<u32>()).prop_map(|(e, c)| Meta { expires_at_ms: e, compute_ms: c }),
+        meta in (any::<u64>(), any::<u32>()).prop_map(|(e, c)| Meta { expires_at_ms: e, compute_ms: c, schema: SCHEMA }),
         value in row(),
         m in mutation(),
         whole in any::<bool>(),
@@ -370,7 +397,7 @@ proptest! {
         tail.extend_from_slice(&payload);
         let mut entry = assemble(&g, &tail);
 
-        match classify(Some(&entry), Some(&g)) {
+        match classify(Some(&entry), Some(&g), SCHEMA) {
             Found::Live { payload: p, meta: got } => {
                 prop_assert_eq!(p, &payload[..]);
                 prop_assert_eq!(got, meta);
@@ -383,12 +410,12 @@ proptest! {
             f => return Err(TestCaseError::fail(format!("a fresh entry reads as {f:?}"))),
         }
         if other != g {
-            prop_assert!(!is_live(&classify(Some(&entry), Some(&other))));
+            prop_assert!(!is_live(&classify(Some(&entry), Some(&other), SCHEMA)));
         }
 
         mutate(&mut entry, if whole { 0 } else { HEADER_LEN }, &m);
         check_classify(&entry, Some(&g))?;
-        if let Found::Live { payload: p, .. } = classify(Some(&entry), Some(&g)) {
+        if let Found::Live { payload: p, .. } = classify(Some(&entry), Some(&g), SCHEMA) {
             prop_assert_eq!(entry.first(), Some(&ENTRY_MAGIC));
             prop_assert_eq!(&entry[1..1 + TOKEN_LEN], &g[..]);
             if let Ok(v) = codec.decode::<Row>(p) {
@@ -470,12 +497,13 @@ fn codecs_reject_length_bombs() {
                 Meta {
                     expires_at_ms: 1,
                     compute_ms: 1,
+                    schema: SCHEMA,
                 },
                 bomb.len(),
             );
             tail.extend_from_slice(bomb);
             let entry = assemble(&g, &tail);
-            match classify(Some(&entry), Some(&g)) {
+            match classify(Some(&entry), Some(&g), SCHEMA) {
                 Found::Live { payload, .. } => {
                     assert!(codec.decode::<Vec<String>>(payload).is_err());
                 }

@@ -3,7 +3,6 @@
 //! built from. This is the storage format's contract with every process
 //! that shares a prefix, so it is crate-private: never part of the API.
 
-use super::encoder::push_u64;
 use crate::error::{Error, NameProblem};
 
 /// The longest prefix or namespace name accepted by [`validate_name`].
@@ -34,38 +33,39 @@ pub(crate) fn validate_name(what: &'static str, name: &str) -> Result<(), Error>
     })
 }
 
-/// `"{prefix}:{{ns}}:v{version}:"`: the part of an entry key before the args.
+/// `"{prefix}:{{ns}}:"`: the part of an entry key before the args.
 ///
 /// The namespace is a Redis Cluster hash tag: every key of a namespace (its
 /// entries and its generation) lives in one slot, so the multi-key reads
 /// and scripts never cross slots. Namespace names cannot contain braces and
 /// the prefix cannot either, so no argument can move a key to another slot.
-pub(crate) fn entry_key_prefix(prefix: &str, ns: &str, version: u32) -> String {
-    // 10 digits for u32::MAX, "v", three ':'; leave room for short args too.
-    let mut key = String::with_capacity(
-        prefix
-            .len()
-            .saturating_add(ns.len())
-            .saturating_add(14 + 32),
-    );
+/// Neither the schema nor the version is part of the key (they are checked
+/// in the entry, see `schema.rs`), so a key invalidation reaches the entry
+/// whatever build or type wrote it.
+pub(crate) fn entry_key_prefix(prefix: &str, ns: &str) -> String {
+    let mut key =
+        String::with_capacity(prefix.len().saturating_add(ns.len()).saturating_add(4 + 32));
     key.push_str(prefix);
     key.push_str(":{");
     key.push_str(ns);
-    key.push_str("}:v");
-    push_u64(&mut key, u64::from(version));
-    key.push(':');
+    key.push_str("}:");
     key
 }
 
-/// `"{prefix}:{{ns}}:gen"`: the key holding the namespace's generation (in
-/// the same hash slot as the namespace's entries).
+/// `"{prefix}:{{ns}}:#gen"`: the key holding the namespace's generation (in
+/// the same hash slot as the namespace's entries). No argument list starts
+/// with `#` (the encoding writes `#` only after 64 bytes), so no entry key
+/// is a generation key.
 pub(crate) fn generation_key(prefix: &str, ns: &str) -> String {
-    let mut key = String::with_capacity(prefix.len().saturating_add(ns.len()).saturating_add(7));
-    key.push_str(prefix);
-    key.push_str(":{");
-    key.push_str(ns);
-    key.push_str("}:gen");
+    let mut key = entry_key_prefix(prefix, ns);
+    key.push_str("#gen");
     key
+}
+
+/// `"{prefix}:#life"`: which run of the server this prefix's data was last
+/// checked against (see `backend/redis/life.rs`).
+pub(crate) fn life_key(prefix: &str) -> String {
+    format!("{prefix}:#life")
 }
 
 /// `"{prefix}:invalidations"`: the channel every invalidation's notice is

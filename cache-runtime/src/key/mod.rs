@@ -160,6 +160,15 @@ pub(crate) fn write_args<K: Serialize + ?Sized>(
     Ok(())
 }
 
+/// Appends the full encoding of `value`, without the length bound (for
+/// fingerprints, which are hashed whole).
+pub(crate) fn write_unbounded<K: Serialize + ?Sized>(
+    out: &mut String,
+    value: &K,
+) -> Result<(), KeyError> {
+    value.serialize(&mut Encoder::top(out))
+}
+
 /// Replaces the over-long encoding `out[start..]` with its hashed form.
 fn shorten(out: &mut String, start: usize) -> Result<(), KeyError> {
     let hash = match out.get(start..) {

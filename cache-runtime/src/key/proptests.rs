@@ -770,11 +770,11 @@ proptest! {
     /// it, and nothing else of the cache can be named by argument values.
     #[test]
     fn key_stays_inside_its_prefix(
-        prefix in name(), ns in name(), version in int(vec![0u32, 1, u32::MAX], 0..100u32), args in flat(),
+        prefix in name(), ns in name(), args in flat(),
     ) {
         prop_assert!(validate_name("prefix", &prefix).is_ok());
         prop_assert!(validate_name("namespace", &ns).is_ok());
-        let head = entry_key_prefix(&prefix, &ns, version);
+        let head = entry_key_prefix(&prefix, &ns);
         let mut key = head.clone();
         prop_assert!(write_args(&mut key, &args).is_ok());
         let prefix_colon = format!("{prefix}:");
@@ -786,24 +786,24 @@ proptest! {
         prop_assert_ne!(key, generation_key(&prefix, &ns));
     }
 
-    /// Keys of different prefixes, namespaces or versions never meet, and no
+    /// Keys of different prefixes or namespaces never meet, and no
     /// entry key starts with another namespace's entry-key prefix or equals a
     /// generation key.
     #[test]
     fn key_namespaces_never_overlap(
-        a in (name(), name(), 0..3u32, tiny_string(), proptest::option::of(tiny_string())),
-        b in (name(), name(), 0..3u32, tiny_string(), proptest::option::of(tiny_string())),
+        a in (name(), name(), tiny_string(), proptest::option::of(tiny_string())),
+        b in (name(), name(), tiny_string(), proptest::option::of(tiny_string())),
     ) {
-        let key = |(p, ns, v, x, y): &(String, String, u32, String, Option<String>)| {
-            let mut k = entry_key_prefix(p, ns, *v);
+        let key = |(p, ns, x, y): &(String, String, String, Option<String>)| {
+            let mut k = entry_key_prefix(p, ns);
             write_args(&mut k, &(x, y)).map(|()| k).ok()
         };
         let (ka, kb) = (key(&a), key(&b));
         prop_assert!(ka.is_some() && kb.is_some());
         prop_assert_eq!(ka == kb, a == b);
         let ka = ka.unwrap_or_default();
-        let same_space = (&a.0, &a.1, a.2) == (&b.0, &b.1, b.2);
-        prop_assert_eq!(ka.starts_with(&entry_key_prefix(&b.0, &b.1, b.2)), same_space);
+        let same_space = (&a.0, &a.1) == (&b.0, &b.1);
+        prop_assert_eq!(ka.starts_with(&entry_key_prefix(&b.0, &b.1)), same_space);
         prop_assert_ne!(&ka, &generation_key(&b.0, &b.1));
         prop_assert_eq!(
             generation_key(&a.0, &a.1) == generation_key(&b.0, &b.1),
@@ -836,11 +836,11 @@ proptest! {
     /// key: the multi-key scripts never cross slots.
     #[test]
     fn key_hash_slot_is_the_namespace(
-        prefix in name(), ns in name(), version in any::<u32>(), a in nested(), b in flat(),
+        prefix in name(), ns in name(), a in nested(), b in flat(),
     ) {
         let generation = generation_key(&prefix, &ns);
         for args in [encode_args(&a), encode_args(&b)] {
-            let mut key = entry_key_prefix(&prefix, &ns, version);
+            let mut key = entry_key_prefix(&prefix, &ns);
             key.push_str(&args.unwrap_or_default());
             prop_assert_eq!(hash_tag(&key), hash_tag(&generation), "{}", key);
         }

@@ -99,13 +99,13 @@ fn only_top_level_joins_with_colon() {
 
 #[test]
 fn write_args_appends_and_restores_on_error() {
-    let mut key = entry_key_prefix("p", "ns", 1);
+    let mut key = entry_key_prefix("p", "ns");
     assert!(write_args(&mut key, &("a", 1u8)).is_ok());
-    assert_eq!(key, "p:{ns}:v1:a:1");
+    assert_eq!(key, "p:{ns}:a:1");
 
-    let mut key = entry_key_prefix("p", "ns", 1);
+    let mut key = entry_key_prefix("p", "ns");
     assert!(write_args(&mut key, &("a", Failing)).is_err());
-    assert_eq!(key, "p:{ns}:v1:");
+    assert_eq!(key, "p:{ns}:");
 }
 
 // --- scalars ----------------------------------------------------------
@@ -368,9 +368,9 @@ fn long_args_are_hashed() {
     assert!(ea.ends_with(&expected_hash.to_hex()[..32]));
 
     // Hashing applies to the args only, after the key prefix.
-    let mut key = entry_key_prefix("p", "ns", 2);
+    let mut key = entry_key_prefix("p", "ns");
     assert!(write_args(&mut key, &(a.as_str(), 1u8)).is_ok());
-    let args = key.strip_prefix("p:{ns}:v2:").unwrap_or_default();
+    let args = key.strip_prefix("p:{ns}:").unwrap_or_default();
     assert!(is_hashed(args), "{args}");
     assert!(args.starts_with("kkkk"));
 }
@@ -485,12 +485,8 @@ fn integers_read_as_display_would_write_them() {
 
 #[test]
 fn key_layout() {
-    assert_eq!(entry_key_prefix("app", "users", 0), "app:{users}:v0:");
-    assert_eq!(
-        entry_key_prefix("app", "users", u32::MAX),
-        "app:{users}:v4294967295:"
-    );
-    assert_eq!(generation_key("app", "users"), "app:{users}:gen");
+    assert_eq!(entry_key_prefix("app", "users"), "app:{users}:");
+    assert_eq!(generation_key("app", "users"), "app:{users}:#gen");
 }
 
 // --- brute-force injectivity --------------------------------------------

@@ -19,6 +19,8 @@ const CLUSTER_RETRY_WAIT_MS: (u64, u64) = (10, 100);
 
 /// What the builder hands the Redis backend.
 pub(crate) struct RedisConfig {
+    /// The key prefix (for the life record, `life.rs`).
+    pub prefix: String,
     /// The server's URL, or (cluster mode) the seed nodes' URLs.
     pub urls: Vec<String>,
     pub cluster: bool,

@@ -31,10 +31,12 @@ use redis::{AsyncConnectionConfig, ConnectionInfo};
 use tokio::sync::Notify;
 
 use super::handle::{Conn, Handle, handle};
+use super::life::Life;
 use super::push::ConnSink;
 use super::spare::{self, Lent};
 use crate::backend::{BackendError, Result};
 use crate::coherence::Hub;
+use crate::entry::Token;
 use crate::sync::{read, write};
 
 /// Cluster mode: a connection that has not answered one call for this long
@@ -58,10 +60,18 @@ spare::spares!(SPARES, Box<Handle>);
 /// A connection lent to one call.
 pub(super) type Borrowed<'a> = Lent<'a, Box<Handle>>;
 
+/// A kept connection: its epoch (which tells a stale "this broke" report
+/// from one about the current connection), and the life token of the
+/// server run it talks to.
+#[derive(Clone)]
+struct Kept {
+    epoch: u64,
+    conn: Conn,
+    life: Option<Token>,
+}
+
 struct Slot {
-    /// (epoch, connection): the epoch tells a stale "this broke" report from
-    /// one about the current connection.
-    conn: RwLock<Option<(u64, Conn)>>,
+    conn: RwLock<Option<Kept>>,
     /// Process-unique id, for the per-thread spare clones (`spare.rs`).
     id: u64,
     /// The epoch of the connection in `conn` (0: none), readable without the lock.
@@ -72,12 +82,13 @@ struct Slot {
 }
 
 impl Slot {
-    fn get(&self) -> Option<(u64, Conn)> {
+    fn get(&self) -> Option<Kept> {
         read(&self.conn).clone()
     }
 
-    fn set(&self, epoch: u64, conn: Conn) {
-        *write(&self.conn) = Some((epoch, conn));
+    fn set(&self, kept: Kept) {
+        let epoch = kept.epoch;
+        *write(&self.conn) = Some(kept);
         self.current.store(epoch, Relaxed);
     }
 }
@@ -96,6 +107,8 @@ struct Shared {
     last_ok_ms: AtomicU64,
     started: Instant,
     replace_after: Duration,
+    /// How a new connection learns its life token.
+    life: Life,
 }
 
 /// The slots and how to fill them.
@@ -111,6 +124,7 @@ impl Connections {
         mode: Mode,
         n: usize,
         hub: Arc<Hub>,
+        life: Life,
         connect_timeout: Duration,
         op_timeout: Duration,
     ) -> Connections {
@@ -134,6 +148,7 @@ impl Connections {
                 last_ok_ms: AtomicU64::new(0),
                 started: Instant::now(),
                 replace_after: REPLACE_AFTER.max(connect_timeout.saturating_mul(2)),
+                life,
             }),
             next: AtomicUsize::new(0),
             op_timeout,
@@ -171,15 +186,15 @@ impl Connections {
         {
             return Ok((i, lend(current, c)));
         }
-        if let Some((epoch, c)) = slot.get() {
-            return Ok((i, lend(epoch, handle(c))));
+        if let Some(k) = slot.get() {
+            return Ok((i, lend(k.epoch, handle(k.conn, k.life))));
         }
         // Boxed: rare, and it would make every call's future larger.
-        let (epoch, c) = Box::pin(self.reconnect(i)).await?;
-        Ok((i, lend(epoch, handle(c))))
+        let k = Box::pin(self.reconnect(i)).await?;
+        Ok((i, lend(k.epoch, handle(k.conn, k.life))))
     }
 
-    async fn reconnect(&self, i: usize) -> Result<(u64, Conn)> {
+    async fn reconnect(&self, i: usize) -> Result<Kept> {
         let slot = &self.shared.slots[i];
         if slot
             .connecting
@@ -210,10 +225,10 @@ impl Connections {
             let got = tokio::time::timeout(shared.connect_timeout, shared.connect(i, epoch)).await;
             let slot = &shared.slots[i];
             let result = match got {
-                Ok(Ok(conn)) => {
-                    slot.set(epoch, conn.clone());
+                Ok(Ok(kept)) => {
+                    slot.set(kept.clone());
                     shared.note_ok();
-                    Ok((epoch, conn))
+                    Ok(kept)
                 }
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(BackendError::Timeout),
@@ -244,7 +259,7 @@ impl Connections {
         }
         let s = &self.shared.slots[slot];
         let mut w = write(&s.conn);
-        if w.as_ref().is_some_and(|(e, _)| *e == epoch) {
+        if w.as_ref().is_some_and(|k| k.epoch == epoch) {
             *w = None;
             s.current.store(0, Relaxed);
             tracing::debug!(slot, error = %err, "cache-aside: dropped a broken Redis connection");
@@ -285,8 +300,8 @@ impl Connections {
             let epoch = shared.epoch.fetch_add(1, Relaxed) + 1;
             let got = tokio::time::timeout(shared.connect_timeout, shared.connect(0, epoch)).await;
             let slot = &shared.slots[0];
-            if let Ok(Ok(conn)) = got {
-                slot.set(epoch, conn);
+            if let Ok(Ok(kept)) = got {
+                slot.set(kept);
                 shared.note_ok();
             }
             slot.connecting.store(false, Relaxed);
@@ -319,14 +334,22 @@ impl Shared {
     }
 
     /// Makes connection `epoch` for slot `i` (subscribed, on one server).
-    async fn connect(&self, i: usize, epoch: u64) -> Result<Conn> {
+    async fn connect(&self, i: usize, epoch: u64) -> Result<Kept> {
         match &self.mode {
-            Mode::Node { info, conn_config } => self
-                .connect_node(info, conn_config, i, epoch)
-                .await
-                .map(Conn::Node),
+            Mode::Node { info, conn_config } => {
+                let (conn, life) = self.connect_node(info, conn_config, i, epoch).await?;
+                Ok(Kept {
+                    epoch,
+                    conn: Conn::Node(conn),
+                    life,
+                })
+            }
             Mode::Cluster { client } => match client.get_async_connection().await {
-                Ok(c) => Ok(Conn::Cluster(c)),
+                Ok(c) => Ok(Kept {
+                    epoch,
+                    conn: Conn::Cluster(c),
+                    life: None,
+                }),
                 Err(e) => {
                     tracing::debug!(error = %e, "cache-aside: cannot connect to the Redis Cluster");
                     Err(e.into())
@@ -335,14 +358,15 @@ impl Shared {
         }
     }
 
-    /// Makes connection `epoch` for slot `i` and subscribes it.
+    /// Makes connection `epoch` for slot `i`, subscribes it, and learns its
+    /// life token.
     async fn connect_node(
         &self,
         info: &ConnectionInfo,
         conn_config: &AsyncConnectionConfig,
         i: usize,
         epoch: u64,
-    ) -> Result<MultiplexedConnection> {
+    ) -> Result<(MultiplexedConnection, Option<Token>)> {
         self.hub.begin_connection(i, epoch);
         let sink = ConnSink {
             hub: Arc::clone(&self.hub),
@@ -380,7 +404,8 @@ impl Shared {
                 }
             }
         }
-        Ok(conn)
+        let life = self.life.token(&mut conn).await?;
+        Ok((conn, life))
     }
 }
 

@@ -20,6 +20,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 use tokio::time::Sleep;
 
 use super::spare::Lent;
+use crate::entry::Token;
 
 /// A kept connection, cloned per call.
 #[derive(Clone)]
@@ -33,6 +34,9 @@ pub(super) enum Conn {
 /// pointer.
 pub(super) struct Handle {
     conn: Conn,
+    /// The life token of the server run this connection talks to (see
+    /// `life.rs`).
+    pub(super) life: Option<Token>,
     get: Cmd,
     /// The `GET`'s deadline, with the runtime whose timer it is on: one
     /// timer per handle, moved forward per request, instead of one made and
@@ -40,9 +44,10 @@ pub(super) struct Handle {
     deadline: Option<(tokio::runtime::Id, Pin<Box<Sleep>>)>,
 }
 
-pub(super) fn handle(conn: Conn) -> Box<Handle> {
+pub(super) fn handle(conn: Conn, life: Option<Token>) -> Box<Handle> {
     Box::new(Handle {
         conn,
+        life,
         get: Cmd::new(),
         deadline: None,
     })
@@ -78,6 +83,7 @@ impl Handle {
             conn,
             get,
             deadline,
+            ..
         } = self;
         get.clear();
         get.arg("GET").arg(key);

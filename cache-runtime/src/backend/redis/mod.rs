@@ -10,6 +10,7 @@
 //! | `handle.rs` | one borrowed connection, and the hit's `GET` with its reused timer |
 //! | `spare.rs` | per-thread spare clones of the kept connections |
 //! | `push.rs` | the push handler: channel messages to the coherence layer |
+//! | `life.rs`, `life.lua` | restarts: the life token of the server's run |
 //! | `scripts.rs`, `*.lua` | the Lua scripts of the protocol |
 //!
 //! **Cluster mode** keeps one slot holding one redis-rs `ClusterConnection`
@@ -30,17 +31,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Duration;
 
-use super::{Acquire, Backend, BackendError, Expect, Fetched, Notice, Result, Store};
+use super::{
+    Backend, BackendError, Change, Claim, Claimed, Fetched, GenValue, Generation, Notice, Result,
+    Store,
+};
 use crate::coherence::Hub;
 use crate::entry::{self, Token, token_bytes, token_value};
 use crate::error::Error;
+use crate::key::layout;
 use conn::{Borrowed, Connections, millis};
 use handle::bounded;
+use life::Life;
 use scripts::Scripts;
 
 mod config;
 mod conn;
 mod handle;
+mod life;
 mod push;
 mod scripts;
 mod spare;
@@ -58,8 +65,13 @@ impl RedisBackend {
     /// Checks the URL(s) and sets the connections up; no I/O.
     pub(crate) fn new(cfg: RedisConfig, hub: Arc<Hub>) -> std::result::Result<Self, Error> {
         let (mode, n) = cfg.mode()?;
+        let life = Life {
+            key: layout::life_key(&cfg.prefix),
+            script: redis::Script::new(include_str!("life.lua")),
+            op_timeout: cfg.op_timeout,
+        };
         Ok(RedisBackend {
-            conns: Connections::new(mode, n, hub, cfg.connect_timeout, cfg.op_timeout),
+            conns: Connections::new(mode, n, hub, life, cfg.connect_timeout, cfg.op_timeout),
             scripts: Scripts::new(),
             notice_refused: AtomicBool::new(false),
         })
@@ -131,22 +143,24 @@ impl Backend for RedisBackend {
             // Read after the reply: every push before it has been applied.
             let known = view.map_or(0, |v| v.load(SeqCst));
             if known != 0 && hub.is_live(slot, epoch) {
+                let mut known_ok = true;
                 match entry.as_deref().map(entry::generation_of) {
                     // An entry of the known generation: a hit (or stale).
-                    Some(Some(g)) if token_value(g) == known => {
-                        let generation = Token::try_from(g).ok();
-                        return Ok(Fetched { entry, generation });
-                    }
                     // Nothing, a tombstone, a lease or foreign bytes: a miss
                     // whatever the generation, which is the known one.
-                    None | Some(None) => {
-                        let generation = Some(token_bytes(known));
-                        return Ok(Fetched { entry, generation });
-                    }
+                    Some(Some(g)) if token_value(g) == known => {}
+                    None | Some(None) => {}
                     // An entry of another generation: the view may be behind
                     // a generation Redis made without a notice (evicted and
-                    // re-created by a store), so read both.
-                    Some(Some(_)) => {}
+                    // re-created by a claim), so read both.
+                    Some(Some(_)) => known_ok = false,
+                }
+                if known_ok {
+                    let generation = Generation::Current(GenValue {
+                        token: token_bytes(known),
+                        life: conn.life,
+                    });
+                    return Ok(Fetched { entry, generation });
                 }
             }
             // Read both, which also (re-)learns the view.
@@ -161,11 +175,44 @@ impl Backend for RedisBackend {
             BackendError::from(e)
         })?;
         self.conns.ok();
-        let generation = generation.and_then(|g| Token::try_from(g.as_slice()).ok());
-        if let (Some(v), Some(g)) = (view, &generation) {
-            hub.learn(slot, epoch, pushes_before, v, token_value(g));
+        let generation = Generation::parse(generation.as_deref(), conn.life.as_ref());
+        if let (Some(v), Generation::Current(g)) = (view, &generation) {
+            hub.learn(slot, epoch, pushes_before, v, token_value(&g.token));
         }
         Ok(Fetched { entry, generation })
+    }
+
+    async fn claim(&self, c: Claim<'_>) -> Result<Claimed> {
+        let script = &self.scripts.claim;
+        let nonce = c.nonce;
+        self.run(|mut conn| async move {
+            let (mode, expect) = c.expect.script_args();
+            let life = conn.life;
+            let reply: (i64, Vec<u8>, Vec<u8>) = script
+                .key(c.entry_key)
+                .key(c.generation_key)
+                .arg(mode)
+                .arg(expect)
+                .arg(&nonce[..])
+                .arg(millis(c.lease))
+                .arg(if c.others_wait { "w" } else { "n" })
+                .arg(&c.fresh_generation[..])
+                .arg(millis(c.generation_ttl))
+                .arg(life.map(|l| l.to_vec()).unwrap_or_default())
+                .arg(millis(c.hold))
+                .invoke_async(&mut conn)
+                .await?;
+            Ok(match reply {
+                (1, g, lease) => match Generation::parse(Some(&g), life.as_ref()) {
+                    Generation::Current(generation) => Claimed::Taken { generation, lease },
+                    _ => Claimed::Changed,
+                },
+                (2, ..) => Claimed::Held,
+                (3, ..) => Claimed::Fenced,
+                _ => Claimed::Changed,
+            })
+        })
+        .await
     }
 
     async fn store(&self, s: Store<'_>) -> Result<bool> {
@@ -178,63 +225,12 @@ impl Backend for RedisBackend {
                 .key(s.generation_key)
                 .arg(mode)
                 .arg(expect)
-                .arg(s.seen_generation.unwrap_or_default())
-                .arg(&s.fresh_generation[..])
+                .arg(s.generation.bytes())
                 .arg(px)
                 .arg(s.tail)
                 .invoke_async(&mut c)
                 .await?;
             Ok(stored == 1)
-        })
-        .await
-    }
-
-    async fn set_generation(
-        &self,
-        generation_key: &str,
-        token: &Token,
-        notice: Notice<'_>,
-    ) -> Result<()> {
-        let script = &self.scripts.generation;
-        let published = self
-            .run(|mut c| async move {
-                script
-                    .key(generation_key)
-                    .arg(&token[..])
-                    .arg(notice.channel)
-                    .arg(notice.message)
-                    .invoke_async::<i64>(&mut c)
-                    .await
-            })
-            .await?;
-        self.notice_refused(published, notice);
-        Ok(())
-    }
-
-    async fn acquire(
-        &self,
-        entry_key: &str,
-        expect: Expect<'_>,
-        lease: &[u8],
-        ttl: Duration,
-    ) -> Result<Acquire> {
-        let px = millis(ttl);
-        let script = &self.scripts.acquire;
-        self.run(|mut c| async move {
-            let (mode, expect) = expect.script_args();
-            let r: i64 = script
-                .key(entry_key)
-                .arg(mode)
-                .arg(expect)
-                .arg(lease)
-                .arg(px)
-                .invoke_async(&mut c)
-                .await?;
-            Ok(if r == 1 {
-                Acquire::Acquired
-            } else {
-                Acquire::Changed
-            })
         })
         .await
     }
@@ -276,33 +272,70 @@ impl Backend for RedisBackend {
         .await
     }
 
-    async fn ping(&self) -> Result<()> {
-        self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
-            .await
-    }
-
-    async fn put_tombstone(
+    async fn change_namespace(
         &self,
-        entry_key: &str,
-        tombstone: &[u8],
+        generation_key: &str,
+        change: Change<'_>,
         ttl: Duration,
         notice: Notice<'_>,
     ) -> Result<()> {
-        let px = millis(ttl);
-        let script = &self.scripts.tombstone;
-        let published = self
+        let script = &self.scripts.generation;
+        let published: (i64, Vec<u8>) = self
             .run(|mut c| async move {
-                script
-                    .key(entry_key)
-                    .arg(tombstone)
-                    .arg(px)
-                    .arg(notice.channel)
-                    .arg(notice.message)
-                    .invoke_async::<i64>(&mut c)
+                let life = c.life;
+                change_script(script, generation_key, change, ttl, notice, life)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        self.notice_refused(published.0, notice);
+        Ok(())
+    }
+
+    async fn change_key(
+        &self,
+        entry_key: &str,
+        change: Change<'_>,
+        ttl: Duration,
+        notice: Notice<'_>,
+    ) -> Result<()> {
+        let script = &self.scripts.tombstone;
+        let published: i64 = self
+            .run(|mut c| async move {
+                change_script(script, entry_key, change, ttl, notice, None)
+                    .invoke_async(&mut c)
                     .await
             })
             .await?;
         self.notice_refused(published, notice);
         Ok(())
     }
+
+    async fn ping(&self) -> Result<()> {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+    }
+}
+
+/// The invocation of `generation.lua` or `tombstone.lua` for a change of
+/// `key`: they take the same arguments (`life` only the former).
+fn change_script<'s>(
+    script: &'s redis::Script,
+    key: &str,
+    change: Change<'_>,
+    ttl: Duration,
+    notice: Notice<'_>,
+    life: Option<Token>,
+) -> redis::ScriptInvocation<'s> {
+    let (op, holder, fence_ms) = change.script_args();
+    let mut inv = script.key(key);
+    inv.arg(op)
+        .arg(&entry::token()[..])
+        .arg(&holder[..])
+        .arg(fence_ms)
+        .arg(millis(ttl))
+        .arg(notice.channel)
+        .arg(notice.namespace)
+        .arg(life.map(|l| l.to_vec()).unwrap_or_default());
+    inv
 }

@@ -1,33 +1,41 @@
 //! The Lua scripts of the protocol, one `*.lua` file each (read them there:
-//! each starts with its KEYS, ARGV and return values). Every write of the
-//! protocol is one script, so it is atomic on the server, and every key a
-//! script touches carries the namespace's hash tag, so it runs on one slot.
+//! each starts with its KEYS, ARGV and return values; `lib.lua`, the
+//! server's clock and fences, is prepended to those that need it). Every
+//! write of the protocol is one script, so it is atomic on the server, and
+//! every key a script touches carries the namespace's hash tag, so it runs
+//! on one slot.
 
 use redis::Script;
 
 /// The scripts, hashed once (redis-rs sends `EVALSHA`, and the source only
 /// when the server does not know it yet).
 pub(super) struct Scripts {
+    /// Claim a key before computing: the reader's lease (`claim.lua`).
+    pub claim: Script,
     /// Compare-and-set store of an entry (`store.lua`).
     pub store: Script,
-    /// Take an entry's lease (`acquire.lua`).
-    pub acquire: Script,
     /// Replace the caller's lease with a tombstone (`release.lua`).
     pub release: Script,
-    /// Key invalidation: a tombstone and its notice (`tombstone.lua`).
-    pub tombstone: Script,
-    /// Namespace invalidation: a new generation and its notice (`generation.lua`).
+    /// A namespace's generation: invalidate, fence (`generation.lua`).
     pub generation: Script,
+    /// One entry: invalidate, fence (`tombstone.lua`).
+    pub tombstone: Script,
 }
 
 impl Scripts {
     pub(super) fn new() -> Scripts {
         Scripts {
+            claim: Script::new(concat!(include_str!("lib.lua"), include_str!("claim.lua"))),
             store: Script::new(include_str!("store.lua")),
-            acquire: Script::new(include_str!("acquire.lua")),
             release: Script::new(include_str!("release.lua")),
-            tombstone: Script::new(include_str!("tombstone.lua")),
-            generation: Script::new(include_str!("generation.lua")),
+            generation: Script::new(concat!(
+                include_str!("lib.lua"),
+                include_str!("generation.lua")
+            )),
+            tombstone: Script::new(concat!(
+                include_str!("lib.lua"),
+                include_str!("tombstone.lua")
+            )),
         }
     }
 }
