@@ -32,7 +32,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Expr, Ident};
 
-use crate::validate::{Cached, Copy, Invalidates, Key, Options, Refresh, Target};
+use crate::validate::{Cached, Copy, Invalidates, Key, Ns, Options, Refresh, Target};
 
 /// The `cache = <expr>` option: a statement binding the expression to a
 /// local (so that an owned `Cache` or `Arc<Cache>`, e.g. `self.cache.clone()`
@@ -255,11 +255,29 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
         &c.func.item.sig,
         &c.func.item.block,
     );
-    let ns = &c.ns;
+    let ns = match &c.ns {
+        Ns::Named(name) => quote!(#name),
+        // A method's path has its type's (a free fn's, its module's), so
+        // that same-named fns never share a namespace.
+        Ns::Default(name) if c.func.receiver.is_some() => quote! {{
+            static __CACHE_ASIDE_NS: ::std::sync::OnceLock<::std::string::String> =
+                ::std::sync::OnceLock::new();
+            __CACHE_ASIDE_NS
+                .get_or_init(|| #krate::__private::method_path(::core::any::type_name::<Self>(), #name))
+                .as_str()
+        }},
+        Ns::Default(name) => quote!(::core::concat!(::core::module_path!(), "::", #name)),
+    };
     let key_expr = key_expr(krate, &c.key);
     let opts = call_options(krate, &c.options, c.version);
+    // Part of the schema: the fn's type parameters and, for a method, its
+    // type (the impl's own parameters are in it).
     let type_params = &c.generics;
-    let generics = quote!(&[#(::core::any::type_name::<#type_params>()),*]);
+    let self_type = c
+        .func
+        .receiver
+        .map(|_| quote!(::core::any::type_name::<Self>(),));
+    let generics = quote!(&[#self_type #(::core::any::type_name::<#type_params>()),*]);
     let (cache_binding, cache) = cache_expr(krate, c.cache.as_ref());
     let (value_ty, ret_ty) = (&c.value_ty, &c.ret_ty);
     // `__private::unless_arg` deduces a closure's argument type and reports

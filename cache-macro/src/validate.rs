@@ -57,11 +57,20 @@ pub(crate) enum Refresh {
     Background(Vec<(Ident, Copy)>),
 }
 
+/// A `#[cached]` fn's namespace.
+pub(crate) enum Ns {
+    /// `ns = "..."`.
+    Named(String),
+    /// None given: the fn's path (`module::fn`, or `module::Type::fn` for a
+    /// method), made a namespace name by the runtime. The fn's name.
+    Default(String),
+}
+
 /// A checked `#[cached]`.
 pub(crate) struct Cached {
     pub func: Func,
     pub krate: TokenStream,
-    pub ns: String,
+    pub ns: Ns,
     /// `version = N`; `None`: the default (see the runtime's `schema.rs`).
     pub version: Option<u32>,
     /// The type parameters, part of the schema.
@@ -134,8 +143,8 @@ pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
     let refresh = refresh(&func, &args)?;
     let key = key(&func, args.key.map(|(_, k)| k), skip)?;
     let ns = match &args.ns {
-        Some(ns) => ns.value(),
-        None => default_ns(&func)?,
+        Some(ns) => Ns::Named(ns.value()),
+        None => Ns::Default(default_ns(&func)?),
     };
     let (value_ty, ret_ty, is_result) = match &func.ret {
         Ret::Result { ok } => (ok.clone(), func.return_type(), true),
@@ -372,20 +381,15 @@ fn check_ns(ns: &LitStr) -> Result<()> {
 }
 
 /// The namespace a function without `ns` gets: its name, if that is one.
+/// The fn's name, for the namespace a fn without `ns` gets (its path).
 fn default_ns(func: &Func) -> Result<String> {
     let ident = &func.item.sig.ident;
     let name = ident.unraw().to_string();
-    if name.len() > 64 {
-        return Err(Error::new(
-            ident.span(),
-            "the function name is longer than 64 characters: give a namespace with `ns = \"...\"`",
-        ));
-    }
     if let Some(bad) = name.chars().find(|&c| !is_name_char(c)) {
         return Err(Error::new(
             ident.span(),
             format!(
-                "the namespace is the function's name by default, and `{name}` has {bad:?}, \
+                "the namespace is the function's path by default, and `{name}` has {bad:?}, \
                  which a namespace cannot have (only ASCII letters, digits, `_`, `.` and `-`): \
                  give one with `ns = \"...\"`"
             ),

@@ -47,6 +47,8 @@ struct Shared {
     upstream: SocketAddr,
     accept: AtomicU8,
     latency_ms: AtomicU64,
+    /// Client-to-server bytes are held back while this is set.
+    hold_requests: AtomicBool,
     /// Cut every n-th reply chunk (over all connections); 0: never.
     cut_every: AtomicU32,
     cut_end: AtomicU8,
@@ -73,6 +75,7 @@ impl Proxy {
             upstream: SocketAddr::from(([127, 0, 0, 1], upstream_port)),
             accept: AtomicU8::new(Accept::Forward as u8),
             latency_ms: AtomicU64::new(0),
+            hold_requests: AtomicBool::new(false),
             cut_every: AtomicU32::new(0),
             cut_end: AtomicU8::new(End::Reset as u8),
             chunks: AtomicU64::new(0),
@@ -112,6 +115,13 @@ impl Proxy {
     pub fn cut_replies(&self, every: u32, end: End) {
         self.shared.cut_end.store(end as u8, SeqCst);
         self.shared.cut_every.store(every, SeqCst);
+    }
+
+    /// While `hold` is set, what clients send is held back (as a stalled
+    /// network would: a paused process, a partition with TCP retransmits)
+    /// and delivered, in order, once it is cleared.
+    pub fn hold_requests(&self, hold: bool) {
+        self.shared.hold_requests.store(hold, SeqCst);
     }
 
     /// What happens to connections accepted from now on.
@@ -285,6 +295,9 @@ fn forward(client: TcpStream, shared: Arc<Shared>) {
     loop {
         match (&conn.client).read(&mut buf) {
             Ok(n) if n > 0 => {
+                while shared.hold_requests.load(SeqCst) && !conn.ended.load(SeqCst) {
+                    thread::sleep(Duration::from_millis(1));
+                }
                 if (&*server).write_all(&buf[..n]).is_err() {
                     break;
                 }

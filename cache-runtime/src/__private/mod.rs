@@ -24,6 +24,14 @@ pub fn resolve(explicit: Option<&Cache>) -> Option<&Cache> {
     }
 }
 
+/// The path of a method without `ns`: its type's path, without the type's
+/// generic arguments (one namespace for every instantiation: the schema
+/// tells them apart), and the method's name.
+pub fn method_path(type_name: &str, method: &str) -> String {
+    let ty = type_name.split('<').next().unwrap_or(type_name);
+    format!("{ty}::{method}")
+}
+
 /// One call of a `#[cached]` function, or the target of a key
 /// invalidation: the key is built before the body's future takes
 /// ownership of the arguments.

@@ -216,9 +216,10 @@ impl Backend for MemoryBackend {
         if cur.is_none() || !s.expect.matches(cur) {
             return Ok(false);
         }
+        let tail = entry::stamp_expiry(s.tail, entry::unix_ms());
         map.replace(
             s.entry_key,
-            entry::assemble(&s.generation.token, s.tail),
+            entry::assemble(&s.generation.token, &tail),
             s.ttl,
             now,
         );

@@ -177,8 +177,8 @@ impl Cache {
             })
         };
         match target.slot {
-            Some(slot) if target.generics.is_empty() => slot.schema(self.inner.id, compute),
-            _ => compute(),
+            Some(slot) => slot.schema(self.inner.id, target.generics, compute),
+            None => compute(),
         }
     }
 

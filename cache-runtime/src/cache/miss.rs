@@ -230,8 +230,12 @@ where
         let mut outcome = Outcome::Abandoned;
         if let Some(value) = (self.shape.value_of)(&out) {
             let ttl = jitter(self.policy.ttl);
+            let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            // The store stamps the end on its own clock; this process's
+            // estimate of it is for the local tier only.
+            let expires_at_ms = entry::unix_ms().saturating_add(ttl_ms);
             let meta = Meta {
-                expires_at_ms: entry::unix_ms().saturating_add(ttl.as_millis() as u64),
+                expires_at_ms: ttl_ms,
                 compute_ms: u32::try_from(elapsed.as_millis()).unwrap_or(u32::MAX),
                 schema: self.schema,
             };
@@ -245,7 +249,7 @@ where
                         let px = ttl + self.policy.stale;
                         stored = self.store(to, px, elapsed, &tail).await;
                         if stored {
-                            self.local_insert(&tail[payload_at..], meta.expires_at_ms);
+                            self.local_insert(&tail[payload_at..], expires_at_ms);
                         }
                     }
                     if leader.as_ref().is_some_and(flight::Leader::has_followers) {

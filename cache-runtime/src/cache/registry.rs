@@ -36,8 +36,9 @@ pub struct NsSlot {
     cell: OnceLock<(u64, Arc<NsState>)>,
     /// The site's entry-key prefix (`prefix:{ns}:`) in that cache.
     key_prefix: OnceLock<(u64, Box<str>)>,
-    /// The site's schema in that cache (a non-generic site has one value type).
-    schema: OnceLock<(u64, u64)>,
+    /// The site's schema in that cache, and the type parameters it is for
+    /// (the first instantiation a generic site meets keeps the fast path).
+    schema: OnceLock<(u64, Box<[&'static str]>, u64)>,
 }
 
 impl NsSlot {
@@ -51,13 +52,26 @@ impl NsSlot {
         }
     }
 
-    /// The site's schema in cache `cache_id`, computed once.
-    pub(crate) fn schema(&self, cache_id: u64, compute: impl FnOnce() -> u64) -> u64 {
+    /// The site's schema in cache `cache_id` for these type parameters,
+    /// computed once for the first ones it meets.
+    pub(crate) fn schema(
+        &self,
+        cache_id: u64,
+        generics: &[&'static str],
+        compute: impl FnOnce() -> u64,
+    ) -> u64 {
+        let same = |kept: &[&'static str]| {
+            kept.len() == generics.len()
+                && kept
+                    .iter()
+                    .zip(generics)
+                    .all(|(a, b)| std::ptr::eq(*a, *b) || a == b)
+        };
         match self.schema.get() {
-            Some((id, schema)) if *id == cache_id => *schema,
+            Some((id, kept, schema)) if *id == cache_id && same(kept) => *schema,
             _ => {
                 let schema = compute();
-                let _ = self.schema.set((cache_id, schema));
+                let _ = self.schema.set((cache_id, generics.into(), schema));
                 schema
             }
         }
@@ -130,6 +144,10 @@ impl Cache {
         if let Some(s) = read(&inner.registry.map).get(ns) {
             return Some(Arc::clone(s));
         }
+        let ns = &*layout::namespace_name(ns);
+        if let Some(s) = read(&inner.registry.map).get(ns) {
+            return Some(Arc::clone(s));
+        }
         if let Err(e) = layout::validate_name("namespace", ns) {
             tracing::error!("cache-aside: {e}; the call bypasses the cache");
             return None;
@@ -163,7 +181,8 @@ impl Cache {
                 out
             }
             _ => {
-                let p = layout::entry_key_prefix(&self.inner.prefix, ns);
+                let ns = layout::namespace_name(ns);
+                let p = layout::entry_key_prefix(&self.inner.prefix, &ns);
                 let _ = slot.key_prefix.set((self.inner.id, p.as_str().into()));
                 p
             }

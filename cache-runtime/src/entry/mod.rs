@@ -157,8 +157,10 @@ pub(crate) fn generation_of(bytes: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// The part of an entry after magic and generation: the store script
-/// prepends `0xCA` and the generation it checked.
+/// The part of an entry after magic and generation, as a store sends it:
+/// the store script prepends `0xCA` and the generation it checked, and
+/// turns `meta.expires_at_ms`, sent as the TTL in ms, into the entry's end
+/// on the store's clock ([`stamp_expiry`]).
 pub(crate) fn entry_tail(meta: Meta, payload_len: usize) -> Vec<u8> {
     let mut tail = Vec::with_capacity(TOKEN_LEN + 20 + payload_len);
     tail.extend_from_slice(&token());
@@ -166,6 +168,17 @@ pub(crate) fn entry_tail(meta: Meta, payload_len: usize) -> Vec<u8> {
     tail.extend_from_slice(&meta.compute_ms.to_be_bytes());
     tail.extend_from_slice(&meta.schema.to_be_bytes());
     tail
+}
+
+/// A tail as the store writes it: its TTL (in the expiry field) made the
+/// entry's end, `now_ms + TTL` (what `store.lua` does on the server's clock).
+pub(crate) fn stamp_expiry(tail: &[u8], now_ms: u64) -> Vec<u8> {
+    let mut t = tail.to_vec();
+    if let Some(field) = t.get_mut(TOKEN_LEN..TOKEN_LEN + 8) {
+        let ttl = u64::from_be_bytes(field.try_into().unwrap_or([0; 8]));
+        field.copy_from_slice(&now_ms.saturating_add(ttl).to_be_bytes());
+    }
+    t
 }
 
 /// A lease as the claim script writes it (the memory backend builds its
@@ -244,6 +257,27 @@ mod tests {
                 why: Why::OtherSchema
             }
         );
+    }
+
+    #[test]
+    fn the_store_stamps_the_end_on_its_clock() {
+        let sent = entry_tail(
+            Meta {
+                expires_at_ms: 300_000,
+                ..meta()
+            },
+            0,
+        );
+        let stored = stamp_expiry(&sent, 1_700_000_000_000);
+        let e = assemble(&token(), &stored);
+        let g = e[1..1 + TOKEN_LEN].to_vec();
+        match classify(Some(&e), Some(&g), 7) {
+            Found::Live { meta, .. } => assert_eq!(meta.expires_at_ms, 1_700_000_300_000),
+            f => panic!("{f:?}"),
+        }
+        assert_eq!(stored.len(), sent.len());
+        assert_eq!(stored[..TOKEN_LEN], sent[..TOKEN_LEN]);
+        assert_eq!(stored[TOKEN_LEN + 8..], sent[TOKEN_LEN + 8..]);
     }
 
     #[test]

@@ -33,6 +33,29 @@ pub(crate) fn validate_name(what: &'static str, name: &str) -> Result<(), Error>
     })
 }
 
+/// The namespace a name stands for: a valid name as it is; a path (a
+/// `#[cached]` fn without `ns`: `module::fn`, `module::Type::fn`) with its
+/// `::` as `.`, any other character outside the allowed ones as `_`, and,
+/// when that is not valid as it is or is over 64 bytes, its last 47 bytes
+/// after a hash of the whole path (readable, and still one per path).
+/// Other names stay as they are (and are refused where they are used).
+pub(crate) fn namespace_name(raw: &str) -> std::borrow::Cow<'_, str> {
+    if validate_name("namespace", raw).is_ok() || !raw.contains("::") {
+        return raw.into();
+    }
+    let dotted = raw.replace("::", ".");
+    if dotted.len() <= MAX_NAME_LEN && dotted.chars().all(is_name_char) {
+        return dotted.into();
+    }
+    let clean: String = dotted
+        .chars()
+        .map(|c| if is_name_char(c) { c } else { '_' })
+        .collect();
+    let hash = blake3::hash(raw.as_bytes()).to_hex();
+    let tail = &clean[clean.len().saturating_sub(MAX_NAME_LEN - 17)..];
+    format!("{}.{tail}", &hash[..16]).into()
+}
+
 /// `"{prefix}:{{ns}}:"`: the part of an entry key before the args.
 ///
 /// The namespace is a Redis Cluster hash tag: every key of a namespace (its

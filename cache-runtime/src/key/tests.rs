@@ -484,6 +484,26 @@ fn integers_read_as_display_would_write_them() {
 }
 
 #[test]
+fn paths_become_namespace_names() {
+    use super::layout::namespace_name;
+    assert_eq!(namespace_name("airport"), "airport");
+    assert_eq!(
+        namespace_name("flight_db::queries::count"),
+        "flight_db.queries.count"
+    );
+    let long = format!("app::{}::Repo::by_id", "module".repeat(12));
+    let name = namespace_name(&long);
+    assert!(name.len() <= 64 && name.ends_with(".Repo.by_id"), "{name}");
+    assert!(validate_name("namespace", &name).is_ok(), "{name}");
+    let other_path = long.replace("by_id", "by_ie");
+    let other = namespace_name(&other_path);
+    assert_ne!(name, other, "one name per path");
+    let odd = namespace_name("app::größe::count");
+    assert!(validate_name("namespace", &odd).is_ok(), "{odd}");
+    assert_eq!(namespace_name("bad name"), "bad name", "refused where used");
+}
+
+#[test]
 fn key_layout() {
     assert_eq!(entry_key_prefix("app", "users"), "app:{users}:");
     assert_eq!(generation_key("app", "users"), "app:{users}:#gen");

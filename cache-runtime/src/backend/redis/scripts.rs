@@ -26,7 +26,7 @@ impl Scripts {
     pub(super) fn new() -> Scripts {
         Scripts {
             claim: Script::new(concat!(include_str!("lib.lua"), include_str!("claim.lua"))),
-            store: Script::new(include_str!("store.lua")),
+            store: Script::new(concat!(include_str!("lib.lua"), include_str!("store.lua"))),
             release: Script::new(include_str!("release.lua")),
             generation: Script::new(concat!(
                 include_str!("lib.lua"),
