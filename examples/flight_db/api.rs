@@ -241,6 +241,8 @@ pub struct NamespaceCounts {
     pub invalidations: u64,
     /// Invalidations queued for retry.
     pub invalidations_queued: u64,
+    /// Misses computed while a transaction scope fenced the entry, not stored.
+    pub fenced: u64,
     /// Hits over calls, rounded to 4 decimals.
     pub hit_ratio: f64,
 }
@@ -257,6 +259,7 @@ impl From<&Counts> for NamespaceCounts {
             stores_rejected: c.stores_rejected,
             invalidations: c.invalidations,
             invalidations_queued: c.invalidations_queued,
+            fenced: c.fenced,
             hit_ratio: (c.hit_ratio() * 1e4).round() / 1e4,
         }
     }
@@ -536,7 +539,7 @@ type Series = (&'static str, &'static str, fn(&Counts) -> u64);
 async fn metrics(State(q): State<Queries>) -> Response {
     let stats = q.cache.stats();
     let mut out = String::new();
-    let series: [Series; 9] = [
+    let series: [Series; 10] = [
         ("hits", "Calls answered from the cache.", |c| c.hits),
         (
             "misses",
@@ -571,6 +574,11 @@ async fn metrics(State(q): State<Queries>) -> Response {
             "invalidations_queued",
             "Invalidations queued for retry.",
             |c| c.invalidations_queued,
+        ),
+        (
+            "fenced",
+            "Misses computed while a transaction scope fenced the entry, not stored.",
+            |c| c.fenced,
         ),
     ];
     for (name, help, get) in series {
