@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,7 +20,9 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::data;
-use crate::queries::{AirlineStats, Airport, FlightCount, NewFlight, Queries, RouteCount};
+use crate::queries::{
+    AirlineStats, Airport, FlightCount, NewFlight, Queries, RouteCount, WriteScope,
+};
 
 /// A request that takes longer is answered `408 Request Timeout`.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -195,6 +197,8 @@ pub struct AirportRenamed {
 pub struct FlightCreated {
     /// The new flight's id.
     pub id: i64,
+    /// The id of its row in the audit table (written in the same transaction).
+    pub audit_id: i64,
     /// Airline (IATA, upper case).
     pub airline: String,
     /// Departure airport (IATA, upper case).
@@ -237,6 +241,8 @@ pub struct NamespaceCounts {
     pub invalidations: u64,
     /// Invalidations queued for retry.
     pub invalidations_queued: u64,
+    /// Misses computed while a transaction scope fenced the entry, not stored.
+    pub fenced: u64,
     /// Hits over calls, rounded to 4 decimals.
     pub hit_ratio: f64,
 }
@@ -253,6 +259,7 @@ impl From<&Counts> for NamespaceCounts {
             stores_rejected: c.stores_rejected,
             invalidations: c.invalidations,
             invalidations_queued: c.invalidations_queued,
+            fenced: c.fenced,
             hit_ratio: (c.hit_ratio() * 1e4).round() / 1e4,
         }
     }
@@ -261,8 +268,15 @@ impl From<&Counts> for NamespaceCounts {
 // ---- Routes ---------------------------------------------------------------
 
 /// The API: the routes, a log line per request (tower-http `TraceLayer`, at
-/// INFO) and a [`REQUEST_TIMEOUT`] per request.
+/// INFO) and a [`REQUEST_TIMEOUT`] per request. `POST /flights` writes in a
+/// transaction scope ([`WriteScope::Transaction`]).
 pub fn router(queries: Queries) -> Router {
+    router_with(queries, WriteScope::Transaction)
+}
+
+/// [`router`], with `POST /flights` writing in the given [`WriteScope`]
+/// (the consistency test's control run turns the scope off).
+pub fn router_with(queries: Queries, scope: WriteScope) -> Router {
     Router::new()
         .route("/airports/{iata}", get(get_airport).patch(rename_airport))
         .route("/flights/count", get(count_flights))
@@ -273,6 +287,7 @@ pub fn router(queries: Queries) -> Router {
         .route("/cache/stats", get(cache_stats))
         .route("/metrics", get(metrics))
         .with_state(queries)
+        .layer(Extension(scope))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -449,6 +464,7 @@ async fn airline_stats(
 
 async fn add_flight(
     State(q): State<Queries>,
+    Extension(scope): Extension<WriteScope>,
     body: Result<Json<NewFlightRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<FlightCreated>), ApiError> {
     let Json(p) = body?;
@@ -482,19 +498,19 @@ async fn add_flight(
         .await?
         .ok_or_else(|| unknown("from", &from))?;
     let dst = q.airport(&to).await?.ok_or_else(|| unknown("to", &to))?;
-    let id = q
-        .add_flight(&NewFlight {
-            airline_id,
-            airline: airline.clone(),
-            src,
-            dst,
-            departure,
-            // In 1..=1000, checked above.
-            seats: seats as i32,
-        })
-        .await?;
+    let flight = NewFlight {
+        airline_id,
+        airline: airline.clone(),
+        src,
+        dst,
+        departure,
+        // In 1..=1000, checked above.
+        seats: seats as i32,
+    };
+    let (id, audit_id) = q.create_flight(&flight, scope).await?;
     let created = FlightCreated {
         id,
+        audit_id,
         airline,
         from,
         to,
@@ -523,7 +539,7 @@ type Series = (&'static str, &'static str, fn(&Counts) -> u64);
 async fn metrics(State(q): State<Queries>) -> Response {
     let stats = q.cache.stats();
     let mut out = String::new();
-    let series: [Series; 9] = [
+    let series: [Series; 10] = [
         ("hits", "Calls answered from the cache.", |c| c.hits),
         (
             "misses",
@@ -558,6 +574,11 @@ async fn metrics(State(q): State<Queries>) -> Response {
             "invalidations_queued",
             "Invalidations queued for retry.",
             |c| c.invalidations_queued,
+        ),
+        (
+            "fenced",
+            "Misses computed while a transaction scope fenced the entry, not stored.",
+            |c| c.fenced,
         ),
     ];
     for (name, help, get) in series {

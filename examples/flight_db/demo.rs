@@ -1,8 +1,11 @@
 //! The tutorial story, end to end, through the real HTTP API (in process, no
 //! socket): GET (miss) -> GET (hit) -> POST -> GET (fresh, miss) -> GET
-//! (hit); then the TTL-only variant: stale after the POST until its TTL
-//! passes, then fresh. Every step checks what the story says and the demo
-//! fails if one does not hold.
+//! (hit); then a write inside a database transaction, as `POST /flights`
+//! runs it but with reads between the write and its COMMIT: they see the
+//! old count and store nothing, and after the COMMIT the new count is a
+//! miss, then a hit; then the TTL-only variant: stale after the POST until
+//! its TTL passes, then fresh. Every step checks what the story says and
+//! the demo fails if one does not hold.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +16,8 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use crate::api::{NewFlightRequest, router};
-use crate::queries::Queries;
+use crate::data;
+use crate::queries::{NewFlight, Queries};
 
 const FROM: &str = "FRA";
 const TO: &str = "JFK";
@@ -54,10 +58,47 @@ pub async fn call(
 struct Step {
     what: &'static str,
     expect: &'static str,
-    status: StatusCode,
+    /// `None` for a step that is not an HTTP request.
+    status: Option<StatusCode>,
     body: Value,
     ms: f64,
     ok: bool,
+}
+
+/// The steps so far, in order.
+#[derive(Default)]
+struct Steps(Vec<Step>);
+
+impl Steps {
+    /// An HTTP request and whether it behaved as the story says.
+    fn http(
+        &mut self,
+        what: &'static str,
+        expect: &'static str,
+        (status, body, ms): (StatusCode, Value, f64),
+        ok: bool,
+    ) {
+        self.0.push(Step {
+            what,
+            expect,
+            status: Some(status),
+            body,
+            ms,
+            ok,
+        });
+    }
+
+    /// A step that is not an HTTP request; it behaved if it returned.
+    fn done(&mut self, what: &'static str, expect: &'static str, ms: f64) {
+        self.0.push(Step {
+            what,
+            expect,
+            status: None,
+            body: Value::Null,
+            ms,
+            ok: true,
+        });
+    }
 }
 
 fn count(v: &Value) -> i64 {
@@ -66,6 +107,20 @@ fn count(v: &Value) -> i64 {
 
 fn from_cache(v: &Value) -> Option<bool> {
     v["from_cache"].as_bool()
+}
+
+fn ms_since(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1e3
+}
+
+/// The `flight_count` reads a transaction scope's fence kept from storing.
+fn fenced(queries: &Queries) -> u64 {
+    queries
+        .cache
+        .stats()
+        .namespaces
+        .get("flight_count")
+        .map_or(0, |c| c.fenced)
 }
 
 /// Runs the story; prints the table; `Ok(true)` when every step behaved.
@@ -87,51 +142,111 @@ pub async fn run(queries: Queries) -> Result<bool, Box<dyn std::error::Error>> {
         departure: "2026-12-01T10:00:00Z".into(),
         seats: Some(293),
     })?;
-    let mut steps = vec![];
-    let mut step = |what, expect, (status, body, ms): (StatusCode, Value, f64), ok: bool| {
-        steps.push(Step {
-            what,
-            expect,
-            status,
-            body,
-            ms,
-            ok,
-        });
+    // The flight the transaction step writes (POST /flights validates the
+    // same fields into one of these).
+    let flight = NewFlight {
+        airline_id: queries
+            .airline_id("LH")
+            .await?
+            .ok_or("airline LH is not in the database")?,
+        airline: "LH".into(),
+        src: queries.airport(FROM).await?.ok_or("no airport FRA")?,
+        dst: queries.airport(TO).await?.ok_or("no airport JFK")?,
+        departure: data::parse_iso("2026-12-01T12:00:00Z").ok_or("a valid time")?,
+        seats: 293,
     };
+    let mut steps = Steps::default();
 
     // Invalidation on write.
     let r = call(&app, "GET", &count_uri, None).await;
     let c0 = count(&r.1);
     let ok = r.0 == StatusCode::OK && from_cache(&r.1) == Some(false);
-    step("GET /flights/count", "miss: runs the query", r, ok);
+    steps.http("GET /flights/count", "miss: runs the query", r, ok);
     let r = call(&app, "GET", &count_uri, None).await;
     let ok = from_cache(&r.1) == Some(true) && count(&r.1) == c0;
-    step("GET /flights/count", "hit: same count", r, ok);
+    steps.http("GET /flights/count", "hit: same count", r, ok);
     let r = call(&app, "POST", "/flights", Some(post.clone())).await;
     let ok = r.0 == StatusCode::CREATED;
-    step("POST /flights", "201, invalidates", r, ok);
+    steps.http("POST /flights", "201, invalidates", r, ok);
     let r = call(&app, "GET", &count_uri, None).await;
     let ok = from_cache(&r.1) == Some(false) && count(&r.1) == c0 + 1;
-    step("GET /flights/count", "miss: count + 1", r, ok);
+    steps.http("GET /flights/count", "miss: count + 1", r, ok);
     let r = call(&app, "GET", &count_uri, None).await;
     let ok = from_cache(&r.1) == Some(true) && count(&r.1) == c0 + 1;
-    step("GET /flights/count", "hit: count + 1", r, ok);
+    steps.http("GET /flights/count", "hit: count + 1", r, ok);
+
+    // The write inside a database transaction, as POST /flights runs it
+    // (in a transaction scope), with reads between the write and COMMIT.
+    let c1 = c0 + 1;
+    let fenced_before = fenced(&queries);
+    let (write_ms, during, committing) = cache_aside::transaction(async {
+        let started = Instant::now();
+        let mut tx = queries.db.pool.begin().await?;
+        let id = queries.add_flight(&mut tx, &flight).await?;
+        let write_ms = ms_since(started);
+        let during = [
+            call(&app, "GET", &count_uri, None).await,
+            call(&app, "GET", &count_uri, None).await,
+        ];
+        let committing = Instant::now();
+        queries.audit_flight(&mut tx, id, &flight).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>((write_ms, during, committing))
+    })
+    .await?;
+    // The scope has ended: the time includes its second invalidation.
+    let commit_ms = ms_since(committing);
+    let [r1, r2] = during;
+    steps.done(
+        "BEGIN; add_flight(&mut tx, ..)",
+        "in scope: fences the counts",
+        write_ms,
+    );
+    let ok = from_cache(&r1.1) == Some(false) && count(&r1.1) == c1;
+    steps.http(
+        "GET /flights/count",
+        "before COMMIT: old, not stored",
+        r1,
+        ok,
+    );
+    // Without the scope the read above would have stored the old count,
+    // and this one (and every one until the next write) would serve it.
+    let ok = from_cache(&r2.1) == Some(false)
+        && count(&r2.1) == c1
+        && fenced(&queries) == fenced_before + 2;
+    steps.http(
+        "GET /flights/count",
+        "miss again: nothing was stored",
+        r2,
+        ok,
+    );
+    steps.done(
+        "INSERT audit; COMMIT",
+        "scope ends: invalidates again",
+        commit_ms,
+    );
+    let r = call(&app, "GET", &count_uri, None).await;
+    let ok = from_cache(&r.1) == Some(false) && count(&r.1) == c1 + 1;
+    steps.http("GET /flights/count", "miss: count + 1 (committed)", r, ok);
+    let r = call(&app, "GET", &count_uri, None).await;
+    let ok = from_cache(&r.1) == Some(true) && count(&r.1) == c1 + 1;
+    steps.http("GET /flights/count", "hit: count + 1", r, ok);
 
     // TTL only: no invalidation, stale until the TTL passes.
     let r = call(&app, "GET", &ttl_uri, None).await;
     let t0 = count(&r.1);
     let ok = from_cache(&r.1) == Some(false);
-    step("GET /flights/count/ttl-only", "miss", r, ok);
+    steps.http("GET /flights/count/ttl-only", "miss", r, ok);
     let r = call(&app, "POST", "/flights", Some(post)).await;
     let ok = r.0 == StatusCode::CREATED;
-    step("POST /flights", "201 (TTL-only: no invalidation)", r, ok);
+    steps.http("POST /flights", "201 (TTL-only: no invalidation)", r, ok);
     let r = call(&app, "GET", &ttl_uri, None).await;
     let ok = from_cache(&r.1) == Some(true) && count(&r.1) == t0;
-    step("GET /flights/count/ttl-only", "hit: STALE old count", r, ok);
+    steps.http("GET /flights/count/ttl-only", "hit: STALE old count", r, ok);
     tokio::time::sleep(Duration::from_millis(5200)).await;
     let r = call(&app, "GET", &ttl_uri, None).await;
     let ok = from_cache(&r.1) == Some(false) && count(&r.1) == t0 + 1;
-    step(
+    steps.http(
         "(5 s later) GET .../ttl-only",
         "miss: TTL passed, fresh",
         r,
@@ -143,7 +258,7 @@ pub async fn run(queries: Queries) -> Result<bool, Box<dyn std::error::Error>> {
         "{:<32} {:<32} {:>6} {:>10} {:>8} {:>9}  ok",
         "step", "the story says", "status", "from_cache", "count", "ms"
     );
-    for s in &steps {
+    for s in &steps.0 {
         let fc = from_cache(&s.body).map_or("-".to_string(), |b| b.to_string());
         let n = s.body["count"]
             .as_i64()
@@ -156,19 +271,20 @@ pub async fn run(queries: Queries) -> Result<bool, Box<dyn std::error::Error>> {
             "{:<32} {:<32} {:>6} {:>10} {:>8} {:>9.2}  {}",
             s.what,
             s.expect,
-            s.status.as_u16(),
+            s.status.map_or("-".into(), |c| c.as_u16().to_string()),
             fc,
             n,
             s.ms,
             if s.ok { "yes" } else { "NO" }
         );
     }
-    let all = steps.iter().all(|s| s.ok);
+    let all = steps.0.iter().all(|s| s.ok);
     let stats = queries.cache.stats();
     println!(
-        "\ncache: {} hits, {} misses, hit ratio {:.2}; {}",
+        "\ncache: {} hits, {} misses, {} fenced, hit ratio {:.2}; {}",
         stats.total.hits,
         stats.total.misses,
+        stats.total.fenced,
         stats.total.hit_ratio(),
         if all {
             "every step behaved as the story says"

@@ -3,8 +3,8 @@
 
 use cache_aside::{Cache, cached, invalidates};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
 use crate::data;
 use crate::db::Db;
@@ -93,6 +93,35 @@ pub struct NewFlight {
     pub departure: i64,
     /// Seats.
     pub seats: i32,
+}
+
+impl NewFlight {
+    /// The flight number: the airline's code and a number from the departure.
+    pub fn flightno(&self) -> String {
+        format!("{}{}", self.airline, 1 + self.departure.rem_euclid(9999))
+    }
+}
+
+/// Whether [`Queries::create_flight`] runs its database transaction inside
+/// a [`cache_aside::transaction`] scope.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WriteScope {
+    /// Inside the scope: once the write returns, every read sees it. What
+    /// the service runs.
+    #[default]
+    Transaction,
+    /// Without it: a read between the invalidation and the COMMIT can store
+    /// the count without the new flight, served until the next write. Only
+    /// for the consistency test's control run, which shows what the scope
+    /// prevents.
+    Unscoped,
+}
+
+/// Now, in Unix milliseconds (0 if the clock is before 1970).
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The database plus the cache its answers go through.
@@ -292,26 +321,91 @@ impl Queries {
         row.map(|r| r.try_get(0)).transpose()
     }
 
-    /// Inserts a flight. It changes route counts, top routes and airline
-    /// statistics, so exactly those namespaces are invalidated (airports do
-    /// not change; the TTL-only count is left to its TTL on purpose).
+    /// Adds a flight through the API: the flight and its audit row in one
+    /// database transaction, run inside a [`cache_aside::transaction`]
+    /// scope (unless `scope` says otherwise). Returns the flight's and the
+    /// audit row's ids.
+    ///
+    /// The flight becomes visible at COMMIT, after [`Queries::add_flight`]
+    /// (and its invalidation) returned. Inside the scope that invalidation
+    /// fences the namespaces instead: a read before the COMMIT computes the
+    /// old count from the database and does not store it, and when the
+    /// scope ends they are invalidated again. So once this returns, every
+    /// read, in any process, sees the new flight.
+    pub async fn create_flight(
+        &self,
+        f: &NewFlight,
+        scope: WriteScope,
+    ) -> Result<(i64, i64), sqlx::Error> {
+        let write = async {
+            let mut tx = self.db.pool.begin().await?;
+            let flight_id = self.add_flight(&mut tx, f).await?;
+            let audit_id = self.audit_flight(&mut tx, flight_id, f).await?;
+            tx.commit().await?;
+            Ok((flight_id, audit_id))
+        };
+        match scope {
+            WriteScope::Transaction => cache_aside::transaction(write).await,
+            WriteScope::Unscoped => write.await,
+        }
+    }
+
+    /// Inserts a flight in the transaction `tx`. It changes route counts,
+    /// top routes and airline statistics, so exactly those namespaces are
+    /// invalidated (airports do not change; the TTL-only count is left to
+    /// its TTL on purpose). Invalidated when this returns, before the
+    /// COMMIT: call it inside [`cache_aside::transaction`] (as
+    /// [`Queries::create_flight`] does), or a read in between can cache
+    /// the count without the flight.
     #[invalidates("flight_count", "top_routes", "airline_stats", cache = &self.cache)]
-    pub async fn add_flight(&self, f: &NewFlight) -> Result<i64, sqlx::Error> {
+    pub async fn add_flight(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        f: &NewFlight,
+    ) -> Result<i64, sqlx::Error> {
         let km = data::distance_km((f.src.lat, f.src.lon), (f.dst.lat, f.dst.lon));
         let arrival = f.departure + data::block_seconds(km);
-        let flightno = format!("{}{}", f.airline, 1 + f.departure.rem_euclid(9999));
         let row = sqlx::query(
             "INSERT INTO flight (flightno, airline_id, src, dst, departure, arrival, seats)
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING flight_id",
         )
-        .bind(flightno)
+        .bind(f.flightno())
         .bind(f.airline_id)
         .bind(f.src.airport_id)
         .bind(f.dst.airport_id)
         .bind(f.departure)
         .bind(arrival)
         .bind(f.seats)
-        .fetch_one(&self.db.pool)
+        .fetch_one(&mut **tx)
+        .await?;
+        row.try_get(0)
+    }
+
+    /// Records in the transaction `tx` that flight `flight_id` was added
+    /// (no cached answer reads the audit table: nothing to invalidate).
+    /// Returns the audit row's id.
+    pub async fn audit_flight(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        flight_id: i64,
+        f: &NewFlight,
+    ) -> Result<i64, sqlx::Error> {
+        let detail = format!(
+            "{} {}-{} departing {}, {} seats",
+            f.flightno(),
+            f.src.iata,
+            f.dst.iata,
+            data::iso(f.departure),
+            f.seats
+        );
+        let row = sqlx::query(
+            "INSERT INTO flight_audit (at_ms, action, flight_id, detail)
+             VALUES ($1, 'flight added', $2, $3) RETURNING audit_id",
+        )
+        .bind(unix_ms())
+        .bind(flight_id)
+        .bind(detail)
+        .fetch_one(&mut **tx)
         .await?;
         row.try_get(0)
     }

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use flight_db::demo::call;
 use flight_db::{Dataset, Db, Queries, Seeding, api};
 use serde_json::{Value, json};
+use sqlx::Row;
 
 const DATA: Dataset = Dataset {
     flights: 20_000,
@@ -53,6 +54,14 @@ async fn sqlite() -> Db {
 async fn get(app: &Router, uri: &str) -> (StatusCode, Value) {
     let (s, v, _) = call(app, "GET", uri, None).await;
     (s, v)
+}
+
+async fn audit_rows(db: &Db) -> i64 {
+    sqlx::query("SELECT count(*) FROM flight_audit")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+        .get(0)
 }
 
 fn error_of(v: &Value) -> &str {
@@ -144,7 +153,21 @@ async fn a_new_flight_invalidates_exactly_what_it_changes(db: &Db) {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert!(v["id"].as_i64().is_some());
+    let id = v["id"].as_i64().expect("the flight's id");
+    // Its audit row, written in the same transaction.
+    let audit =
+        sqlx::query("SELECT flight_id, action, detail FROM flight_audit WHERE audit_id = $1")
+            .bind(v["audit_id"].as_i64().expect("the audit row's id"))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(audit.get::<i64, _>("flight_id"), id);
+    assert_eq!(audit.get::<String, _>("action"), "flight added");
+    let detail: String = audit.get("detail");
+    assert!(
+        detail.contains("FRA-JFK departing 2026-12-01T10:00:00Z, 180 seats"),
+        "{detail}"
+    );
     let (_, c1) = get(&app, count).await;
     assert_eq!(
         (c1["from_cache"].as_bool(), c1["count"].as_i64()),
@@ -175,6 +198,7 @@ async fn a_new_flight_invalidates_exactly_what_it_changes(db: &Db) {
 async fn bad_input_gets_a_json_4xx_and_writes_nothing(db: &Db) {
     let (app, q) = app(db, "bad_input").await;
     let before = q.count_flights_uncached("FRA", "JFK").await.unwrap();
+    let audit_before = audit_rows(db).await;
     let cases: Vec<(&str, &str, Option<Value>, StatusCode, &str)> = vec![
         (
             "GET",
@@ -310,6 +334,7 @@ async fn bad_input_gets_a_json_4xx_and_writes_nothing(db: &Db) {
         before,
         "nothing was written"
     );
+    assert_eq!(audit_rows(db).await, audit_before, "nothing was audited");
 }
 
 async fn renaming_an_airport_invalidates_that_airport_only(db: &Db) {
