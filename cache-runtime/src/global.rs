@@ -36,15 +36,22 @@ pub fn installed() -> Option<&'static Cache> {
     INSTALLED.get()
 }
 
-/// The installed cache; warns once per process when there is none.
+/// The installed cache. When there is none, the first call in the process
+/// says so as an error, and on stderr as well when the application has no
+/// `tracing` subscriber (a forgotten `install` must not look like an outage,
+/// or be silent).
 pub(crate) fn installed_or_warn() -> Option<&'static Cache> {
     static WARNED: AtomicBool = AtomicBool::new(false);
     let cache = INSTALLED.get();
     if cache.is_none() && !WARNED.swap(true, Relaxed) {
-        tracing::warn!(
-            "cache-aside: no cache installed (cache_aside::install) and no `cache = ...` option: \
-             cached functions run uncached"
-        );
+        tracing::error!("{NO_CACHE}");
+        if !tracing::dispatcher::has_been_set() {
+            eprintln!("{NO_CACHE}");
+        }
     }
     cache
 }
+
+const NO_CACHE: &str = "cache-aside: a cached function was called with no cache: none was \
+installed (cache_aside::install) and it has no `cache = ...` option. It runs uncached \
+(Status::NoCache) until one is installed.";

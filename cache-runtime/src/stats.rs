@@ -15,12 +15,19 @@ pub enum Status {
     /// Not in the cache (or not valid any more): the body ran, and its value
     /// was stored unless `unless` rejected it or it was an `Err`.
     Miss,
-    /// The cache was not used: Redis unavailable or too slow, no cache
-    /// installed, or a key that could not be built. The body ran.
+    /// The cache was not used although there is one: Redis unavailable or
+    /// too slow (or its circuit breaker open), or a key that could not be
+    /// built. The body ran. Counted in [`Counts::bypasses`].
     Bypass,
     /// Served from the cache after its TTL, within the `stale` window,
     /// while one caller (in some process) refreshes it.
     Stale,
+    /// There is no cache to use: none was installed with
+    /// [`install`](crate::install) and the function has no `cache = ...`.
+    /// The body ran. Usually a mistake in the service's set-up, never an
+    /// outage: the first such call logs an error (on stderr too when no
+    /// `tracing` subscriber is set).
+    NoCache,
 }
 
 impl Status {
@@ -51,8 +58,8 @@ tokio::task_local! {
 ///
 /// let (value, status) = with_status(answer()).await;
 /// assert_eq!(value, 42);
-/// // No cache was installed in this example, so the call bypassed it.
-/// assert_eq!(status, Status::Bypass);
+/// // No cache was installed in this example, and `answer` names none.
+/// assert_eq!(status, Status::NoCache);
 /// # }
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo());
 /// ```
@@ -168,7 +175,11 @@ pub struct Counts {
     pub hits: u64,
     /// Calls that ran the body because the entry was absent, expired, invalidated or undecodable, or to refresh it.
     pub misses: u64,
-    /// Calls that ran the body without the cache (Redis unavailable, open circuit breaker, bad key).
+    /// Calls that ran the body without the cache ([`Status::Bypass`]): all
+    /// of them, whether Redis failed or timed out on that call, the circuit
+    /// breaker was open and it did not try, its key could not be built, or
+    /// an invalidation of its entry was still queued. (The breaker's
+    /// "caching resumed" log line counts only the calls it turned away.)
     pub bypasses: u64,
     /// Redis operations that failed or timed out (reads, stores, invalidations).
     pub errors: u64,
