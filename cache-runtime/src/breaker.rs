@@ -61,10 +61,12 @@ impl Breaker {
             self.failures.store(0, Relaxed);
         }
         if self.open_until.load(Relaxed) != 0 && self.open_until.swap(0, Relaxed) != 0 {
-            let bypassed = self.bypassed.swap(0, Relaxed);
+            let turned_away = self.bypassed.swap(0, Relaxed);
             tracing::info!(
-                bypassed_calls = bypassed,
-                "cache-aside: Redis answers again; caching resumed"
+                calls_turned_away = turned_away,
+                "cache-aside: Redis answers again; caching resumed (calls_turned_away: those \
+                 that did not try Redis while the breaker was open; Stats::bypasses also counts \
+                 the calls that tried and failed)"
             );
         }
     }

@@ -79,6 +79,8 @@ struct Slot {
     connecting: AtomicBool,
     /// Woken when a connect attempt for this slot ends.
     connected: Notify,
+    /// Why the last attempt failed, for the callers that waited for it.
+    last_failure: RwLock<Option<String>>,
 }
 
 impl Slot {
@@ -135,6 +137,7 @@ impl Connections {
                 current: AtomicU64::new(0),
                 connecting: AtomicBool::new(false),
                 connected: Notify::new(),
+                last_failure: RwLock::new(None),
             })
             .collect();
         Connections {
@@ -208,9 +211,10 @@ impl Connections {
             if slot.connecting.load(Relaxed) {
                 let _ = tokio::time::timeout(self.op_timeout, notified).await;
             }
-            return slot
-                .get()
-                .ok_or(BackendError::Unavailable("cannot connect to Redis".into()));
+            return slot.get().ok_or_else(|| {
+                let why = read(&slot.last_failure).clone();
+                BackendError::Unavailable(why.map_or("cannot connect to Redis".into(), Cow::Owned))
+            });
         }
         // Another caller may have filled the slot since this one found it
         // empty: use that connection rather than replace a working one.
@@ -233,6 +237,9 @@ impl Connections {
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(BackendError::Timeout),
             };
+            if let Err(e) = &result {
+                *write(&slot.last_failure) = Some(e.to_string());
+            }
             slot.connecting.store(false, Relaxed);
             slot.connected.notify_waiters();
             result
