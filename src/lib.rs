@@ -65,8 +65,8 @@ pub use cache_aside_macro::{cached, invalidates};
 
 #[doc(inline)]
 pub use cache_aside_runtime::{
-    Cache, CacheBuilder, Counts, Error, Filter, Invalidation, NameProblem, Namespace, NoFilter,
-    Stats, Status, TlsProblem, Unreachable, install, installed, transaction, with_status,
+    Cache, CacheBuilder, Counts, Error, Filter, Invalidation, LinkProblem, NameProblem, Namespace,
+    NoFilter, Stats, Status, TlsProblem, Unreachable, install, installed, transaction, with_status,
 };
 
 #[doc(inline)]

@@ -33,6 +33,7 @@ on_every_backend!(
     aba_a_released_lease_does_not_reopen_the_key,
     aba_a_caller_after_an_invalidation_does_not_join_an_older_flight,
     aba_an_expired_entry_does_not_reopen_the_key,
+    a_const_namespace_links_reader_and_writers,
 );
 
 #[cached(ns = "count", ttl = "5m", cache = cache, skip(cache, calls))]
@@ -724,4 +725,46 @@ async fn aba_an_expired_entry_does_not_reopen_the_key(b: Backend) {
     g.may_return.notify_one();
     assert_eq!(r0.await.unwrap(), "old");
     assert_eq!(gated_read(&c, &db, None, "FRA", false, 200).await, "new");
+}
+
+/// The namespace as a `&str` constant: one name for the reader and both of
+/// its writers (a whole-namespace and a key invalidation), so a typo is a
+/// compile error instead of an invalidation that reaches nothing.
+mod users {
+    pub const NS: &str = "users";
+}
+
+#[cached(ns = users::NS, cache = cache, skip(cache, calls))]
+async fn user_name(cache: &Cache, calls: &Calls, id: u32) -> String {
+    calls.hit();
+    format!("user {id} #{}", calls.get())
+}
+
+#[invalidates(users::NS, cache = cache)]
+async fn rename_all(cache: &Cache) -> Result<(), String> {
+    let _ = cache;
+    Ok(())
+}
+
+#[invalidates(ns = users::NS, key(id), cache = cache)]
+async fn rename(cache: &Cache, id: u32) -> Result<(), String> {
+    let _ = (cache, id);
+    Ok(())
+}
+
+async fn a_const_namespace_links_reader_and_writers(b: Backend) {
+    let c = cache(b, "const_ns").await;
+    let calls = Calls::default();
+    let first = user_name(&c, &calls, 1).await;
+    assert_eq!(
+        with_status(user_name(&c, &calls, 1)).await,
+        (first.clone(), Status::Hit)
+    );
+    rename(&c, 1).await.unwrap();
+    let (second, s) = with_status(user_name(&c, &calls, 1)).await;
+    assert_eq!(s, Status::Miss, "the key invalidation reached the entry");
+    assert_ne!(second, first);
+    rename_all(&c).await.unwrap();
+    assert_eq!(with_status(user_name(&c, &calls, 1)).await.1, Status::Miss);
+    assert!(c.stats().namespaces.contains_key("users"));
 }

@@ -354,6 +354,87 @@ async fn same_named_fns_in_two_modules_do_not_share_entries() {
     assert_eq!(names, ["forgetting.orders.count", "forgetting.users.count"]);
 }
 
+mod repos {
+    use super::*;
+
+    pub struct UserRepo {
+        pub cache: Cache,
+    }
+    pub struct OrderRepo {
+        pub cache: Cache,
+    }
+
+    impl UserRepo {
+        #[cached(cache = &self.cache)]
+        pub async fn by_id(&self, id: u32) -> Option<String> {
+            Some(format!("user {id}"))
+        }
+
+        #[cached(cache = cache, skip(cache))]
+        pub async fn lookup(cache: &Cache, id: u32) -> Option<String> {
+            Some(format!("user {id}"))
+        }
+    }
+
+    impl OrderRepo {
+        #[cached(cache = &self.cache)]
+        pub async fn by_id(&self, id: u32) -> Option<String> {
+            Some(format!("order {id}"))
+        }
+
+        #[cached(cache = cache, skip(cache))]
+        pub async fn lookup(cache: &Cache, id: u32) -> Option<String> {
+            Some(format!("order {id}"))
+        }
+    }
+
+    pub trait Named {
+        async fn name(&self, id: u32) -> String;
+    }
+
+    impl Named for UserRepo {
+        #[cached(cache = &self.cache)]
+        async fn name(&self, id: u32) -> String {
+            format!("user {id}")
+        }
+    }
+}
+
+/// Issue 20's case: two impls in one module with same-named associated
+/// fns (with `self` and without), same return type. Each gets its own
+/// default namespace (the impl's type is in it); before, the second
+/// returned the first's row as a hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_named_associated_fns_of_two_types_do_not_share_entries() {
+    use repos::{Named, OrderRepo, UserRepo};
+    let server = RedisServer::start();
+    let c = instance(&server.url(), "repos").await;
+    let (users, orders) = (
+        UserRepo { cache: c.clone() },
+        OrderRepo { cache: c.clone() },
+    );
+    for _ in 0..2 {
+        assert_eq!(users.by_id(1).await.as_deref(), Some("user 1"));
+        assert_eq!(orders.by_id(1).await.as_deref(), Some("order 1"));
+        assert_eq!(UserRepo::lookup(&c, 1).await.as_deref(), Some("user 1"));
+        assert_eq!(OrderRepo::lookup(&c, 1).await.as_deref(), Some("order 1"));
+        assert_eq!(users.name(1).await, "user 1");
+    }
+    let names: Vec<String> = c.stats().namespaces.keys().cloned().collect();
+    assert_eq!(
+        names,
+        [
+            "forgetting.repos.OrderRepo.by_id",
+            "forgetting.repos.OrderRepo.lookup",
+            "forgetting.repos.UserRepo.by_id",
+            "forgetting.repos.UserRepo.lookup",
+            "forgetting.repos.UserRepo.name",
+        ]
+    );
+    let st = c.stats().total;
+    assert_eq!((st.misses, st.hits), (5, 5), "{st:?}");
+}
+
 /// Readers of memory pressure: a private server with a small `maxmemory`,
 /// filled by other keys while the randomized checker runs.
 async fn checker_under_eviction(policy: &str) {

@@ -589,3 +589,100 @@ fn a_reused_handle_survives_the_runtime_it_was_first_used_on() {
     assert_eq!((st.errors, st.bypasses), (0, 0), "{st:?}");
     drop(keeper);
 }
+
+/// A server that refuses the connection says why, in `ping`'s error and in
+/// the breaker's warning: a wrong password (`WRONGPASS`), a database index
+/// out of range. Not "cannot connect" alone, which reads like an outage.
+#[tokio::test]
+async fn a_refused_connection_carries_the_servers_words() {
+    let server = RedisServer::start_with(&["--requirepass", "right-pass"]);
+    let cases = [
+        (
+            format!("redis://:wrong-pass@127.0.0.1:{}", server.port),
+            "WRONGPASS",
+        ),
+        (
+            format!("redis://:right-pass@127.0.0.1:{}/99", server.port),
+            "DB index is out of range",
+        ),
+    ];
+    for (url, words) in cases {
+        let c = Cache::builder()
+            .redis_url(&url)
+            .prefix("refused")
+            .build()
+            .unwrap();
+        // Calls run uncached meanwhile (and may be waiting on the
+        // connection another caller makes): every one gets its value.
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..4u32 {
+            let c = c.clone();
+            calls.spawn(async move {
+                let v = c.namespace("n").get_or_compute(&i, async move { i }).await;
+                (i, v)
+            });
+        }
+        while let Some(done) = calls.join_next().await {
+            let (i, v) = done.unwrap();
+            assert_eq!(v, i);
+        }
+        for _ in 0..3 {
+            let err = c.ping().await.unwrap_err().to_string();
+            assert!(err.contains(words), "{url}: {err}");
+            assert!(
+                !err.contains("right-pass") && !err.contains("wrong-pass"),
+                "{err}"
+            );
+        }
+    }
+}
+
+/// `Cache::shutdown`: an invalidation queued during an outage is sent as
+/// soon as Redis answers (not at the retry worker's next backoff), and
+/// shutdown returns once it landed; while Redis stays away it returns the
+/// number left after its bound.
+#[tokio::test]
+async fn shutdown_waits_for_queued_invalidations_bounded() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let writer = Cache::builder()
+        .redis_url(&url)
+        .prefix("shutdown")
+        .op_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let other_process = cache_at(&url, "shutdown");
+    connected(&writer).await;
+    connected(&other_process).await;
+    let calls = Calls::default();
+    outage(&other_process, &calls, 1).await.unwrap();
+
+    server.freeze();
+    assert_eq!(
+        writer.namespace("outage").invalidate().await,
+        Invalidation::Queued
+    );
+    assert_eq!(
+        writer.namespace("outage").invalidate_key(&7).await,
+        Invalidation::Queued
+    );
+    let started = Instant::now();
+    assert_eq!(writer.shutdown(Duration::from_millis(300)).await, 2);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+
+    // Redis answers again while shutdown waits: it returns once they landed.
+    let thaw = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server.thaw();
+        server
+    });
+    assert_eq!(writer.shutdown(Duration::from_secs(10)).await, 0);
+    let _server = thaw.await.unwrap();
+    assert!(!writer.has_queued_invalidations());
+    let (_, s) = with_status(outage(&other_process, &calls, 1)).await;
+    assert_eq!(s, Status::Miss, "the other process sees the invalidation");
+}

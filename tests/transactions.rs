@@ -400,3 +400,55 @@ async fn without_a_scope_the_checker_finds_stale_reads() {
     eprintln!("without scopes: {violations} stale reads out of {reads}");
     assert!(violations > 0, "the checker found nothing in {reads} reads");
 }
+
+#[invalidates("scoped_count", cache = cache, scoped)]
+async fn scoped_add(cache: &Cache) -> Result<(), String> {
+    let _ = cache;
+    Ok(())
+}
+
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `scoped` is a promise that is checked: called inside a scope, nothing
+/// is said; outside one, an error names the fn, once.
+#[test]
+fn a_scoped_writer_outside_a_scope_is_logged_once() {
+    use tracing_subscriber::util::SubscriberInitExt;
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let _guard = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish()
+        .set_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = Cache::builder().memory().prefix("scoped").build().unwrap();
+    let errors = || {
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .filter(|l| l.contains("ERROR") && l.contains("transactions::scoped_add"))
+            .count()
+    };
+    rt.block_on(async {
+        transaction(async { scoped_add(&c).await }).await.unwrap();
+        assert_eq!(errors(), 0);
+        for _ in 0..3 {
+            scoped_add(&c).await.unwrap();
+        }
+    });
+    assert_eq!(errors(), 1);
+}

@@ -29,7 +29,7 @@ const CACHED_OPTIONS: &[&str] = &[
     "refresh",
     "crate",
 ];
-const INVALIDATES_OPTIONS: &[&str] = &["ns", "key", "cache", "crate"];
+const INVALIDATES_OPTIONS: &[&str] = &["ns", "key", "cache", "scoped", "crate"];
 
 /// `unknown option` error at `name`, with a "did you mean" when one option
 /// is close.
@@ -104,9 +104,26 @@ pub(crate) enum Local {
     True(Span),
 }
 
+/// A namespace as written: a string, or the path of a `&str` constant
+/// (so that a reader and its writers can share one name).
+#[derive(Clone)]
+pub(crate) enum NsName {
+    Lit(LitStr),
+    Const(Path),
+}
+
+impl NsName {
+    pub(crate) fn span(&self) -> Span {
+        match self {
+            NsName::Lit(l) => l.span(),
+            NsName::Const(p) => syn::spanned::Spanned::span(p),
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct CachedArgs {
-    pub ns: Option<LitStr>,
+    pub ns: Option<NsName>,
     pub ttl: Option<Timed>,
     /// The `skip` token and the names it lists.
     pub skip: Option<(Span, Vec<Ident>)>,
@@ -128,11 +145,13 @@ pub(crate) struct CachedArgs {
 
 #[derive(Default)]
 pub(crate) struct InvalidatesArgs {
-    pub namespaces: Vec<LitStr>,
+    pub namespaces: Vec<NsName>,
     pub key: Option<(Span, KeySpec)>,
     pub cache: Option<Expr>,
     /// `version = ..`, which a key invalidation no longer needs (an error).
     pub version: Option<Span>,
+    /// `scoped`: callers run the fn inside `cache_aside::transaction`.
+    pub scoped: bool,
     pub krate: Option<Path>,
 }
 
@@ -193,7 +212,9 @@ impl Parse for InvalidatesArgs {
         let mut seen = Seen::default();
         while !input.is_empty() {
             if input.peek(LitStr) {
-                args.namespaces.push(input.parse()?);
+                args.namespaces.push(NsName::Lit(input.parse()?));
+            } else if is_const_path(input) {
+                args.namespaces.push(NsName::Const(input.parse()?));
             } else {
                 let name = input.call(Ident::parse_any)?;
                 seen.check(&name)?;
@@ -201,6 +222,7 @@ impl Parse for InvalidatesArgs {
                     "ns" => args.namespaces.push(parse_ns(input, &name)?),
                     "key" => args.key = Some((name.span(), parse_key(input, &name)?)),
                     "cache" => args.cache = Some(parse_value(input, &name)?),
+                    "scoped" => args.scoped = true,
                     "version" => {
                         parse_version(input, &name)?;
                         args.version = Some(name.span());
@@ -240,11 +262,38 @@ fn parse_value(input: ParseStream<'_>, name: &Ident) -> Result<Expr> {
     input.parse()
 }
 
-fn parse_ns(input: ParseStream<'_>, name: &Ident) -> Result<LitStr> {
+fn parse_ns(input: ParseStream<'_>, name: &Ident) -> Result<NsName> {
     eq(input, name)?;
-    input
-        .parse()
-        .map_err(|e| Error::new(e.span(), "expected a string: `ns = \"flight_count\"`"))
+    if input.peek(LitStr) {
+        return Ok(NsName::Lit(input.parse()?));
+    }
+    input.parse().map(NsName::Const).map_err(|e| {
+        Error::new(
+            e.span(),
+            "expected a string or the path of a `&str` constant: `ns = \"flight_count\"`, \
+             `ns = FLIGHT_COUNT`",
+        )
+    })
+}
+
+/// A positional namespace given as a constant's path (`USER_NS`,
+/// `crate::ns::USER`): not an option's name, and not followed by `=` or `(`.
+fn is_const_path(input: ParseStream<'_>) -> bool {
+    let fork = input.fork();
+    if fork.peek(Token![::])
+        || fork.peek(Token![crate])
+        || fork.peek(Token![self])
+        || fork.peek(Token![super])
+    {
+        return true;
+    }
+    let Ok(first) = fork.call(Ident::parse_any) else {
+        return false;
+    };
+    if INVALIDATES_OPTIONS.contains(&first.unraw().to_string().as_str()) {
+        return false;
+    }
+    fork.is_empty() || fork.peek(Token![,]) || fork.peek(Token![::])
 }
 
 const TTL_HELP: &str =

@@ -32,6 +32,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Expr, Ident};
 
+use crate::args::NsName;
 use crate::validate::{Cached, Copy, Invalidates, Key, Ns, Options, Refresh, Target};
 
 /// The `cache = <expr>` option: a statement binding the expression to a
@@ -256,17 +257,21 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
         &c.func.item.block,
     );
     let ns = match &c.ns {
-        Ns::Named(name) => quote!(#name),
-        // A method's path has its type's (a free fn's, its module's), so
-        // that same-named fns never share a namespace.
-        Ns::Default(name) if c.func.receiver.is_some() => quote! {{
+        Ns::Named(name) => ns_tokens(krate, name),
+        // The fn's path: its module's and, for an associated fn, its type's,
+        // so that same-named fns never share a namespace. An item declared
+        // in the body has it in its `type_name` (`module_path!` lacks the
+        // type, and `Self` cannot be named in a free fn).
+        Ns::Default => quote! {{
+            fn __cache_aside_here() {}
             static __CACHE_ASIDE_NS: ::std::sync::OnceLock<::std::string::String> =
                 ::std::sync::OnceLock::new();
             __CACHE_ASIDE_NS
-                .get_or_init(|| #krate::__private::method_path(::core::any::type_name::<Self>(), #name))
+                .get_or_init(|| {
+                    #krate::__private::fn_path(::core::any::type_name_of_val(&__cache_aside_here))
+                })
                 .as_str()
         }},
-        Ns::Default(name) => quote!(::core::concat!(::core::module_path!(), "::", #name)),
     };
     let key_expr = key_expr(krate, &c.key);
     let opts = call_options(krate, &c.options, c.version);
@@ -339,6 +344,7 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
     let key_support = key_support(krate);
     let value_support = value_support(krate);
     let (refresh_binding, refresh) = refresher(c, &stored);
+    let site = site(krate, Some(&c.key));
     quote! {
         #(#attrs)*
         #vis #sig {
@@ -348,6 +354,7 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
                 static __CACHE_ASIDE_SLOT: #krate::__private::NsSlot = #krate::__private::NsSlot::new();
                 #krate::__private::call(
                     ::core::option::Option::Some(&__CACHE_ASIDE_SLOT),
+                    #site,
                     #cache,
                     #ns,
                     #key_expr,
@@ -367,6 +374,51 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
             })
             .await;
             #returned
+        }
+    }
+}
+
+/// A namespace's expression: a string as it is; a constant's path checked
+/// at compile time (the `const` item fails with the reason when the name
+/// cannot be a namespace) and typed `&'static str` at the path.
+fn ns_tokens(krate: &TokenStream, ns: &NsName) -> TokenStream {
+    match ns {
+        NsName::Lit(l) => quote!(#l),
+        NsName::Const(p) => {
+            let check = respan(quote!(#krate::__private::valid_ns), p.span());
+            // A `const` item is evaluated by `cargo check` too; an inline
+            // `const` block (evaluated when the fn is compiled to code) where
+            // the path needs `Self`, which an item cannot name.
+            if p.segments.first().is_some_and(|s| s.ident == "Self") {
+                quote_spanned! {p.span()=> const { #check(#p) } }
+            } else {
+                quote_spanned! {p.span()=> {
+                    const __CACHE_ASIDE_NS: &str = #check(#p);
+                    __CACHE_ASIDE_NS
+                }}
+            }
+        }
+    }
+}
+
+/// The call site, for the runtime's link checks (`cache/links.rs`): the
+/// fn, by the `type_name` of an item declared in its body, and its key's
+/// number of parts when the macro can count them.
+fn site(krate: &TokenStream, key: Option<&Key>) -> TokenStream {
+    let parts = match key {
+        Some(Key::Args(names)) => {
+            let n = names.len();
+            quote!(::core::option::Option::Some(#n))
+        }
+        _ => quote!(::core::option::Option::None),
+    };
+    quote! {
+        #krate::__private::Site {
+            fn_raw: {
+                fn __cache_aside_here() {}
+                ::core::any::type_name_of_val(&__cache_aside_here)
+            },
+            parts: #parts,
         }
     }
 }
@@ -403,6 +455,8 @@ pub(crate) fn invalidates(inv: &Invalidates) -> TokenStream {
     let (cache_binding, cache) = cache_expr(krate, inv.cache.as_ref());
     let (prepare, invalidate) = match &inv.target {
         Target::Key { ns, key } => {
+            let ns = ns_tokens(krate, ns);
+            let site = site(krate, Some(key));
             let key_expr = key_expr(krate, key);
             let key_support = key_support(krate);
             (
@@ -411,6 +465,7 @@ pub(crate) fn invalidates(inv: &Invalidates) -> TokenStream {
                         #key_support
                         #krate::__private::call(
                             ::core::option::Option::None,
+                            #site,
                             #cache_var,
                             #ns,
                             #key_expr,
@@ -420,11 +475,32 @@ pub(crate) fn invalidates(inv: &Invalidates) -> TokenStream {
                 quote!(#target.invalidate().await;),
             )
         }
-        Target::Namespaces(namespaces) => (
-            TokenStream::new(),
-            quote!(#krate::__private::invalidate_namespaces(#cache_var, &[#(#namespaces),*]).await;),
-        ),
+        Target::Namespaces(namespaces) => (TokenStream::new(), {
+            let namespaces = namespaces.iter().map(|n| ns_tokens(krate, n));
+            let site = site(krate, None);
+            quote!(#krate::__private::invalidate_namespaces(#cache_var, #site, &[#(#namespaces),*]).await;)
+        }),
     };
+    // A write inside a database transaction invalidates before its COMMIT:
+    // a reader in between caches the old value. A warning at the argument
+    // (through a deprecated item: proc macros have no warnings of their
+    // own) unless the fn says `scoped`, which is then checked at run time.
+    let transaction_warning = inv.transaction_arg.as_ref().map(|ty| {
+        let use_it = quote_spanned!(ty.span()=> let () = __cache_aside_transaction_arg;);
+        quote! {
+            #[deprecated(note = "this #[invalidates] fn takes a database transaction, so it \
+                invalidates before the caller's COMMIT and a read in between caches the old \
+                value: call it inside `cache_aside::transaction(async { .. })` and add \
+                `scoped` to the attribute (checked at run time), or invalidate after the commit")]
+            #[allow(non_upper_case_globals)]
+            const __cache_aside_transaction_arg: () = ();
+            #use_it
+        }
+    });
+    let scope_check = inv.scoped.then(|| {
+        let site = site(krate, None);
+        quote!(#krate::__private::expect_scope(#site);)
+    });
     let succeeded = match &inv.func.ret {
         crate::model::Ret::Result { .. } => quote!(::core::result::Result::is_ok(&#out)),
         _ => quote!(true),
@@ -432,6 +508,8 @@ pub(crate) fn invalidates(inv: &Invalidates) -> TokenStream {
     quote! {
         #(#attrs)*
         #vis #sig {
+            #transaction_warning
+            #scope_check
             #cache_binding
             let #cache_var = #cache;
             #prepare

@@ -10,9 +10,9 @@ use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{Error, Expr, Ident, LitStr, Path, Result, Type};
+use syn::{Error, Expr, Ident, Path, Result, Type};
 
-use crate::args::{CachedArgs, InvalidatesArgs, KeySpec, Local, Timed, did_you_mean};
+use crate::args::{CachedArgs, InvalidatesArgs, KeySpec, Local, NsName, Timed, did_you_mean};
 use crate::model::{Func, Ret, is_impl_trait, reference_in};
 
 /// What a `#[cached]` function's key is made of.
@@ -59,11 +59,11 @@ pub(crate) enum Refresh {
 
 /// A `#[cached]` fn's namespace.
 pub(crate) enum Ns {
-    /// `ns = "..."`.
-    Named(String),
-    /// None given: the fn's path (`module::fn`, or `module::Type::fn` for a
-    /// method), made a namespace name by the runtime. The fn's name.
-    Default(String),
+    /// `ns = "..."` or `ns = CONST`.
+    Named(NsName),
+    /// None given: the fn's path (`module::fn`, or `module::Type::fn` for an
+    /// associated fn), made a namespace name by the runtime.
+    Default,
 }
 
 /// A checked `#[cached]`.
@@ -89,9 +89,9 @@ pub(crate) struct Cached {
 /// What a checked `#[invalidates]` invalidates.
 pub(crate) enum Target {
     /// Every entry of these namespaces.
-    Namespaces(Vec<LitStr>),
+    Namespaces(Vec<NsName>),
     /// One entry of one namespace.
-    Key { ns: LitStr, key: Key },
+    Key { ns: NsName, key: Key },
 }
 
 /// A checked `#[invalidates]`.
@@ -100,6 +100,11 @@ pub(crate) struct Invalidates {
     pub krate: TokenStream,
     pub cache: Option<Expr>,
     pub target: Target,
+    /// `scoped`: check at run time that a transaction scope is open.
+    pub scoped: bool,
+    /// Without `scoped`, the type of an argument that looks like a database
+    /// transaction: warned about there.
+    pub transaction_arg: Option<Type>,
 }
 
 pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
@@ -142,17 +147,28 @@ pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
     }
     let refresh = refresh(&func, &args)?;
     let key = key(&func, args.key.map(|(_, k)| k), skip)?;
-    let ns = match &args.ns {
-        Some(ns) => Ns::Named(ns.value()),
-        None => Ns::Default(default_ns(&func)?),
+    let ns = match args.ns {
+        Some(ns) => Ns::Named(ns),
+        None => {
+            check_default_ns(&func)?;
+            Ns::Default
+        }
     };
     let (value_ty, ret_ty, is_result) = match &func.ret {
         Ret::Result { ok } => (ok.clone(), func.return_type(), true),
         Ret::Value(t) => (t.clone(), t.clone(), false),
-        Ret::Unit => (func.return_type(), func.return_type(), false),
+        Ret::Unit => {
+            return Err(Error::new(
+                func.item.sig.paren_token.span.close(),
+                UNIT_RETURN,
+            ));
+        }
         // Rejected by `check_fn`.
         Ret::Opaque(t) => (t.clone(), t.clone(), false),
     };
+    if is_unit(&value_ty) {
+        return Err(Error::new_spanned(&value_ty, UNIT_RETURN));
+    }
     if let Some(r) = reference_in(&value_ty) {
         return Err(Error::new_spanned(
             r,
@@ -193,6 +209,20 @@ pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
     })
 }
 
+const UNIT_RETURN: &str = "#[cached] on a function that returns `()` would skip its body for a \
+whole TTL after the first call, and return nothing in its place: cache a function that returns \
+the value it computes; a function run for its effect (a write) wants `#[invalidates]`, or no \
+attribute";
+
+fn is_unit(ty: &Type) -> bool {
+    match ty {
+        Type::Tuple(t) => t.elems.is_empty(),
+        Type::Paren(p) => is_unit(&p.elem),
+        Type::Group(g) => is_unit(&g.elem),
+        _ => false,
+    }
+}
+
 pub(crate) fn invalidates(args: InvalidatesArgs, func: Func) -> Result<Invalidates> {
     check_fn(&func, "invalidates")?;
     if let Some(span) = args.version {
@@ -202,14 +232,11 @@ pub(crate) fn invalidates(args: InvalidatesArgs, func: Func) -> Result<Invalidat
              a key invalidation reaches the entry whatever `version` the cached fn has; remove it",
         ));
     }
-    let mut namespaces: Vec<LitStr> = Vec::new();
+    let mut namespaces: Vec<NsName> = Vec::new();
     for ns in args.namespaces {
         check_ns(&ns)?;
-        if namespaces.iter().any(|n| n.value() == ns.value()) {
-            return Err(Error::new(
-                ns.span(),
-                format!("namespace \"{}\" is listed twice", ns.value()),
-            ));
+        if namespaces.iter().any(|n| same_ns(n, &ns)) {
+            return Err(Error::new(ns.span(), "this namespace is listed twice"));
         }
         namespaces.push(ns);
     }
@@ -233,12 +260,38 @@ pub(crate) fn invalidates(args: InvalidatesArgs, func: Func) -> Result<Invalidat
         },
         None => Target::Namespaces(namespaces),
     };
+    let transaction_arg = if args.scoped {
+        None
+    } else {
+        func.args
+            .iter()
+            .find(|a| is_transaction(&a.ty))
+            .map(|a| a.ty.clone())
+    };
     Ok(Invalidates {
         krate: krate(args.krate),
         cache: args.cache,
         target,
+        scoped: args.scoped,
+        transaction_arg,
         func,
     })
+}
+
+/// Does `ty` look like a database transaction (`&mut Transaction<'_, Pg>`,
+/// `&DatabaseTransaction`): a path whose last segment ends in `Transaction`?
+fn is_transaction(ty: &Type) -> bool {
+    match ty {
+        Type::Reference(r) => is_transaction(&r.elem),
+        Type::Paren(p) => is_transaction(&p.elem),
+        Type::Group(g) => is_transaction(&g.elem),
+        Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident.to_string().ends_with("Transaction")),
+        _ => false,
+    }
 }
 
 /// How the fn refreshes; for a refresh in the background, how each
@@ -367,7 +420,20 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
 }
 
-fn check_ns(ns: &LitStr) -> Result<()> {
+fn same_ns(a: &NsName, b: &NsName) -> bool {
+    match (a, b) {
+        (NsName::Lit(a), NsName::Lit(b)) => a.value() == b.value(),
+        (NsName::Const(a), NsName::Const(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// A string is checked here; a constant when the generated code is
+/// compiled (`__private::valid_ns` in a `const` item).
+fn check_ns(ns: &NsName) -> Result<()> {
+    let NsName::Lit(ns) = ns else {
+        return Ok(());
+    };
     let v = ns.value();
     if !v.is_empty() && v.len() <= 64 && v.chars().all(is_name_char) {
         return Ok(());
@@ -381,8 +447,8 @@ fn check_ns(ns: &LitStr) -> Result<()> {
 }
 
 /// The namespace a function without `ns` gets: its name, if that is one.
-/// The fn's name, for the namespace a fn without `ns` gets (its path).
-fn default_ns(func: &Func) -> Result<String> {
+/// A fn without `ns` gets its path as namespace: its name must fit one.
+fn check_default_ns(func: &Func) -> Result<()> {
     let ident = &func.item.sig.ident;
     let name = ident.unraw().to_string();
     if let Some(bad) = name.chars().find(|&c| !is_name_char(c)) {
@@ -395,7 +461,7 @@ fn default_ns(func: &Func) -> Result<String> {
             ),
         ));
     }
-    Ok(name)
+    Ok(())
 }
 
 /// A duration option must be at least 1 ms.

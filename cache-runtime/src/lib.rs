@@ -42,7 +42,9 @@ mod stats;
 mod strategies;
 mod sync;
 
-pub use cache::{Cache, CacheBuilder, Filter, Invalidation, Namespace, NoFilter, transaction};
+pub use cache::{
+    Cache, CacheBuilder, Filter, Invalidation, LinkProblem, Namespace, NoFilter, transaction,
+};
 pub use error::{Error, NameProblem, TlsProblem, Unreachable};
 pub use global::{install, installed};
 pub use stats::{Counts, Stats, Status, with_status};

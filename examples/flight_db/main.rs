@@ -108,10 +108,14 @@ async fn run(command: Command, config: &Config) -> Result<ExitCode, Box<dyn std:
     let addr = listener.local_addr()?;
     tracing::info!("listening on http://{addr}");
     tracing::info!("try: curl 'http://{addr}/flights/count?from=FRA&to=JFK'");
+    let cache = queries.cache.clone();
     axum::serve(listener, api::router(queries))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
-    tracing::info!("stopped");
+    // Invalidations queued while Redis was unreachable would be lost with
+    // the process, and other replicas would serve old counts until their TTL.
+    let left = cache.shutdown(std::time::Duration::from_secs(5)).await;
+    tracing::info!(invalidations_not_landed = left, "stopped");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -356,8 +356,9 @@ impl Queries {
     /// its TTL on purpose). Invalidated when this returns, before the
     /// COMMIT: call it inside [`cache_aside::transaction`] (as
     /// [`Queries::create_flight`] does), or a read in between can cache
-    /// the count without the flight.
-    #[invalidates("flight_count", "top_routes", "airline_stats", cache = &self.cache)]
+    /// the count without the flight. `scoped` says so to cache-aside, which
+    /// logs an error if it is ever called outside a scope.
+    #[invalidates("flight_count", "top_routes", "airline_stats", cache = &self.cache, scoped)]
     pub async fn add_flight(
         &self,
         tx: &mut Transaction<'_, Any>,

@@ -24,9 +24,12 @@ use crate::{Cache, NoFilter};
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be part of a cache key: it does not implement `serde::Serialize`",
     label = "used in the cache key",
-    note = "leave the argument out of the key with `skip(<argument>)`, or derive or implement `Serialize` for its type"
+    note = "leave the argument out of the key with `skip(<argument>)`, or derive or implement `Serialize` for its type (a type parameter: bound it by `serde::Serialize`)"
 )]
 pub trait KeyArg {}
+// Not recommended: rustc then reports `KeyArg` with the message above, not
+// the nested `Serialize` bound with its list of every `Serialize` type.
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + ?Sized> KeyArg for T {}
 
 /// The bound of the cached value: `Serialize + DeserializeOwned`.
@@ -46,7 +49,8 @@ impl<T: Serialize + DeserializeOwned> Cacheable for T {}
     note = "derive `Serialize` and `Deserialize` for it (for `Result<T, E>` only `T` is cached)"
 )]
 pub trait ValueSerialize {}
-impl<T: KeyArg> ValueSerialize for T {}
+#[diagnostic::do_not_recommend]
+impl<T: Serialize> ValueSerialize for T {}
 
 /// One key part: `(&KeyPart(&x)).__cache_aside_key_part()` is `&x` when the type
 /// of `x` is `Serialize` ([`KeyPartOk`]), and otherwise `()` through a

@@ -5,7 +5,7 @@ use std::future::Future;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use crate::cache::{Background, CallOptions, Inline, NsSlot, Refresh, Sharer};
+pub use crate::cache::{Background, CallOptions, Inline, NsSlot, Refresh, Sharer, Site};
 use crate::cache::{Shape, Target, scope};
 use crate::key::KeyError;
 use crate::{Cache, Filter, global};
@@ -24,12 +24,30 @@ pub fn resolve(explicit: Option<&Cache>) -> Option<&Cache> {
     }
 }
 
-/// The path of a method without `ns`: its type's path, without the type's
-/// generic arguments (one namespace for every instantiation: the schema
-/// tells them apart), and the method's name.
-pub fn method_path(type_name: &str, method: &str) -> String {
-    let ty = type_name.split('<').next().unwrap_or(type_name);
-    format!("{ty}::{method}")
+/// The path of a fn (see `key::layout::fn_path`), from the `type_name_of_val`
+/// of an item fn the macro declares in its body.
+pub fn fn_path(raw: &str) -> String {
+    crate::key::layout::fn_path(raw)
+}
+
+/// `ns = CONST`: checked when the generated code is compiled (the rule of
+/// `key::layout::validate_name`, in a `const` context).
+pub const fn valid_ns(ns: &'static str) -> &'static str {
+    let b = ns.as_bytes();
+    if b.is_empty() || b.len() > 64 {
+        panic!("a namespace has 1 to 64 characters: this constant cannot be one");
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if !(c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-') {
+            panic!(
+                "a namespace has only ASCII letters, digits, `_`, `.` and `-`: this constant cannot be one"
+            );
+        }
+        i += 1;
+    }
+    ns
 }
 
 /// One call of a `#[cached]` function, or the target of a key
@@ -39,6 +57,7 @@ pub struct Call<'c> {
     cache: Option<&'c Cache>,
     ns: &'static str,
     slot: Option<&'static NsSlot>,
+    site: Site,
     entry_key: Result<String, KeyError>,
 }
 
@@ -47,6 +66,7 @@ pub struct Call<'c> {
 #[inline]
 pub fn call<'c, K: Serialize + ?Sized>(
     slot: Option<&'static NsSlot>,
+    site: Site,
     cache: Option<&'c Cache>,
     ns: &'static str,
     key: &K,
@@ -60,6 +80,7 @@ pub fn call<'c, K: Serialize + ?Sized>(
         cache,
         ns,
         slot,
+        site,
         entry_key,
     }
 }
@@ -69,6 +90,7 @@ impl Call<'_> {
         Target {
             ns: self.ns,
             slot: self.slot,
+            site: Some(self.site),
             key: self.entry_key,
             generics,
         }
@@ -135,13 +157,15 @@ impl Call<'_> {
     /// (a client gone, a timeout) does not lose the invalidation.
     pub async fn invalidate(self) {
         if let Some(c) = self.cache {
+            c.note_key_writer(self.ns, self.site);
             let (c, ns, key) = (c.clone(), self.ns, self.entry_key);
             // The scope is the caller task's: taken before the spawn.
             let scope = scope::current();
-            let task =
-                tokio::spawn(
-                    async move { c.invalidate_key_encoded(ns, key, scope.as_deref()).await },
-                );
+            let work = c.invalidation_in_flight();
+            let task = tokio::spawn(async move {
+                let _work = work;
+                c.invalidate_key_encoded(ns, key, scope.as_deref()).await
+            });
             let _ = task.await;
         }
     }
@@ -149,18 +173,48 @@ impl Call<'_> {
 
 async fn uncached<R>(fut: impl Future<Output = R>) -> R {
     let out = fut.await;
-    crate::stats::report(crate::Status::Bypass);
+    crate::stats::report(crate::Status::NoCache);
     out
+}
+
+/// `#[invalidates(.., scoped)]`: the fn's callers promised a transaction
+/// scope. Outside one, its invalidation lands before the caller's COMMIT,
+/// so say so, once per fn.
+pub fn expect_scope(site: Site) {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static WARNED: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    if scope::current().is_some() {
+        return;
+    }
+    let mut warned = crate::sync::lock(&WARNED);
+    if warned.get_or_insert_with(HashSet::new).insert(site.fn_raw) {
+        tracing::error!(
+            "cache-aside: `{}` is `scoped` but was called outside `cache_aside::transaction`: \
+             its invalidation lands before the transaction commits, and a read in between can \
+             cache the old value",
+            crate::key::layout::fn_path(site.fn_raw)
+        );
+    }
 }
 
 /// `#[invalidates("a", "b")]`.
 /// Runs in a task of its own, so that a caller dropped after its write
 /// does not lose the invalidation.
-pub async fn invalidate_namespaces(cache: Option<&Cache>, namespaces: &'static [&'static str]) {
+pub async fn invalidate_namespaces(
+    cache: Option<&Cache>,
+    site: Site,
+    namespaces: &'static [&'static str],
+) {
     if let Some(c) = cache {
+        for ns in namespaces {
+            c.note_writer(ns, site);
+        }
         let c = c.clone();
         let scope = scope::current();
+        let work = c.invalidation_in_flight();
         let task = tokio::spawn(async move {
+            let _work = work;
             for ns in namespaces {
                 if let Some(state) = c.state(ns) {
                     c.invalidate_namespace(&state, scope.as_deref()).await;

@@ -31,6 +31,15 @@ pub enum Invalidation {
     Queued,
 }
 
+/// An invalidation a writer's task is sending (see [`Cache::shutdown`]).
+pub(crate) struct InFlight(Cache);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inner.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct RetryQueue {
     namespaces: HashMap<String, Pending>,
@@ -213,67 +222,130 @@ impl Cache {
     }
 
     async fn retry_worker(self) {
-        let inner = &*self.inner;
         let mut backoff = Duration::from_millis(25);
         loop {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
-            let (namespaces, keys): (Vec<_>, Vec<_>) = {
-                let q = lock(&inner.retry);
-                (
-                    q.namespaces
-                        .iter()
-                        .map(|(n, p)| (n.clone(), p.clone()))
-                        .collect(),
-                    q.keys.iter().map(|(k, p)| (k.clone(), p.clone())).collect(),
-                )
-            };
-            for (name, p) in namespaces {
-                bump(&p.state.counters.invalidation_retries);
-                let sent = self.send(&p.state, None, Change::Invalidate).await;
-                let mut q = lock(&inner.retry);
-                if sent {
-                    bump(&p.state.counters.invalidations);
-                    tracing::info!(namespace = %name, "cache-aside: queued namespace invalidation landed");
-                    if q.namespaces.get(&name).is_some_and(|cur| cur.seq == p.seq) {
-                        q.namespaces.remove(&name);
-                        p.state.pending_namespace.store(false, Relaxed);
-                    }
-                } else if p.since.elapsed() >= inner.retry_for
-                    && q.namespaces.get(&name).is_some_and(|cur| cur.seq == p.seq)
-                {
-                    q.namespaces.remove(&name);
-                    p.state.pending_namespace.store(false, Relaxed);
-                    bump(&p.state.counters.invalidations_dropped);
-                    tracing::error!(namespace = %name, retry_for = ?inner.retry_for,
-                        "cache-aside: gave up a queued namespace invalidation; its entries expire by their TTL");
-                }
-            }
-            for (key, p) in keys {
-                bump(&p.state.counters.invalidation_retries);
-                let sent = self.send(&p.state, Some(&key), Change::Invalidate).await;
-                let mut q = lock(&inner.retry);
-                let current = q.keys.get(&key).is_some_and(|cur| cur.seq == p.seq);
-                if sent {
-                    bump(&p.state.counters.invalidations);
-                } else if p.since.elapsed() >= inner.retry_for && current {
-                    bump(&p.state.counters.invalidations_dropped);
-                    tracing::error!(key = %key, retry_for = ?inner.retry_for,
-                        "cache-aside: gave up a queued key invalidation; the entry expires by its TTL");
-                } else {
-                    continue;
-                }
-                if current {
-                    q.keys.remove(&key);
-                    p.state.pending_keys.fetch_sub(1, Relaxed);
-                }
-            }
-            let mut q = lock(&inner.retry);
+            self.retry_round().await;
+            let mut q = lock(&self.inner.retry);
             if q.namespaces.is_empty() && q.keys.is_empty() {
                 q.worker = false;
                 return;
             }
         }
+    }
+
+    /// One attempt at every queued invalidation (the worker's, and
+    /// [`Cache::shutdown`]'s without waiting for its backoff).
+    async fn retry_round(&self) {
+        let inner = &*self.inner;
+        let (namespaces, keys): (Vec<_>, Vec<_>) = {
+            let q = lock(&inner.retry);
+            (
+                q.namespaces
+                    .iter()
+                    .map(|(n, p)| (n.clone(), p.clone()))
+                    .collect(),
+                q.keys.iter().map(|(k, p)| (k.clone(), p.clone())).collect(),
+            )
+        };
+        for (name, p) in namespaces {
+            bump(&p.state.counters.invalidation_retries);
+            let sent = self.send(&p.state, None, Change::Invalidate).await;
+            let mut q = lock(&inner.retry);
+            if sent {
+                bump(&p.state.counters.invalidations);
+                tracing::info!(namespace = %name, "cache-aside: queued namespace invalidation landed");
+                if q.namespaces.get(&name).is_some_and(|cur| cur.seq == p.seq) {
+                    q.namespaces.remove(&name);
+                    p.state.pending_namespace.store(false, Relaxed);
+                }
+            } else if p.since.elapsed() >= inner.retry_for
+                && q.namespaces.get(&name).is_some_and(|cur| cur.seq == p.seq)
+            {
+                q.namespaces.remove(&name);
+                p.state.pending_namespace.store(false, Relaxed);
+                bump(&p.state.counters.invalidations_dropped);
+                tracing::error!(namespace = %name, retry_for = ?inner.retry_for,
+                    "cache-aside: gave up a queued namespace invalidation; its entries expire by their TTL");
+            }
+        }
+        for (key, p) in keys {
+            bump(&p.state.counters.invalidation_retries);
+            let sent = self.send(&p.state, Some(&key), Change::Invalidate).await;
+            let mut q = lock(&inner.retry);
+            let current = q.keys.get(&key).is_some_and(|cur| cur.seq == p.seq);
+            if sent {
+                bump(&p.state.counters.invalidations);
+            } else if p.since.elapsed() >= inner.retry_for && current {
+                bump(&p.state.counters.invalidations_dropped);
+                tracing::error!(key = %key, retry_for = ?inner.retry_for,
+                    "cache-aside: gave up a queued key invalidation; the entry expires by its TTL");
+            } else {
+                continue;
+            }
+            if current {
+                q.keys.remove(&key);
+                p.state.pending_keys.fetch_sub(1, Relaxed);
+            }
+        }
+    }
+
+    /// The number of invalidations not landed yet: queued for retry, or
+    /// still being sent by a writer's task.
+    fn unlanded(&self) -> usize {
+        let q = lock(&self.inner.retry);
+        q.namespaces.len() + q.keys.len() + self.inner.in_flight.load(Relaxed)
+    }
+
+    /// Waits, at most `within`, for the invalidations this process has not
+    /// landed yet: those queued while Redis was unreachable (tried again at
+    /// once, then every 50 ms, not at the retry worker's backoff) and those
+    /// a writer's task is still sending. Call it when the service stops
+    /// (on SIGTERM, after the server stopped taking requests): a queued
+    /// invalidation lost with the process leaves other processes serving
+    /// the old entries until their TTL. Returns how many were left (0: all
+    /// landed), and logs an error naming the count if any were.
+    ///
+    /// A transaction scope's closing invalidation is not waited for: its
+    /// fence, which expires by itself, already keeps those entries from
+    /// being stored.
+    ///
+    /// ```
+    /// # async fn demo() {
+    /// use std::time::Duration;
+    /// let cache = cache_aside::Cache::builder().memory().build().unwrap();
+    /// assert_eq!(cache.shutdown(Duration::from_secs(5)).await, 0);
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo());
+    /// ```
+    pub async fn shutdown(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.has_queued_invalidations() {
+                self.retry_round().await;
+            }
+            let left = self.unlanded();
+            if left == 0 {
+                return 0;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::error!(
+                    left,
+                    "cache-aside: shutting down with invalidations that did not land; other \
+                     processes may serve the old entries until their TTL"
+                );
+                return left;
+            }
+            tokio::time::sleep((deadline - now).min(Duration::from_millis(50))).await;
+        }
+    }
+
+    /// Counts a writer's invalidation task until the guard drops.
+    pub(crate) fn invalidation_in_flight(&self) -> InFlight {
+        self.inner.in_flight.fetch_add(1, Relaxed);
+        InFlight(self.clone())
     }
 
     pub(crate) async fn invalidate_key_encoded(

@@ -31,7 +31,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::options::{CallOptions, Filter};
 use super::registry::{NsSlot, NsState};
-use super::{Cache, bypass};
+use super::{Cache, Site, bypass};
 use crate::backend::{Backend, BackendError, Expect, GenValue, Generation};
 use crate::entry::{self, Found, HEADER_LEN, IDENTITY_LEN, Meta, Why};
 use crate::key::KeyError;
@@ -96,6 +96,8 @@ impl<R> Copy for Sharer<R> {}
 pub(crate) struct Target<'a> {
     pub(crate) ns: &'a str,
     pub(crate) slot: Option<&'static NsSlot>,
+    /// The `#[cached]` site (none for the by-hand API).
+    pub(crate) site: Option<Site>,
     pub(crate) key: Result<String, KeyError>,
     pub(crate) generics: &'a [&'static str],
 }
@@ -200,7 +202,7 @@ impl Cache {
         Fut: Future<Output = R>,
         Rf: Refresh<T, R, U>,
     {
-        let Some(state) = self.state_at(target.ns, target.slot) else {
+        let Some(state) = self.state_at(target.ns, target.slot, target.site) else {
             return bypass(None, fut).await;
         };
         let schema = self.schema_of::<T>(opts, &target);

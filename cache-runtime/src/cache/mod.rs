@@ -7,6 +7,7 @@
 //! | `namespace.rs` | [`Namespace`]: the by-hand API |
 //! | `options.rs` | the options of one call, and `unless` filters |
 //! | `registry.rs` | per-namespace state, and the `#[cached]` call sites' slots |
+//! | `links.rs` | which fns read and write each namespace, and the links that cannot be right |
 //! | `lookup.rs` | one call: the hit path (start here) |
 //! | `miss.rs` | one call past its read: coalescing, the lease, compute, store |
 //! | `refresh.rs` | a refresh in the background (`stale`, `early_refresh`) |
@@ -32,6 +33,7 @@ use crate::stats::{self, Stats, Status, bump};
 
 mod builder;
 mod invalidate;
+mod links;
 mod lookup;
 mod miss;
 mod namespace;
@@ -43,6 +45,8 @@ pub(crate) mod scope;
 pub use builder::CacheBuilder;
 pub use invalidate::Invalidation;
 use invalidate::RetryQueue;
+use links::Links;
+pub use links::{LinkProblem, Site};
 pub use lookup::Refresh;
 pub use lookup::Sharer;
 pub(crate) use lookup::{Shape, Target};
@@ -93,8 +97,12 @@ struct Inner {
     description: String,
     hub: Arc<Hub>,
     registry: Registry,
+    /// The fns met per namespace (`links.rs`).
+    links: Links,
     local_ttl: Option<Duration>,
     retry: Mutex<RetryQueue>,
+    /// Writers' invalidation tasks still running (`Cache::shutdown`).
+    in_flight: std::sync::atomic::AtomicUsize,
     flights: Flights,
     lock_wait: Duration,
     max_lease: Duration,

@@ -67,6 +67,7 @@ impl<'c, U> Namespace<'c, U> {
         Target {
             ns: self.name,
             slot: None,
+            site: None,
             key: self.cache.entry_key(self.name, key),
             generics: &[],
         }

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::Serialize;
 
-use super::Cache;
+use super::{Cache, Site};
 use crate::coherence::NsCoherence;
 use crate::key::{self, KeyError, layout};
 use crate::stats::{Counters, Counts};
@@ -123,13 +123,21 @@ impl Cache {
     /// The namespace's state; through `slot` (one per `#[cached]` call
     /// site) without a lock or a reference count once the site has seen
     /// this cache.
-    pub(crate) fn state_at(&self, ns: &str, slot: Option<&'static NsSlot>) -> Option<StateRef> {
+    pub(crate) fn state_at(
+        &self,
+        ns: &str,
+        slot: Option<&'static NsSlot>,
+        site: Option<Site>,
+    ) -> Option<StateRef> {
         if let Some((id, state)) = slot.and_then(|s| s.cell.get())
             && *id == self.inner.id
         {
             return Some(StateRef::Static(state));
         }
         let state = self.state(ns)?;
+        if let Some(site) = site {
+            self.inner.links.reader(&state.name, site);
+        }
         if let Some(s) = slot {
             // The first cache a call site sees keeps the fast path.
             let _ = s.cell.set((self.inner.id, Arc::clone(&state)));

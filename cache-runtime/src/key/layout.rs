@@ -33,6 +33,51 @@ pub(crate) fn validate_name(what: &'static str, name: &str) -> Result<(), Error>
     })
 }
 
+/// The path of a fn, from the `type_name_of_val` of an item fn the macro
+/// declares in its body (`..::count::__cache_aside_here`): the
+/// module path and, for an associated fn (with or without `self`), the
+/// impl's type, without generic arguments (one namespace for every
+/// instantiation: the schema tells them apart) or the trait of a trait impl.
+pub(crate) fn fn_path(raw: &str) -> String {
+    let raw = raw.strip_suffix("::__cache_aside_here").unwrap_or(raw);
+    // `<a::Repo<_> as a::Tr>::m` -> `a::Repo<_>::m`.
+    let raw = match raw.strip_prefix('<') {
+        Some(rest) => {
+            let (mut depth, mut ty_end, mut close) = (0usize, None, None);
+            for (i, c) in rest.char_indices() {
+                match c {
+                    '<' => depth += 1,
+                    '>' if depth == 0 => {
+                        close = Some(i);
+                        break;
+                    }
+                    '>' => depth -= 1,
+                    ' ' if depth == 0 && ty_end.is_none() => ty_end = Some(i),
+                    _ => {}
+                }
+            }
+            match close {
+                Some(close) => {
+                    format!("{}{}", &rest[..ty_end.unwrap_or(close)], &rest[close + 1..])
+                }
+                None => raw.to_owned(),
+            }
+        }
+        None => raw.to_owned(),
+    };
+    let mut out = String::with_capacity(raw.len());
+    let mut depth = 0usize;
+    for c in raw.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("::{{closure}}", "")
+}
+
 /// The namespace a name stands for: a valid name as it is; a path (a
 /// `#[cached]` fn without `ns`: `module::fn`, `module::Type::fn`) with its
 /// `::` as `.`, any other character outside the allowed ones as `_`, and,

@@ -598,3 +598,26 @@ fn brute_force_nested_options_and_tuples() {
     }
     assert_eq!(keys.len(), values.len());
 }
+
+#[test]
+fn fn_paths_keep_module_and_type_and_drop_generics_traits_and_closures() {
+    use super::layout::fn_path;
+    let cases = [
+        ("app::users::count::__cache_aside_here", "app::users::count"),
+        (
+            "app::repo::Repo<_>::by_id::{{closure}}::__cache_aside_here",
+            "app::repo::Repo::by_id",
+        ),
+        (
+            "<app::repo::Repo<_, alloc::vec::Vec<u8>> as app::Named>::name::{{closure}}::__cache_aside_here",
+            "app::repo::Repo::name",
+        ),
+        (
+            "app::Wrapper<app::Inner<u8>>::get::__cache_aside_here",
+            "app::Wrapper::get",
+        ),
+    ];
+    for (raw, want) in cases {
+        assert_eq!(fn_path(raw), want, "{raw}");
+    }
+}
