@@ -53,6 +53,11 @@
 //! * [`Cache`]: configuration ([`CacheBuilder`]), the by-hand API
 //!   ([`Cache::namespace`]), [`Cache::stats`].
 //! * [`with_status`]: tells a handler whether the answer came from the cache.
+//! * [`transaction`]: a scope around a database transaction, so that no read
+//!   caches what the transaction changes before it commits.
+//! * [`Cache::check_links`]: for a test, the readers and writers that do not
+//!   fit together (two fns on one namespace, a key invalidation with another
+//!   key shape); [`Cache::shutdown`]: lands queued invalidations at exit.
 //!
 //! The README explains the consistency guarantees: a namespace invalidation
 //! replaces a generation token, a key invalidation writes a tombstone, and

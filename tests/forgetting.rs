@@ -388,37 +388,74 @@ mod repos {
         }
     }
 
-    pub trait Named {
-        async fn name(&self, id: u32) -> String;
+    /// One type, two traits with a method of one name.
+    pub struct Store {
+        pub cache: Cache,
+    }
+    pub trait Users {
+        async fn get(&self, id: u32) -> String;
+    }
+    pub trait Orders {
+        async fn get(&self, id: u32) -> String;
+    }
+    impl Users for Store {
+        #[cached(cache = &self.cache)]
+        async fn get(&self, id: u32) -> String {
+            format!("user {id}")
+        }
+    }
+    impl Orders for Store {
+        #[cached(cache = &self.cache)]
+        async fn get(&self, id: u32) -> String {
+            format!("order {id}")
+        }
     }
 
-    impl Named for UserRepo {
-        #[cached(cache = &self.cache)]
-        async fn name(&self, id: u32) -> String {
-            format!("user {id}")
+    /// A generic impl whose instantiations' values differ (no receiver).
+    pub struct Table<T>(std::marker::PhantomData<T>);
+    pub trait Named {
+        const NAME: &'static str;
+    }
+    pub struct Users2;
+    pub struct Orders2;
+    impl Named for Users2 {
+        const NAME: &'static str = "user";
+    }
+    impl Named for Orders2 {
+        const NAME: &'static str = "order";
+    }
+    impl<T: Named> Table<T> {
+        #[cached(cache = cache, skip(cache))]
+        pub async fn row(cache: &Cache, id: u32) -> String {
+            format!("{} {id}", T::NAME)
         }
     }
 }
 
-/// Issue 20's case: two impls in one module with same-named associated
-/// fns (with `self` and without), same return type. Each gets its own
-/// default namespace (the impl's type is in it); before, the second
-/// returned the first's row as a hit.
+/// Issue 20's case and its relatives: same-named associated fns of two
+/// types in one module (with `self` and without), of two traits on one
+/// type, and of two instantiations of a generic impl, all returning the
+/// same type. Each gets its own entries; before, the second returned the
+/// first's value as a hit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn same_named_associated_fns_of_two_types_do_not_share_entries() {
-    use repos::{Named, OrderRepo, UserRepo};
+async fn same_named_associated_fns_do_not_share_entries() {
+    use repos::{OrderRepo, Orders, Orders2, Store, Table, UserRepo, Users, Users2};
     let server = RedisServer::start();
     let c = instance(&server.url(), "repos").await;
     let (users, orders) = (
         UserRepo { cache: c.clone() },
         OrderRepo { cache: c.clone() },
     );
+    let store = Store { cache: c.clone() };
     for _ in 0..2 {
         assert_eq!(users.by_id(1).await.as_deref(), Some("user 1"));
         assert_eq!(orders.by_id(1).await.as_deref(), Some("order 1"));
         assert_eq!(UserRepo::lookup(&c, 1).await.as_deref(), Some("user 1"));
         assert_eq!(OrderRepo::lookup(&c, 1).await.as_deref(), Some("order 1"));
-        assert_eq!(users.name(1).await, "user 1");
+        assert_eq!(Users::get(&store, 1).await, "user 1");
+        assert_eq!(Orders::get(&store, 1).await, "order 1");
+        assert_eq!(Table::<Users2>::row(&c, 1).await, "user 1");
+        assert_eq!(Table::<Orders2>::row(&c, 1).await, "order 1");
     }
     let names: Vec<String> = c.stats().namespaces.keys().cloned().collect();
     assert_eq!(
@@ -426,13 +463,25 @@ async fn same_named_associated_fns_of_two_types_do_not_share_entries() {
         [
             "forgetting.repos.OrderRepo.by_id",
             "forgetting.repos.OrderRepo.lookup",
+            "forgetting.repos.Store.Orders.get",
+            "forgetting.repos.Store.Users.get",
+            // One namespace for a generic impl; the schema keeps its
+            // instantiations apart.
+            "forgetting.repos.Table.row",
             "forgetting.repos.UserRepo.by_id",
             "forgetting.repos.UserRepo.lookup",
-            "forgetting.repos.UserRepo.name",
         ]
     );
+    // Six fns hit on the second round. The two instantiations share a key
+    // and take turns: each finds the other's schema, a miss (never the
+    // other's value).
     let st = c.stats().total;
-    assert_eq!((st.misses, st.hits), (5, 5), "{st:?}");
+    assert_eq!(
+        (st.misses, st.hits, st.schema_mismatches),
+        (10, 6, 3),
+        "{st:?}"
+    );
+    assert_eq!(c.check_links(), Ok(()));
 }
 
 /// Readers of memory pressure: a private server with a small `maxmemory`,

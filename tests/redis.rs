@@ -686,3 +686,31 @@ async fn shutdown_waits_for_queued_invalidations_bounded() {
     let (_, s) = with_status(outage(&other_process, &calls, 1)).await;
     assert_eq!(s, Status::Miss, "the other process sees the invalidation");
 }
+
+/// `shutdown(within)` keeps its bound when Redis takes every command and
+/// answers none (a proxy holds the requests): 200 queued key invalidations,
+/// each of which would wait the operation timeout, and it still returns
+/// after about `within`, with the count left.
+#[tokio::test]
+async fn shutdown_keeps_its_bound_when_redis_answers_nothing() {
+    let server = RedisServer::start();
+    let proxy = support::proxy::Proxy::start(server.port);
+    let writer = Cache::builder()
+        .redis_url(proxy.url())
+        .prefix("shutdown-bound")
+        .op_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    connected(&writer).await;
+    proxy.hold_requests(true);
+    let ns = writer.namespace("held");
+    for k in 0..200u32 {
+        assert_eq!(ns.invalidate_key(&k).await, Invalidation::Queued);
+    }
+    let started = Instant::now();
+    let left = writer.shutdown(Duration::from_millis(300)).await;
+    let waited = started.elapsed();
+    assert!(left > 0, "{left}");
+    assert!(waited < Duration::from_millis(1500), "{waited:?}");
+    proxy.hold_requests(false);
+}

@@ -276,24 +276,25 @@ fn parse_ns(input: ParseStream<'_>, name: &Ident) -> Result<NsName> {
     })
 }
 
-/// A positional namespace given as a constant's path (`USER_NS`,
-/// `crate::ns::USER`): not an option's name, and not followed by `=` or `(`.
+/// A positional namespace given as a constant's path: `crate::ns::USER`,
+/// `users::NS`, `Self::NS`, or one name in capitals (`USER_NS`), as
+/// constants are named. A lowercase name alone is an option (a misspelt one
+/// gets its "did you mean"), and `crate = ..` is the option.
 fn is_const_path(input: ParseStream<'_>) -> bool {
-    let fork = input.fork();
-    if fork.peek(Token![::])
-        || fork.peek(Token![crate])
-        || fork.peek(Token![self])
-        || fork.peek(Token![super])
-    {
+    if input.peek(Token![::]) {
         return true;
     }
+    let fork = input.fork();
     let Ok(first) = fork.call(Ident::parse_any) else {
         return false;
     };
-    if INVALIDATES_OPTIONS.contains(&first.unraw().to_string().as_str()) {
-        return false;
+    if fork.peek(Token![::]) {
+        return true;
     }
-    fork.is_empty() || fork.peek(Token![,]) || fork.peek(Token![::])
+    let name = first.unraw().to_string();
+    let capitals = name.chars().any(|c| c.is_ascii_uppercase())
+        && !name.chars().any(|c| c.is_ascii_lowercase());
+    capitals && (fork.is_empty() || fork.peek(Token![,]))
 }
 
 const TTL_HELP: &str =

@@ -256,33 +256,40 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
         &c.func.item.sig,
         &c.func.item.block,
     );
+    // The `type_name` of a closure in the body: the fn's path with every
+    // generic argument filled in (the impl's, the trait's, the fn's own).
+    let instance = Ident::new("__cache_aside_instance", Span::mixed_site());
+    let instance_binding = quote! {
+        let #instance: &'static str = {
+            let here = || ();
+            ::core::any::type_name_of_val(&here)
+        };
+    };
     let ns = match &c.ns {
         Ns::Named(name) => ns_tokens(krate, name),
-        // The fn's path: its module's and, for an associated fn, its type's,
-        // so that same-named fns never share a namespace. An item declared
-        // in the body has it in its `type_name` (`module_path!` lacks the
-        // type, and `Self` cannot be named in a free fn).
+        // The fn's path: its crate's and module's and, for an associated fn,
+        // its type's (and trait's), so that same-named fns never share a
+        // namespace: from the `type_name` of a closure in the body, which
+        // names them all (`module_path!` lacks the type, and `Self` cannot be
+        // named in a free fn). Made a namespace name once per site.
         Ns::Default => quote! {{
-            fn __cache_aside_here() {}
             static __CACHE_ASIDE_NS: ::std::sync::OnceLock<::std::string::String> =
                 ::std::sync::OnceLock::new();
             __CACHE_ASIDE_NS
-                .get_or_init(|| {
-                    #krate::__private::fn_path(::core::any::type_name_of_val(&__cache_aside_here))
-                })
+                .get_or_init(|| #krate::__private::default_ns(#instance))
                 .as_str()
         }},
     };
     let key_expr = key_expr(krate, &c.key);
     let opts = call_options(krate, &c.options, c.version);
-    // Part of the schema: the fn's type parameters and, for a method, its
-    // type (the impl's own parameters are in it).
+    // Part of the schema: the fn's instance when it has generic arguments
+    // (of the impl, the trait or the fn: two instantiations share a
+    // namespace, never entries), and the fn's type parameters.
     let type_params = &c.generics;
-    let self_type = c
-        .func
-        .receiver
-        .map(|_| quote!(::core::any::type_name::<Self>(),));
-    let generics = quote!(&[#self_type #(::core::any::type_name::<#type_params>()),*]);
+    let generics = quote!(&[
+        #krate::__private::instance(#instance),
+        #(::core::any::type_name::<#type_params>()),*
+    ]);
     let (cache_binding, cache) = cache_expr(krate, c.cache.as_ref());
     let (value_ty, ret_ty) = (&c.value_ty, &c.ret_ty);
     // `__private::unless_arg` deduces a closure's argument type and reports
@@ -348,6 +355,7 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
     quote! {
         #(#attrs)*
         #vis #sig {
+            #instance_binding
             #cache_binding
             let #call = {
                 #key_support
@@ -388,8 +396,15 @@ fn ns_tokens(krate: &TokenStream, ns: &NsName) -> TokenStream {
             let check = respan(quote!(#krate::__private::valid_ns), p.span());
             // A `const` item is evaluated by `cargo check` too; an inline
             // `const` block (evaluated when the fn is compiled to code) where
-            // the path needs `Self`, which an item cannot name.
-            if p.segments.first().is_some_and(|s| s.ident == "Self") {
+            // the path may start at a type (`Self::NS`, `T::NS`), which an
+            // item inside the fn cannot name.
+            let at_type = p.segments.len() > 1
+                && p.segments.first().is_some_and(|s| {
+                    s.ident
+                        .to_string()
+                        .starts_with(|c: char| c.is_ascii_uppercase())
+                });
+            if at_type {
                 quote_spanned! {p.span()=> const { #check(#p) } }
             } else {
                 quote_spanned! {p.span()=> {
@@ -509,7 +524,6 @@ pub(crate) fn invalidates(inv: &Invalidates) -> TokenStream {
         #(#attrs)*
         #vis #sig {
             #transaction_warning
-            #scope_check
             #cache_binding
             let #cache_var = #cache;
             #prepare
@@ -519,6 +533,7 @@ pub(crate) fn invalidates(inv: &Invalidates) -> TokenStream {
             }
             .await;
             if #succeeded {
+                #scope_check
                 #invalidate
             }
             #out

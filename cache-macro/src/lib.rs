@@ -50,7 +50,7 @@ fn run(
 ///
 /// struct Db; // a pool or handle: not part of the key
 ///
-/// // Key: "{prefix}:{airport}:v1:FRA". `None` (unknown code) is cached too,
+/// // Key: "{prefix}:{airport}:FRA". `None` (unknown code) is cached too,
 /// // so unknown codes do not reach the database again and again.
 /// #[cached(ns = "airport", ttl = "10m", skip(db))]
 /// async fn airport(db: &Db, code: &str) -> Result<Option<Airport>, std::io::Error> {
@@ -69,18 +69,18 @@ fn run(
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let svc = Service { cache: Cache::builder().memory().build().unwrap() };
 /// assert_eq!(svc.top_routes("FRA", 10).await, ["FRA-JFK"]);
-/// assert!(airport(&Db, "FRA").await.unwrap().is_some()); // no cache installed: runs uncached
+/// assert!(airport(&Db, "FRA").await.unwrap().is_some()); // no cache installed: Status::NoCache
 /// # }
 /// ```
 ///
 /// | option | meaning |
 /// |---|---|
-/// | `ns = "name"` | namespace; default: the function's name |
+/// | `ns = "name"` / `ns = CONST` | namespace: a string, or the path of a `&str` constant (checked at compile time) that writers can share; default: the function's path with its crate (`app.flights.count`; `app.repo.Repo.by_id` for an associated fn, `app.repo.Store.Users.get` in a trait impl). Give one to anything you invalidate or share across builds |
 /// | `ttl = "90s"` / `ttl = 300` | humantime string or whole seconds; default: the cache's `default_ttl` |
 /// | `skip(a, b)` | arguments left out of the key; a `self` receiver is never part of the key unless `key` names it |
 /// | `key = <expr>` | custom key: any `Serialize` expression over the arguments; replaces the default (all non-skipped arguments, in order) |
-/// | `cache = <expr>` | the cache to use: a `&Cache` (e.g. `&self.cache`), a `Cache` or an `Arc<Cache>`; default: the installed one (none installed: the call runs uncached as `Status::Bypass`, with one warning) |
-/// | `version = N` | schema version (default 1), part of every key: bump it when the return type changes shape |
+/// | `cache = <expr>` | the cache to use: an expression of type `&Cache` (e.g. `&self.cache`), `Cache` or `Arc<Cache>` (`self.cache` would move the field: write `&self.cache`); default: the installed one (none installed: the call runs uncached as `Status::NoCache`, and the first such call logs an error) |
+/// | `version = N` | part of the entry's schema (default 1): bump it when the value's meaning changes but not its shape (a change of shape is noticed without it) |
 /// | `unless = <path or closure>` | `fn(&T) -> bool`: a value for which it returns true is returned but not stored |
 /// | `stale = "30s"` | stale-while-revalidate window after the TTL (`Status::Stale`; one caller refreshes, across processes) |
 /// | `lock = false` | no cross-process lease (default on; in-process coalescing stays) |
@@ -88,12 +88,16 @@ fn run(
 /// | `lease = "10s"` | lease time of a miss (default: the cache's, at most the TTL) |
 /// | `early_refresh` / `early_refresh = 1.5` | XFetch early refresh with this beta (1.0 when bare) |
 /// | `local = "10s"` / `local = false` | keep hits in this process's local (L1) tier for this long, evicted across processes by the invalidation channel (default: the cache's, off unless `CacheBuilder::local`) |
+/// | `refresh = "background"` / `"inline"` | with `stale` or `early_refresh`: the caller that wins a refresh returns the entry it read while the body runs in a task of its own (default), or runs the body itself |
 /// | `crate = path` | path of the `cache-aside` crate if it is renamed (default `::cache_aside`) |
 ///
 /// `Result<T, E>` caches `Ok` only and returns `Err` unchanged; any other
-/// return type is cached as it is. The value type needs `Serialize +
-/// DeserializeOwned`, key arguments `Serialize`. A cache that is unavailable
-/// never fails the call: the body runs uncached.
+/// return type is cached as it is (`()` is refused: nothing would run for a
+/// TTL). The value type needs `Serialize + DeserializeOwned`, key arguments
+/// `Serialize`. Keys are injective over the *values* of the key arguments
+/// as serde sees them: `1i64`, `1u32` and `"1"` give one key, and struct
+/// field names are not part of it. A cache that is unavailable never fails
+/// the call: the body runs uncached.
 #[proc_macro_attribute]
 pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
     run(attr, item, "cached", |attr, func| {
@@ -135,9 +139,9 @@ pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | option | meaning |
 /// |---|---|
 /// | `"a", "b"` | namespaces to invalidate entirely (one `SET` of a new generation token each) |
-/// | `ns = "a"` | a namespace, as an option |
-/// | `key(arg, ..)` / `key = <expr>` | only the entry a `#[cached]` call of that namespace with these key values uses (needs exactly one namespace) |
-/// | `version = N` | with `key`: the cached function's `version` (default 1) |
+/// | `CONST`, `ns = "a"` / `ns = CONST` | a namespace, as a `&str` constant's path or as an option |
+/// | `key(arg, ..)` / `key = <expr>` | only the entry a `#[cached]` call of that namespace with these key values uses (needs exactly one namespace); name as many arguments as the reader's key has (`Cache::check_links` finds a mismatch) |
+/// | `scoped` | callers run this fn inside [`cache_aside::transaction`](https://docs.rs/cache-aside/latest/cache_aside/fn.transaction.html); checked at run time (an error is logged once if not). A fn with an argument whose type ends in `Transaction` is warned about without it |
 /// | `cache = <expr>` | as for `#[cached]` |
 /// | `crate = path` | as for `#[cached]` |
 ///

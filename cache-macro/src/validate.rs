@@ -263,9 +263,11 @@ pub(crate) fn invalidates(args: InvalidatesArgs, func: Func) -> Result<Invalidat
     let transaction_arg = if args.scoped {
         None
     } else {
+        // A reference: the caller keeps the transaction, and commits it
+        // after this fn returned. (One taken by value is committed inside.)
         func.args
             .iter()
-            .find(|a| is_transaction(&a.ty))
+            .find(|a| matches!(&a.ty, Type::Reference(r) if is_transaction(&r.elem)))
             .map(|a| a.ty.clone())
     };
     Ok(Invalidates {
@@ -423,7 +425,11 @@ fn is_name_char(c: char) -> bool {
 fn same_ns(a: &NsName, b: &NsName) -> bool {
     match (a, b) {
         (NsName::Lit(a), NsName::Lit(b)) => a.value() == b.value(),
-        (NsName::Const(a), NsName::Const(b)) => a == b,
+        (NsName::Const(a), NsName::Const(b)) => {
+            // `syn::Path: PartialEq` needs syn's `extra-traits`; compare tokens.
+            quote::ToTokens::to_token_stream(a).to_string()
+                == quote::ToTokens::to_token_stream(b).to_string()
+        }
         _ => false,
     }
 }

@@ -45,13 +45,17 @@ pub(crate) fn installed_or_warn() -> Option<&'static Cache> {
     let cache = INSTALLED.get();
     if cache.is_none() && !WARNED.swap(true, Relaxed) {
         tracing::error!("{NO_CACHE}");
-        if !tracing::dispatcher::has_been_set() {
+        // No subscriber here (neither global nor this thread's default):
+        // nobody would see the line above.
+        let unheard =
+            tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>());
+        if unheard {
             eprintln!("{NO_CACHE}");
         }
     }
     cache
 }
 
-const NO_CACHE: &str = "cache-aside: a cached function was called with no cache: none was \
-installed (cache_aside::install) and it has no `cache = ...` option. It runs uncached \
-(Status::NoCache) until one is installed.";
+const NO_CACHE: &str = "cache-aside: a #[cached] or #[invalidates] function was called with no \
+cache: none was installed (cache_aside::install) and it has no `cache = ...` option. Cached \
+functions run uncached (Status::NoCache) and invalidations do nothing until one is installed.";

@@ -8,6 +8,9 @@
 //!   expand to).
 //! * [`with_status`] / [`Status`]: did a call hit the cache?
 //! * [`Stats`]: hits, misses, errors and hit ratio per namespace.
+//! * [`transaction`]: a scope for the invalidations of a database transaction.
+//! * [`Cache::check_links`] / [`LinkProblem`]: readers and writers that do
+//!   not fit together.
 //! * [`key`]: the stable, injective key encoding; [`codec`]: value codecs.
 //!
 //! # Map
@@ -15,11 +18,13 @@
 //! The modules form a straight line of layers; each may use those before
 //! it, never one after it (`ARCHITECTURE.md` has the whole map):
 //! the storage format (`key`, `entry`, `codec`) and small leaves (`sync`,
-//! `error`, `schema`, `stats`, `breaker`, `flight`, `local`), then `coherence` (the
-//! invalidation channel, generation views, local-tier epochs; it knows no
-//! `Cache`), then `backend` (Redis and memory behind one trait), then
-//! `cache` (the handle, the builder, one call's lookup, invalidation), and
-//! last `global` and `__private` (what the macros expand to). A hit is
+//! `error`, `stats`, `breaker`, `flight`, `local`), then `schema` (an
+//! entry's type identity), then `coherence` (the invalidation channel,
+//! generation views, local-tier epochs; it knows no `Cache`), then
+//! `backend` (Redis and memory behind one trait), then `cache` (the handle,
+//! the builder, one call's lookup, invalidation, transaction scopes, the
+//! reader/writer links), and last `global` and `__private` (what the macros
+//! expand to). A hit is
 //! served in `cache/lookup.rs` (`Lookup::run`): the local tier, then one
 //! `GET` (`backend/redis/mod.rs`, `fetch`), judged by `entry::classify`.
 #![forbid(unsafe_code)]

@@ -17,7 +17,8 @@ pub enum Status {
     Miss,
     /// The cache was not used although there is one: Redis unavailable or
     /// too slow (or its circuit breaker open), or a key that could not be
-    /// built. The body ran. Counted in [`Counts::bypasses`].
+    /// built. The body ran. Counted in [`Counts::bypasses`]. Also what
+    /// [`with_status`] reports when no cached call ran at all.
     Bypass,
     /// Served from the cache after its TTL, within the `stale` window,
     /// while one caller (in some process) refreshes it.

@@ -24,10 +24,19 @@ pub fn resolve(explicit: Option<&Cache>) -> Option<&Cache> {
     }
 }
 
-/// The path of a fn (see `key::layout::fn_path`), from the `type_name_of_val`
-/// of an item fn the macro declares in its body.
-pub fn fn_path(raw: &str) -> String {
-    crate::key::layout::fn_path(raw)
+/// The namespace of a `#[cached]` fn without `ns`, from the `type_name` of a
+/// closure in its body: its path (`key::layout::fn_path`) as a namespace
+/// name (`key::layout::namespace_name`).
+pub fn default_ns(instance: &str) -> String {
+    use crate::key::layout;
+    layout::namespace_name(&layout::fn_path(instance)).into_owned()
+}
+
+/// The part of a `#[cached]` fn's schema that tells its instantiations
+/// apart: the closure `type_name` of [`default_ns`] when it has generic
+/// arguments (of the impl, a trait or the fn), else nothing.
+pub fn instance(instance: &'static str) -> &'static str {
+    if instance.contains('<') { instance } else { "" }
 }
 
 /// `ns = CONST`: checked when the generated code is compiled (the rule of

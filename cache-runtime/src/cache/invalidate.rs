@@ -323,7 +323,13 @@ impl Cache {
         let deadline = Instant::now() + within;
         loop {
             if self.has_queued_invalidations() {
-                self.retry_round().await;
+                // Bounded by the deadline, not only per command: a server
+                // that takes every command and answers none would otherwise
+                // hold each queued one for the operation timeout. A round cut
+                // short leaves what it did not finish queued (an invalidation
+                // sent twice does no harm).
+                let until = tokio::time::Instant::from_std(deadline);
+                let _ = tokio::time::timeout_at(until, self.retry_round()).await;
             }
             let left = self.unlanded();
             if left == 0 {

@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use super::Cache;
 use crate::key::layout;
-use crate::sync::lock;
+use crate::sync::{read, write};
 
 /// A macro call site: the fn (the raw `type_name` of an item in its body,
 /// see `key::layout::fn_path`) and the number of parts its key has
@@ -105,10 +105,12 @@ struct Sites {
     writers: Vec<Site>,
 }
 
-/// Every namespace's readers and writers met so far.
+/// Every namespace's readers and writers met so far. Read-locked (and not
+/// allocating) for a site already recorded, which is every call but the
+/// first of a site for a namespace.
 #[derive(Default)]
 pub(crate) struct Links {
-    by_ns: Mutex<BTreeMap<String, Sites>>,
+    by_ns: RwLock<BTreeMap<String, Sites>>,
 }
 
 fn same_fn(a: &Site, b: &Site) -> bool {
@@ -116,9 +118,18 @@ fn same_fn(a: &Site, b: &Site) -> bool {
 }
 
 impl Links {
-    /// A `#[cached]` site met namespace `ns` (once per site and cache).
+    fn known(&self, ns: &str, site: &Site, list: fn(&Sites) -> &Vec<Site>) -> bool {
+        read(&self.by_ns)
+            .get(ns)
+            .is_some_and(|sites| list(sites).iter().any(|s| same_fn(s, site)))
+    }
+
+    /// A `#[cached]` site met namespace `ns`.
     pub(crate) fn reader(&self, ns: &str, site: Site) {
-        let mut map = lock(&self.by_ns);
+        if self.known(ns, &site, |s| &s.readers) {
+            return;
+        }
+        let mut map = write(&self.by_ns);
         let sites = map.entry(ns.to_owned()).or_default();
         if sites.readers.iter().any(|r| same_fn(r, &site)) {
             return;
@@ -137,7 +148,10 @@ impl Links {
 
     /// A key invalidation of `ns` from `site`.
     pub(crate) fn key_writer(&self, ns: &str, site: Site) {
-        let mut map = lock(&self.by_ns);
+        if self.known(ns, &site, |s| &s.key_writers) {
+            return;
+        }
+        let mut map = write(&self.by_ns);
         let sites = map.entry(ns.to_owned()).or_default();
         if sites.key_writers.iter().any(|w| same_fn(w, &site)) {
             return;
@@ -154,7 +168,10 @@ impl Links {
 
     /// A namespace invalidation of `ns` from `site`.
     pub(crate) fn writer(&self, ns: &str, site: Site) {
-        let mut map = lock(&self.by_ns);
+        if self.known(ns, &site, |s| &s.writers) {
+            return;
+        }
+        let mut map = write(&self.by_ns);
         let sites = map.entry(ns.to_owned()).or_default();
         if !sites.writers.iter().any(|w| same_fn(w, &site)) {
             sites.writers.push(site);
@@ -162,7 +179,7 @@ impl Links {
     }
 
     pub(crate) fn problems(&self) -> Vec<LinkProblem> {
-        let map = lock(&self.by_ns);
+        let map = read(&self.by_ns);
         let mut out = Vec::new();
         for (ns, sites) in map.iter() {
             if let [first, rest @ ..] = &sites.readers[..] {
@@ -211,14 +228,12 @@ fn log(found: &[LinkProblem]) {
 impl Cache {
     /// A key invalidation of `ns` from `site` (the name as the macro has it).
     pub(crate) fn note_key_writer(&self, ns: &str, site: Site) {
-        self.inner
-            .links
-            .key_writer(&layout::namespace_name(ns), site);
+        self.inner.links.key_writer(ns, site);
     }
 
     /// A namespace invalidation of `ns` from `site`.
     pub(crate) fn note_writer(&self, ns: &str, site: Site) {
-        self.inner.links.writer(&layout::namespace_name(ns), site);
+        self.inner.links.writer(ns, site);
     }
 
     /// The links between readers and writers that cannot be right, among

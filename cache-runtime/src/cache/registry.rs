@@ -152,10 +152,6 @@ impl Cache {
         if let Some(s) = read(&inner.registry.map).get(ns) {
             return Some(Arc::clone(s));
         }
-        let ns = &*layout::namespace_name(ns);
-        if let Some(s) = read(&inner.registry.map).get(ns) {
-            return Some(Arc::clone(s));
-        }
         if let Err(e) = layout::validate_name("namespace", ns) {
             tracing::error!("cache-aside: {e}; the call bypasses the cache");
             return None;
@@ -189,8 +185,7 @@ impl Cache {
                 out
             }
             _ => {
-                let ns = layout::namespace_name(ns);
-                let p = layout::entry_key_prefix(&self.inner.prefix, &ns);
+                let p = layout::entry_key_prefix(&self.inner.prefix, ns);
                 let _ = slot.key_prefix.set((self.inner.id, p.as_str().into()));
                 p
             }

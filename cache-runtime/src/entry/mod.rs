@@ -29,8 +29,11 @@
 //!   (their scopes died), the next claim replaces it.
 //! * `schema` identifies the value's type (its serde shape, the codec, the
 //!   `version`; see `schema.rs`): an entry of another schema is a miss.
-//! * `expires_at_ms` (the writer's clock) is the end of the TTL; Redis's
-//!   `PX` is the TTL plus the stale-while-revalidate window. `compute_ms`
+//! * `expires_at_ms` is the end of the TTL, stamped by the store on its
+//!   clock (Redis's, in `store.lua`), so a writer whose clock is off does
+//!   not move it; readers compare it with their own clock to tell fresh
+//!   from stale. Redis's `PX` is the TTL plus the stale-while-revalidate
+//!   window. `compute_ms`
 //!   feeds early refresh (XFetch). Neither decides consistency.
 
 #[cfg(test)]

@@ -33,49 +33,71 @@ pub(crate) fn validate_name(what: &'static str, name: &str) -> Result<(), Error>
     })
 }
 
-/// The path of a fn, from the `type_name_of_val` of an item fn the macro
-/// declares in its body (`..::count::__cache_aside_here`): the
-/// module path and, for an associated fn (with or without `self`), the
-/// impl's type, without generic arguments (one namespace for every
-/// instantiation: the schema tells them apart) or the trait of a trait impl.
+/// The path of a fn, from the `type_name` the macro takes in the fn's body
+/// (of an item fn, `..::count::__cache_aside_here`, or of a closure,
+/// `..::count::{{closure}}`): its crate and module path and, for an
+/// associated fn, the impl's type and, for a trait impl, the trait's name
+/// (`app::Store::UserRepo::get`), without generic arguments (every
+/// instantiation of a generic fn or impl has one namespace: their schemas
+/// tell them apart).
 pub(crate) fn fn_path(raw: &str) -> String {
     let raw = raw.strip_suffix("::__cache_aside_here").unwrap_or(raw);
-    // `<a::Repo<_> as a::Tr>::m` -> `a::Repo<_>::m`.
-    let raw = match raw.strip_prefix('<') {
-        Some(rest) => {
-            let (mut depth, mut ty_end, mut close) = (0usize, None, None);
-            for (i, c) in rest.char_indices() {
-                match c {
-                    '<' => depth += 1,
-                    '>' if depth == 0 => {
-                        close = Some(i);
-                        break;
-                    }
-                    '>' => depth -= 1,
-                    ' ' if depth == 0 && ty_end.is_none() => ty_end = Some(i),
-                    _ => {}
-                }
-            }
-            match close {
-                Some(close) => {
-                    format!("{}{}", &rest[..ty_end.unwrap_or(close)], &rest[close + 1..])
-                }
-                None => raw.to_owned(),
+    let raw = raw.replace("::{{closure}}", "");
+    let path = match raw.strip_prefix('<').and_then(qualified) {
+        // `<a::Repo<u8> as a::Tr<u16>>::m` -> `a::Repo<u8>::Tr::m`.
+        Some((ty, tr, rest)) => {
+            let tr = strip_generics(tr);
+            let tr = tr.rsplit("::").next().unwrap_or(&tr);
+            format!("{ty}::{tr}{rest}")
+        }
+        None => raw.clone(),
+    };
+    strip_generics(&path)
+}
+
+/// Depth of brackets in a type name, where `->` closes nothing.
+fn bracket_depth(depth: &mut usize, prev: Option<char>, c: char) {
+    match c {
+        '<' | '(' | '[' => *depth += 1,
+        '>' if prev == Some('-') => {}
+        '>' | ')' | ']' => *depth = depth.saturating_sub(1),
+        _ => {}
+    }
+}
+
+/// `Ty as Tr>::rest` (after the `<`) as its three parts.
+fn qualified(s: &str) -> Option<(&str, &str, &str)> {
+    let (mut depth, mut prev, mut ty_end) = (0usize, None, None);
+    for (i, c) in s.char_indices() {
+        if depth == 0 {
+            if ty_end.is_none() && s[i..].starts_with(" as ") {
+                ty_end = Some(i);
+            } else if c == '>' && prev != Some('-') {
+                let ty_end = ty_end?;
+                return Some((&s[..ty_end], &s[ty_end + 4..i], &s[i + 1..]));
             }
         }
-        None => raw.to_owned(),
-    };
-    let mut out = String::with_capacity(raw.len());
-    let mut depth = 0usize;
-    for c in raw.chars() {
+        bracket_depth(&mut depth, prev, c);
+        prev = Some(c);
+    }
+    None
+}
+
+/// `s` without its `<..>` groups.
+fn strip_generics(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let (mut angle, mut prev) = (0usize, None);
+    for c in s.chars() {
         match c {
-            '<' => depth += 1,
-            '>' => depth = depth.saturating_sub(1),
-            _ if depth == 0 => out.push(c),
+            '<' => angle += 1,
+            '>' if prev == Some('-') => {}
+            '>' => angle = angle.saturating_sub(1),
+            _ if angle == 0 => out.push(c),
             _ => {}
         }
+        prev = Some(c);
     }
-    out.replace("::{{closure}}", "")
+    out
 }
 
 /// The namespace a name stands for: a valid name as it is; a path (a

@@ -600,18 +600,37 @@ fn brute_force_nested_options_and_tuples() {
 }
 
 #[test]
-fn fn_paths_keep_module_and_type_and_drop_generics_traits_and_closures() {
+fn fn_paths_keep_module_type_and_trait_and_drop_generics_and_closures() {
     use super::layout::fn_path;
     let cases = [
         ("app::users::count::__cache_aside_here", "app::users::count"),
+        (
+            "app::users::count::{{closure}}::{{closure}}",
+            "app::users::count",
+        ),
         (
             "app::repo::Repo<_>::by_id::{{closure}}::__cache_aside_here",
             "app::repo::Repo::by_id",
         ),
         (
-            "<app::repo::Repo<_, alloc::vec::Vec<u8>> as app::Named>::name::{{closure}}::__cache_aside_here",
-            "app::repo::Repo::name",
+            "<app::repo::Repo<u8, alloc::vec::Vec<u8>> as app::Named>::name::{{closure}}",
+            "app::repo::Repo::Named::name",
         ),
+        (
+            "<app::Store as app::UserRepo>::get::{{closure}}",
+            "app::Store::UserRepo::get",
+        ),
+        (
+            "<app::Store as app::OrderRepo>::get::{{closure}}",
+            "app::Store::OrderRepo::get",
+        ),
+        ("<app::A as app::Tr<u8>>::m::{{closure}}", "app::A::Tr::m"),
+        (
+            "<(app::A, app::B) as app::Tr>::m::{{closure}}",
+            "(app::A, app::B)::Tr::m",
+        ),
+        ("app::Repo<fn() -> u8>::m::{{closure}}", "app::Repo::m"),
+        ("app::W<u8>::gn<u16>::{{closure}}", "app::W::gn"),
         (
             "app::Wrapper<app::Inner<u8>>::get::__cache_aside_here",
             "app::Wrapper::get",

@@ -64,7 +64,7 @@ async fn closure_filter(c: &Arc<Cache>, x: u32) -> u32 {
     x
 }
 
-#[invalidates("airport", "hygiene", cache = c)]
+#[invalidates("airport", "hygiene", cache = c, crate = ::cache_aside)]
 async fn wipe(c: &Cache) -> u32 {
     let _ = c;
     1

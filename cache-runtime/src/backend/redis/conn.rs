@@ -208,8 +208,14 @@ impl Connections {
             let notified = slot.connected.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if slot.connecting.load(Relaxed) {
-                let _ = tokio::time::timeout(self.op_timeout, notified).await;
+            if slot.connecting.load(Relaxed)
+                && tokio::time::timeout(self.op_timeout, notified)
+                    .await
+                    .is_err()
+            {
+                // Still connecting: the reason of an earlier attempt may be
+                // out of date (a password fixed since).
+                return slot.get().ok_or(BackendError::Timeout);
             }
             return slot.get().ok_or_else(|| {
                 let why = read(&slot.last_failure).clone();
@@ -237,9 +243,7 @@ impl Connections {
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(BackendError::Timeout),
             };
-            if let Err(e) = &result {
-                *write(&slot.last_failure) = Some(e.to_string());
-            }
+            *write(&slot.last_failure) = result.as_ref().err().map(ToString::to_string);
             slot.connecting.store(false, Relaxed);
             slot.connected.notify_waiters();
             result
