@@ -53,6 +53,8 @@
 //! * [`Cache`]: configuration ([`CacheBuilder`]), the by-hand API
 //!   ([`Cache::namespace`]), [`Cache::stats`].
 //! * [`with_status`]: tells a handler whether the answer came from the cache.
+//! * [`bypass`] / [`refresh`]: scopes whose cached calls skip the cache
+//!   (`Cache-Control: no-cache`), or recompute and store (warming, "recompute now").
 //! * [`transaction`]: a scope around a database transaction, so that no read
 //!   caches what the transaction changes before it commits.
 //! * [`Cache::check_links`]: for a test, the readers and writers that do not
@@ -71,7 +73,8 @@ pub use cache_aside_macro::{cached, invalidates};
 #[doc(inline)]
 pub use cache_aside_runtime::{
     Cache, CacheBuilder, Counts, Error, Filter, Invalidation, LinkProblem, NameProblem, Namespace,
-    NoFilter, Stats, Status, TlsProblem, Unreachable, install, installed, transaction, with_status,
+    NoFilter, Stats, Status, TlsProblem, Unreachable, bypass, install, installed, refresh,
+    transaction, with_status,
 };
 
 #[doc(inline)]

@@ -34,6 +34,7 @@ on_every_backend!(
     aba_a_caller_after_an_invalidation_does_not_join_an_older_flight,
     aba_an_expired_entry_does_not_reopen_the_key,
     a_const_namespace_links_reader_and_writers,
+    ttl_from_the_value,
 );
 
 #[cached(ns = "count", ttl = "5m", cache = cache, skip(cache, calls))]
@@ -767,4 +768,102 @@ async fn a_const_namespace_links_reader_and_writers(b: Backend) {
     rename_all(&c).await.unwrap();
     assert_eq!(with_status(user_name(&c, &calls, 1)).await.1, Status::Miss);
     assert!(c.stats().namespaces.contains_key("users"));
+}
+
+#[cached(ns = "nest_1", cache = cache, skip(cache))]
+async fn nest_1(cache: &Cache) -> u32 {
+    1
+}
+
+#[cached(ns = "nest_2", cache = cache, skip(cache))]
+async fn nest_2(cache: &Cache) -> u32 {
+    nest_1(cache).await + 1
+}
+
+#[cached(ns = "nest_3", cache = cache, skip(cache))]
+async fn nest_3(cache: &Cache) -> u32 {
+    nest_2(cache).await + 1
+}
+
+/// A cached fn's future holds its body once: each level of nesting adds
+/// about one call's state, it does not multiply the inner future's size.
+/// (When each runtime layer held the body by value, a level multiplied it
+/// by 6.5, and `refresh(outer())` of two levels overflowed a test thread's
+/// stack.)
+#[test]
+fn nesting_adds_to_a_future_and_does_not_multiply_it() {
+    let c = Cache::builder().memory().build().expect("memory cache");
+    let one = std::mem::size_of_val(&nest_1(&c));
+    let three = std::mem::size_of_val(&nest_3(&c));
+    assert!(
+        three <= 4 * one,
+        "three levels take {three} bytes, one level {one}"
+    );
+}
+
+/// Unknown codes for 300 ms, known ones for an hour; `"skip"` not at all.
+fn ttl_by_answer(found: &Option<u32>) -> Duration {
+    match found {
+        None => Duration::from_millis(300),
+        Some(0) => Duration::ZERO,
+        Some(_) => Duration::from_secs(3600),
+    }
+}
+
+#[cached(ns = "ttl_of", ttl = ttl_by_answer, cache = cache, skip(cache, calls))]
+async fn find(cache: &Cache, calls: &Calls, code: &str) -> Option<u32> {
+    calls.hit();
+    match code {
+        "FRA" => Some(1),
+        "skip" => Some(0),
+        _ => None,
+    }
+}
+
+/// For a `Result`, on the `Ok` value; a closure works as well as a path.
+#[cached(ns = "ttl_of_result", ttl = |n: &u64| Duration::from_millis(*n), cache = cache, skip(cache, calls))]
+async fn wait_for(cache: &Cache, calls: &Calls, n: u64) -> Result<u64, String> {
+    calls.hit();
+    Ok(n)
+}
+
+async fn ttl_from_the_value(b: Backend) {
+    let c = cache(b, "ttl_of").await;
+    let calls = Calls::default();
+    for code in ["FRA", "ZZZ", "skip"] {
+        assert_eq!(
+            with_status(find(&c, &calls, code)).await.1,
+            Status::Miss,
+            "{code}"
+        );
+    }
+    assert_eq!(with_status(find(&c, &calls, "FRA")).await.1, Status::Hit);
+    assert_eq!(with_status(find(&c, &calls, "ZZZ")).await.1, Status::Hit);
+    assert_eq!(
+        with_status(find(&c, &calls, "skip")).await.1,
+        Status::Miss,
+        "a zero TTL is not stored"
+    );
+    assert_eq!(with_status(wait_for(&c, &calls, 300)).await.1, Status::Miss);
+    assert_eq!(
+        with_status(wait_for(&c, &calls, 3_600_000)).await.1,
+        Status::Miss
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        with_status(find(&c, &calls, "FRA")).await.1,
+        Status::Hit,
+        "an hour"
+    );
+    assert_eq!(
+        with_status(find(&c, &calls, "ZZZ")).await.1,
+        Status::Miss,
+        "300 ms"
+    );
+    assert_eq!(
+        with_status(wait_for(&c, &calls, 3_600_000)).await.1,
+        Status::Hit
+    );
+    assert_eq!(with_status(wait_for(&c, &calls, 300)).await.1, Status::Miss);
+    assert_eq!(calls.get(), 8);
 }

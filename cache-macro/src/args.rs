@@ -125,6 +125,8 @@ impl NsName {
 pub(crate) struct CachedArgs {
     pub ns: Option<NsName>,
     pub ttl: Option<Timed>,
+    /// `ttl = <path or closure>`: the TTL computed from the value.
+    pub ttl_of: Option<Expr>,
     /// The `skip` token and the names it lists.
     pub skip: Option<(Span, Vec<Ident>)>,
     pub key: Option<(Span, KeySpec)>,
@@ -182,7 +184,10 @@ impl Parse for CachedArgs {
             seen.check(&name)?;
             match name.unraw().to_string().as_str() {
                 "ns" => args.ns = Some(parse_ns(input, &name)?),
-                "ttl" => args.ttl = Some(parse_ttl(input, &name)?),
+                "ttl" => match parse_ttl_or_fn(input, &name)? {
+                    Ok(t) => args.ttl = Some(t),
+                    Err(f) => args.ttl_of = Some(f),
+                },
                 "skip" => args.skip = Some((name.span(), parse_idents(input, &name)?)),
                 "key" => args.key = Some((name.span(), parse_key(input, &name)?)),
                 "cache" => args.cache = Some(parse_value(input, &name)?),
@@ -331,6 +336,44 @@ fn parse_refresh(input: ParseStream<'_>, name: &Ident) -> Result<LitStr> {
                 "unknown refresh {other:?}: `refresh = \"background\"` (the default: the caller that \
                  wins a refresh returns the entry it read and the body runs in a task of its own) or \
                  `refresh = \"inline\"` (that caller runs the body and waits for it)"
+            ),
+        )),
+    }
+}
+
+/// `ttl`: a duration (`Ok`), or the path of a fn or a closure that maps
+/// the value to its TTL (`Err`).
+fn parse_ttl_or_fn(
+    input: ParseStream<'_>,
+    name: &Ident,
+) -> Result<std::result::Result<Timed, Expr>> {
+    let fork = input.fork();
+    let _ = fork.parse::<Token![=]>();
+    let literal = fork.peek(LitStr) || fork.peek(LitInt);
+    if literal {
+        // A literal alone is a duration; followed by more, an expression.
+        let _ = fork.parse::<syn::Lit>();
+        if fork.is_empty() || fork.peek(Token![,]) {
+            return parse_ttl(input, name).map(Ok);
+        }
+    } else if fork.peek(Token![-]) {
+        return parse_ttl(input, name).map(Ok);
+    }
+    eq(input, name)?;
+    let f: Expr = input.parse().map_err(|e| {
+        Error::new(
+            e.span(),
+            format!("invalid ttl: {TTL_HELP}; or the path of a fn or a closure `|value: &T| ..` that returns a `Duration`"),
+        )
+    })?;
+    match &f {
+        Expr::Path(_) | Expr::Closure(_) => Ok(Err(f)),
+        other => Err(Error::new_spanned(
+            other,
+            format!(
+                "invalid ttl: {TTL_HELP}; or the path of a fn or a closure that takes the value \
+                 (`&T`, the `Ok` value for a `Result`) and returns a `Duration`, such as \
+                 `ttl = |found: &Option<Row>| if found.is_some() {{ HOUR }} else {{ MINUTE }}`"
             ),
         )),
     }

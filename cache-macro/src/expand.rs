@@ -313,6 +313,18 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
         }
         None => (TokenStream::new(), quote!(#krate::__private::NoFilter)),
     };
+    // `ttl = f`: the filter also gives each value its TTL; a wrong `f` is
+    // reported at `f` (a local name, as for `unless`).
+    let (ttl_support, unless) = match &c.ttl_of {
+        Some(f) => {
+            let path = respan(quote!(__cache_aside_ttl_of::<#value_ty, _>), f.span());
+            (
+                quote!(use #krate::__private::ttl_of as __cache_aside_ttl_of;),
+                quote_spanned! {f.span()=> #path(#unless, #f) },
+            )
+        }
+        None => (TokenStream::new(), unless),
+    };
     let call = Ident::new("__cache_aside_call", Span::mixed_site());
     let out = Ident::new("__cache_aside_out", Span::mixed_site());
     let into = Ident::new("__cache_aside_into", Span::mixed_site());
@@ -373,13 +385,17 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
             let (#into, #from, #filter) = {
                 #value_support
                 #filter_support
+                #ttl_support
                 (&&&#krate::__private::Value::<#value_ty>::NEW).#dispatch(#unless)
             };
             #refresh_binding
-            let #out = #call.#method(#opts, #generics, #filter, #share #refresh, async move {
+            // Pinned here, once: the runtime's layers pass a pointer down
+            // instead of each holding (and moving) the whole body future,
+            // which would multiply a nested cached call's size per layer.
+            let #out = #call.#method(#opts, #generics, #filter, #share #refresh, ::core::pin::pin!(async move {
                 let #out: #ret_ty = #block;
                 #stored
-            })
+            }))
             .await;
             #returned
         }

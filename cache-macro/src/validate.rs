@@ -80,6 +80,8 @@ pub(crate) struct Cached {
     pub key: Key,
     pub cache: Option<Expr>,
     pub unless: Option<Expr>,
+    /// `ttl = f`: the TTL of each value, from the value.
+    pub ttl_of: Option<Expr>,
     /// The cached type (`T` of `Result<T, E>`), and the declared return type.
     pub value_ty: Type,
     pub ret_ty: Type,
@@ -202,6 +204,7 @@ pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
         key,
         cache: args.cache,
         unless: args.unless,
+        ttl_of: args.ttl_of,
         value_ty,
         ret_ty,
         is_result,

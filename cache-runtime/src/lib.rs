@@ -7,6 +7,8 @@
 //! * [`Namespace`]: get-or-compute and invalidation by hand (what the macros
 //!   expand to).
 //! * [`with_status`] / [`Status`]: did a call hit the cache?
+//! * [`bypass`] / [`refresh`]: scopes whose cached calls skip the cache, or
+//!   recompute and store.
 //! * [`Stats`]: hits, misses, errors and hit ratio per namespace.
 //! * [`transaction`]: a scope for the invalidations of a database transaction.
 //! * [`Cache::check_links`] / [`LinkProblem`]: readers and writers that do
@@ -18,7 +20,7 @@
 //! The modules form a straight line of layers; each may use those before
 //! it, never one after it (`ARCHITECTURE.md` has the whole map):
 //! the storage format (`key`, `entry`, `codec`) and small leaves (`sync`,
-//! `error`, `stats`, `breaker`, `flight`, `local`), then `schema` (an
+//! `error`, `stats`, `control`, `breaker`, `flight`, `local`), then `schema` (an
 //! entry's type identity), then `coherence` (the invalidation channel,
 //! generation views, local-tier epochs; it knows no `Cache`), then
 //! `backend` (Redis and memory behind one trait), then `cache` (the handle,
@@ -35,6 +37,7 @@ mod breaker;
 mod cache;
 pub mod codec;
 mod coherence;
+mod control;
 mod entry;
 mod error;
 mod flight;
@@ -50,6 +53,7 @@ mod sync;
 pub use cache::{
     Cache, CacheBuilder, Filter, Invalidation, LinkProblem, Namespace, NoFilter, transaction,
 };
+pub use control::{bypass, refresh};
 pub use error::{Error, NameProblem, TlsProblem, Unreachable};
 pub use global::{install, installed};
 pub use stats::{Counts, Stats, Status, with_status};

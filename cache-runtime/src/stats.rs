@@ -17,8 +17,10 @@ pub enum Status {
     Miss,
     /// The cache was not used although there is one: Redis unavailable or
     /// too slow (or its circuit breaker open), or a key that could not be
-    /// built. The body ran. Counted in [`Counts::bypasses`]. Also what
-    /// [`with_status`] reports when no cached call ran at all.
+    /// built, counted in [`Counts::bypasses`]; or the call ran inside a
+    /// [`bypass`](crate::bypass) scope, counted in [`Counts::skipped`]. The
+    /// body ran. Also what [`with_status`] reports when no cached call ran
+    /// at all.
     Bypass,
     /// Served from the cache after its TTL, within the `stale` window,
     /// while one caller (in some process) refreshes it.
@@ -64,14 +66,13 @@ tokio::task_local! {
 /// # }
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo());
 /// ```
-pub async fn with_status<F: Future>(fut: F) -> (F::Output, Status) {
-    STATUS
-        .scope(Cell::new(None), async move {
-            let out = fut.await;
-            let status = STATUS.with(Cell::get).unwrap_or(Status::Bypass);
-            (out, status)
-        })
-        .await
+pub fn with_status<F: Future>(fut: F) -> impl Future<Output = (F::Output, Status)> {
+    // Not an `async fn`: that would hold `fut` twice (argument and scope).
+    STATUS.scope(Cell::new(None), async move {
+        let out = fut.await;
+        let status = STATUS.with(Cell::get).unwrap_or(Status::Bypass);
+        (out, status)
+    })
 }
 
 #[inline]
@@ -103,6 +104,8 @@ pub(crate) struct Counters {
     pub fenced: Counter,
     pub schema_mismatches: Counter,
     pub refresh_errors: Counter,
+    pub skipped: Counter,
+    pub forced_refreshes: Counter,
 }
 
 /// A counter sharded over a few cache lines: the hit path bumps one from
@@ -163,6 +166,8 @@ impl Counters {
             fenced: self.fenced.get(),
             schema_mismatches: self.schema_mismatches.get(),
             refresh_errors: self.refresh_errors.get(),
+            skipped: self.skipped.get(),
+            forced_refreshes: self.forced_refreshes.get(),
         }
     }
 }
@@ -220,6 +225,13 @@ pub struct Counts {
     pub schema_mismatches: u64,
     /// Refreshes in the background whose body failed (the entry was kept).
     pub refresh_errors: u64,
+    /// Calls inside a [`bypass`](crate::bypass) scope: the body ran and the
+    /// cache was neither read nor written. Not in `bypasses`, not in the
+    /// hit ratio.
+    pub skipped: u64,
+    /// Of the `misses`, calls inside a [`refresh`](crate::refresh) scope
+    /// that recomputed an entry that was live.
+    pub forced_refreshes: u64,
 }
 
 impl Counts {
@@ -257,6 +269,8 @@ impl Counts {
         self.fenced += o.fenced;
         self.schema_mismatches += o.schema_mismatches;
         self.refresh_errors += o.refresh_errors;
+        self.skipped += o.skipped;
+        self.forced_refreshes += o.forced_refreshes;
     }
 }
 

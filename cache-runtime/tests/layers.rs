@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["sync", "error"],
     &[
-        "key", "entry", "codec", "stats", "breaker", "flight", "local",
+        "key", "entry", "codec", "stats", "control", "breaker", "flight", "local",
     ],
     &["schema"],
     &["coherence"],

@@ -73,6 +73,11 @@ pub struct Cli {
         default_value = DEFAULT_REDIS_URL
     )]
     pub redis_url: String,
+
+    /// Routes whose flight counts `serve` recomputes and caches at start-up,
+    /// in the background (the busiest first); 0 turns warming off.
+    #[arg(long, global = true, value_name = "N", default_value_t = 10)]
+    pub warm: u32,
 }
 
 /// `--flights`: a number, at least 1000 (the route counts need traffic).
@@ -114,6 +119,8 @@ pub struct Config {
     pub flights: Option<u64>,
     /// `--seed`, if given: the generator's seed ([`DEFAULT_SEED`] if not).
     pub seed: Option<u64>,
+    /// `--warm`: routes to warm at start-up (0: none).
+    pub warm: u32,
 }
 
 impl Config {
@@ -125,6 +132,7 @@ impl Config {
             redis_url: cli.redis_url,
             flights: cli.flights,
             seed: cli.seed,
+            warm: cli.warm,
         };
         (cli.command.unwrap_or(Command::Serve), config)
     }

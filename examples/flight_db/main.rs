@@ -108,6 +108,20 @@ async fn run(command: Command, config: &Config) -> Result<ExitCode, Box<dyn std:
     let addr = listener.local_addr()?;
     tracing::info!("listening on http://{addr}");
     tracing::info!("try: curl 'http://{addr}/flights/count?from=FRA&to=JFK'");
+    if config.warm > 0 {
+        let (q, n) = (queries.clone(), config.warm);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            tracing::info!("warming: recomputing the flight counts of the {n} busiest routes");
+            match q.warm(n).await {
+                Ok(k) => tracing::info!(
+                    "warming: {k} route counts cached in {:.1?}",
+                    started.elapsed()
+                ),
+                Err(e) => tracing::warn!(error = %e, "warming stopped"),
+            }
+        });
+    }
     let cache = queries.cache.clone();
     axum::serve(listener, api::router(queries))
         .with_graceful_shutdown(shutdown_signal())

@@ -162,6 +162,14 @@ SELECT d.iata, d.name, d.city, d.country, count(*) AS flights, CAST(sum(f.seats)
  ORDER BY flights DESC, d.iata
  LIMIT $2";
 
+/// Grouped on the route index, joined to the airports after the LIMIT.
+const BUSIEST_ROUTES_SQL: &str = "
+SELECT s.iata AS src, d.iata AS dst
+  FROM (SELECT src, dst, count(*) AS n FROM flight GROUP BY src, dst ORDER BY n DESC, src, dst LIMIT $1) r
+  JOIN airport s ON s.airport_id = r.src
+  JOIN airport d ON d.airport_id = r.dst
+ ORDER BY r.n DESC, s.iata, d.iata";
+
 const AIRLINE_SQL: &str = "
 SELECT al.iata, al.name, count(f.flight_id) AS flights,
        count(DISTINCT f.src * 100000 + f.dst) AS routes
@@ -193,13 +201,19 @@ fn airport_row(r: &AnyRow) -> Result<Airport, sqlx::Error> {
     })
 }
 
+/// An airport is cached for an hour; an unknown code for a minute (the
+/// TTL from the value: a code that appears later is found soon).
+fn airport_ttl(found: &Option<Airport>) -> std::time::Duration {
+    std::time::Duration::from_secs(if found.is_some() { 3600 } else { 60 })
+}
+
 impl Queries {
-    /// One airport by IATA code. Unknown codes are cached too (as `None`),
+    /// One airport by IATA code. Unknown codes are cached too (as `None`, for a minute),
     /// so a client asking for them again and again does not reach the database.
     /// Airports are read on most requests and change rarely: hits stay in
     /// this process for 30 s (the local tier), and a rename evicts them here
     /// at once and in other replicas within milliseconds.
-    #[cached(ns = "airport", ttl = "1h", local = "30s", cache = &self.cache)]
+    #[cached(ns = "airport", ttl = airport_ttl, local = "30s", cache = &self.cache)]
     pub async fn airport(&self, iata: &str) -> Result<Option<Airport>, sqlx::Error> {
         let row = sqlx::query("SELECT * FROM airport WHERE iata = $1")
             .bind(iata)
@@ -221,10 +235,11 @@ impl Queries {
     }
 
     /// The expensive count, cached for 5 minutes and invalidated by every
-    /// new flight.
+    /// new flight. (`cache_aside::bypass(q.count_flights(..))` asks the
+    /// database now, without reading or writing the cache.)
     #[cached(ns = "flight_count", ttl = "5m", cache = &self.cache)]
     pub async fn count_flights(&self, from: &str, to: &str) -> Result<FlightCount, sqlx::Error> {
-        self.count_flights_uncached(from, to).await
+        self.count_query(from, to).await
     }
 
     /// The same count in a namespace that no write invalidates: the
@@ -235,16 +250,12 @@ impl Queries {
         from: &str,
         to: &str,
     ) -> Result<FlightCount, sqlx::Error> {
-        self.count_flights_uncached(from, to).await
+        self.count_query(from, to).await
     }
 
-    /// The query itself, without the cache (the airports' ids still come
-    /// from the airport cache).
-    pub async fn count_flights_uncached(
-        &self,
-        from: &str,
-        to: &str,
-    ) -> Result<FlightCount, sqlx::Error> {
+    /// The query behind both cached counts (the airports' ids come from the
+    /// airport cache).
+    async fn count_query(&self, from: &str, to: &str) -> Result<FlightCount, sqlx::Error> {
         let (Some(src), Some(dst)) = (self.airport(from).await?, self.airport(to).await?) else {
             return Ok(FlightCount {
                 count: 0,
@@ -264,6 +275,23 @@ impl Queries {
             direct,
             one_stop,
         })
+    }
+
+    /// Warms the cache: recomputes and stores the flight counts of the `n`
+    /// busiest routes (by direct flights), one after another, inside
+    /// [`cache_aside::refresh`], so an entry that is there is replaced too.
+    /// Returns the routes warmed.
+    pub async fn warm(&self, n: u32) -> Result<usize, sqlx::Error> {
+        let routes = sqlx::query(BUSIEST_ROUTES_SQL)
+            .bind(i64::from(n))
+            .fetch_all(&self.db.pool)
+            .await?;
+        for r in &routes {
+            let (from, to): (String, String) = (r.try_get("src")?, r.try_get("dst")?);
+            let count = cache_aside::refresh(self.count_flights(&from, &to)).await?;
+            tracing::debug!(%from, %to, flights = count.count, "warmed");
+        }
+        Ok(routes.len())
     }
 
     /// Top destinations from an airport (a GROUP BY over its departures).

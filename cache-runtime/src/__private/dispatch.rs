@@ -152,6 +152,14 @@ impl<T> ValueErrSer<T> for Value<T> {
     }
 }
 
+/// `#[cached(ttl = f)]`: `f` (a fn path or a closure without captures) as
+/// the TTL of each value; a wrong signature is reported at `f` (the
+/// generated call has its span).
+#[inline(always)]
+pub fn ttl_of<T, U>(unless: U, f: fn(&T) -> std::time::Duration) -> crate::cache::WithTtl<U, T> {
+    crate::cache::WithTtl::new(unless, f)
+}
+
 /// `unless_arg::<T, _, _>({ f })` gives a closure its argument type and
 /// reports a wrong argument type at `f` (the generated call has the span of
 /// `f`).

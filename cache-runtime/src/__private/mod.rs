@@ -5,7 +5,7 @@ use std::future::Future;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use crate::cache::{Background, CallOptions, Inline, NsSlot, Refresh, Sharer, Site};
+pub use crate::cache::{Background, CallOptions, Inline, NsSlot, Refresh, Sharer, Site, WithTtl};
 use crate::cache::{Shape, Target, scope};
 use crate::key::KeyError;
 use crate::{Cache, Filter, global};

@@ -33,6 +33,7 @@ use super::options::{CallOptions, Filter};
 use super::registry::{NsSlot, NsState};
 use super::{Cache, Site, bypass};
 use crate::backend::{Backend, BackendError, Expect, GenValue, Generation};
+use crate::control::{self, Mode};
 use crate::entry::{self, Found, HEADER_LEN, IDENTITY_LEN, Meta, Why};
 use crate::key::KeyError;
 use crate::local::Ticket;
@@ -114,6 +115,9 @@ pub(super) struct Policy {
     /// Local tier TTL (zero: off) and where the channel stood before the read.
     pub(super) local: Duration,
     pub(super) ticket: Option<Ticket>,
+    /// Inside a [`refresh`](crate::refresh) scope: never serve what is
+    /// cached, recompute and store over it.
+    pub(super) force: bool,
 }
 
 /// What one read found, owned.
@@ -164,6 +168,7 @@ impl Cache {
             early_refresh: o.early_refresh.filter(|b| *b > 0.0),
             local: o.local.or(inner.local_ttl).unwrap_or(Duration::ZERO),
             ticket: None,
+            force: false,
         }
     }
 
@@ -205,6 +210,14 @@ impl Cache {
         let Some(state) = self.state_at(target.ns, target.slot, target.site) else {
             return bypass(None, fut).await;
         };
+        let mode = control::mode();
+        if mode == Mode::Bypass {
+            // Asked for by the caller: not an outage, not in `bypasses`.
+            bump(&state.counters.skipped);
+            let out = fut.await;
+            stats::report(Status::Bypass);
+            return out;
+        }
         let schema = self.schema_of::<T>(opts, &target);
         let key = match target.key {
             Ok(k) => k,
@@ -218,12 +231,14 @@ impl Cache {
             // An invalidation of this entry has not landed yet: do not trust the cache.
             return bypass(Some(&state), fut).await;
         }
+        let mut policy = self.policy(opts);
+        policy.force = mode == Mode::Refresh;
         let lookup = Lookup {
             cache: self,
             state: state.as_arc(),
             key,
             schema,
-            policy: self.policy(opts),
+            policy,
             unless,
             shape,
         };
@@ -246,6 +261,7 @@ where
         let inner = &*self.cache.inner;
         let state = self.state;
         if !self.policy.local.is_zero()
+            && !self.policy.force
             && let Some(flushes) = inner.hub.local_epoch()
         {
             // The ticket is taken before the local lookup and the Redis read.
@@ -272,7 +288,19 @@ where
             return bypass(Some(state), fut).await;
         };
         let (entry, meta) = match snap.read {
-            Read::Live { entry, meta } => (entry, meta),
+            Read::Live { entry, meta } if !self.policy.force => (entry, meta),
+            Read::Live { entry, .. } => {
+                // A refresh scope: recompute, and store over exactly the
+                // entry read (as a refresh of a stale entry does), so a
+                // failed body keeps it and an invalidation meanwhile wins.
+                bump(&state.counters.forced_refreshes);
+                let identity = entry.get(..IDENTITY_LEN).unwrap_or_default();
+                let to = snap.generation.current().map(|&generation| StoreAs {
+                    expect: Expect::Prefix(identity),
+                    generation,
+                });
+                return Box::pin(self.compute(fut, to, None, None)).await;
+            }
             Read::Miss { expect, why } => {
                 let seen = Seen {
                     expect,

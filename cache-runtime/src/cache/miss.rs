@@ -147,7 +147,10 @@ where
                 break None;
             };
             match snap.read {
-                Read::Live { entry, meta } if entry::unix_ms() <= meta.expires_at_ms => {
+                // (A refresh scope serves nothing cached: it claims over it.)
+                Read::Live { entry, meta }
+                    if !self.policy.force && entry::unix_ms() <= meta.expires_at_ms =>
+                {
                     leader = match self.serve(leader, &entry) {
                         Ok(out) => return out,
                         Err(l) => l,
@@ -229,7 +232,9 @@ where
         let mut stored = false;
         let mut outcome = Outcome::Abandoned;
         if let Some(value) = (self.shape.value_of)(&out) {
-            let ttl = jitter(self.policy.ttl);
+            // `ttl = f`: the value's own TTL (zero: not stored).
+            let chosen = self.unless.ttl(value).unwrap_or(self.policy.ttl);
+            let ttl = jitter(chosen);
             let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
             // The store stamps the end on its own clock; this process's
             // estimate of it is for the local tier only.
@@ -244,6 +249,7 @@ where
             match inner.codec.encode(value, &mut tail) {
                 Ok(()) => {
                     if let Some(to) = to
+                        && !chosen.is_zero()
                         && !self.unless.skip(value)
                     {
                         let px = ttl + self.policy.stale;

@@ -51,7 +51,7 @@ pub use lookup::Refresh;
 pub use lookup::Sharer;
 pub(crate) use lookup::{Shape, Target};
 pub use namespace::Namespace;
-pub use options::{CallOptions, Filter, NoFilter};
+pub use options::{CallOptions, Filter, NoFilter, WithTtl};
 pub use refresh::{Background, Inline};
 pub use registry::NsSlot;
 use registry::{NsState, Registry};

@@ -38,6 +38,41 @@ impl CallOptions {
 pub trait Filter<T: ?Sized> {
     /// `true`: return the value but do not store it.
     fn skip(&self, value: &T) -> bool;
+
+    /// The TTL of this value, when the call takes it from the value
+    /// (`#[cached(ttl = f)]`); `None`, the default: the call's TTL. A zero
+    /// TTL is not stored. The `stale` window and the jitter apply on top.
+    #[inline]
+    fn ttl(&self, value: &T) -> Option<Duration> {
+        let _ = value;
+        None
+    }
+}
+
+/// `#[cached(ttl = f)]`: a filter with the value's TTL from `f`.
+#[doc(hidden)]
+pub struct WithTtl<U, T: ?Sized> {
+    unless: U,
+    ttl: fn(&T) -> Duration,
+}
+
+impl<U, T: ?Sized> WithTtl<U, T> {
+    /// `unless` (or [`NoFilter`]) with the TTL from `ttl`.
+    pub fn new(unless: U, ttl: fn(&T) -> Duration) -> Self {
+        WithTtl { unless, ttl }
+    }
+}
+
+impl<T: ?Sized, U: Filter<T>> Filter<T> for WithTtl<U, T> {
+    #[inline]
+    fn skip(&self, value: &T) -> bool {
+        self.unless.skip(value)
+    }
+
+    #[inline]
+    fn ttl(&self, value: &T) -> Option<Duration> {
+        Some((self.ttl)(value))
+    }
 }
 
 /// The default [`Filter`]: every value is stored.

@@ -74,6 +74,7 @@ async fn scenarios(db: Db) {
     a_new_flight_invalidates_exactly_what_it_changes(&db).await;
     bad_input_gets_a_json_4xx_and_writes_nothing(&db).await;
     renaming_an_airport_invalidates_that_airport_only(&db).await;
+    no_cache_bypasses_and_warming_refreshes(&db).await;
     stats_and_metrics(&db).await;
     the_tutorial_demo_behaves_as_the_story_says(&db).await;
 }
@@ -197,7 +198,9 @@ async fn a_new_flight_invalidates_exactly_what_it_changes(db: &Db) {
 
 async fn bad_input_gets_a_json_4xx_and_writes_nothing(db: &Db) {
     let (app, q) = app(db, "bad_input").await;
-    let before = q.count_flights_uncached("FRA", "JFK").await.unwrap();
+    let before = cache_aside::bypass(q.count_flights("FRA", "JFK"))
+        .await
+        .unwrap();
     let audit_before = audit_rows(db).await;
     let cases: Vec<(&str, &str, Option<Value>, StatusCode, &str)> = vec![
         (
@@ -330,11 +333,62 @@ async fn bad_input_gets_a_json_4xx_and_writes_nothing(db: &Db) {
     let resp = tower::ServiceExt::oneshot(app.clone(), req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
-        q.count_flights_uncached("FRA", "JFK").await.unwrap(),
+        cache_aside::bypass(q.count_flights("FRA", "JFK"))
+            .await
+            .unwrap(),
         before,
         "nothing was written"
     );
     assert_eq!(audit_rows(db).await, audit_before, "nothing was audited");
+}
+
+/// `Cache-Control: no-cache` neither reads nor writes the cache
+/// (`cache_aside::bypass`); warming recomputes and stores (`refresh`), also
+/// over entries that are there.
+async fn no_cache_bypasses_and_warming_refreshes(db: &Db) {
+    let (app, q) = app(db, "no_cache").await;
+    let uri = "/flights/count?from=FRA&to=LHR";
+    let no_cache = || {
+        let req = axum::http::Request::get(uri)
+            .header("cache-control", "no-cache")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        tower::ServiceExt::oneshot(app.clone(), req)
+    };
+    let resp = no_cache().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = serde_json::from_slice(
+        &axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["from_cache"], false);
+    assert_eq!(
+        get(&app, uri).await.1["from_cache"],
+        false,
+        "no-cache stored nothing"
+    );
+    assert_eq!(get(&app, uri).await.1["from_cache"], true);
+    assert_eq!(no_cache().await.unwrap().status(), StatusCode::OK);
+    let counts = |q: &Queries| q.cache.stats().namespaces["flight_count"];
+    let c = counts(&q);
+    assert_eq!((c.skipped, c.misses, c.hits, c.stores), (2, 1, 1, 1));
+
+    assert_eq!(q.warm(3).await.unwrap(), 3);
+    let c = counts(&q);
+    assert_eq!(
+        (c.misses, c.stores, c.forced_refreshes),
+        (4, 4, 0),
+        "three routes warmed"
+    );
+    assert_eq!(q.warm(3).await.unwrap(), 3);
+    let c = counts(&q);
+    assert_eq!(
+        (c.misses, c.stores, c.forced_refreshes),
+        (7, 7, 3),
+        "warming again recomputes the live entries"
+    );
 }
 
 async fn renaming_an_airport_invalidates_that_airport_only(db: &Db) {

@@ -120,7 +120,10 @@ async fn check(url: &str, scope: WriteScope) -> Outcome {
         db: db.clone(),
         cache: flight_db::cache(&redis_url(), &prefix).await,
     };
-    let base = q.count_flights_uncached(FROM, TO).await.unwrap().count;
+    let base = cache_aside::bypass(q.count_flights(FROM, TO))
+        .await
+        .unwrap()
+        .count;
     let uri = format!("/flights/count?from={FROM}&to={TO}");
     // POSTs that returned: the floor every later read must reach.
     let returned = Arc::new(AtomicU64::new(0));
@@ -196,7 +199,10 @@ async fn check(url: &str, scope: WriteScope) -> Outcome {
         stale += s;
         slowest(&mut read_ms, ms);
     }
-    let after = q.count_flights_uncached(FROM, TO).await.unwrap().count;
+    let after = cache_aside::bypass(q.count_flights(FROM, TO))
+        .await
+        .unwrap()
+        .count;
     assert!(after >= base + posts as i64, "every POST added its flight");
     eprintln!(
         "{:?} {scope:?}: {posts} POSTs, {reads} reads checked, {stale} stale \
