@@ -820,6 +820,17 @@ async fn find(cache: &Cache, calls: &Calls, code: &str) -> Option<u32> {
     }
 }
 
+/// With `stale` (a refresh in the background), the TTL from the value too.
+/// (Counted in a static: a background refresh runs from owned copies of the
+/// arguments, and each backend's test has its own code.)
+static STALE_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[cached(ns = "ttl_of_stale", ttl = ttl_by_answer, stale = "5s", cache = cache, skip(cache))]
+async fn find_stale(cache: &Cache, code: &str) -> Option<u32> {
+    STALE_RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    (code == "FRA").then_some(1)
+}
+
 /// For a `Result`, on the `Ok` value; a closure works as well as a path.
 #[cached(ns = "ttl_of_result", ttl = |n: &u64| Duration::from_millis(*n), cache = cache, skip(cache, calls))]
 async fn wait_for(cache: &Cache, calls: &Calls, n: u64) -> Result<u64, String> {
@@ -866,4 +877,24 @@ async fn ttl_from_the_value(b: Backend) {
     );
     assert_eq!(with_status(wait_for(&c, &calls, 300)).await.1, Status::Miss);
     assert_eq!(calls.get(), 8);
+    // Unknown: 300 ms, then stale for 5 s while one refresh (in the
+    // background) runs the body again.
+    let code = if b == Backend::Redis { "ZZR" } else { "ZZM" };
+    let runs = || STALE_RUNS.load(std::sync::atomic::Ordering::SeqCst);
+    let start = runs();
+    assert_eq!(with_status(find_stale(&c, code)).await.1, Status::Miss);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        with_status(find_stale(&c, code)).await,
+        (None, Status::Stale)
+    );
+    for _ in 0..200 {
+        if runs() >= start + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(runs() >= start + 2, "refreshed in the background");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(with_status(find_stale(&c, code)).await.1, Status::Hit);
 }

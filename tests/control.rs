@@ -15,6 +15,8 @@ on_every_backend!(
     scopes_nest_and_reach_nested_calls_and_methods,
     a_failed_refresh_keeps_the_entry,
     an_invalidation_during_a_refresh_wins,
+    a_refresh_replaces_the_local_tier_copy,
+    a_refresh_does_not_join_an_older_computation,
 );
 
 /// A tiny "database" whose value changes without any invalidation, as an
@@ -272,4 +274,111 @@ async fn a_refresh_reaches_another_instance() {
         (Ok(21), Status::Hit)
     );
     assert_eq!(calls.get(), 3);
+}
+
+#[cached(ns = "local_value", ttl = "5m", local = "30s", cache = cache, skip(cache, db))]
+async fn local_value(cache: &Cache, db: &Db) -> Result<u32, String> {
+    db.get()
+}
+
+async fn a_refresh_replaces_the_local_tier_copy(b: Backend) {
+    let c = cache(b, "refresh_local").await;
+    let db = Db::default();
+    db.set(1);
+    assert_eq!(local_value(&c, &db).await, Ok(1));
+    assert_eq!(local_value(&c, &db).await, Ok(1));
+    db.set(2);
+    assert_eq!(local_value(&c, &db).await, Ok(1), "cached");
+    let before = c.stats().total.local_hits;
+    assert_eq!(refresh(local_value(&c, &db)).await, Ok(2));
+    assert_eq!(local_value(&c, &db).await, Ok(2), "not the old local copy");
+    assert_eq!(local_value(&c, &db).await, Ok(2));
+    assert_eq!(
+        c.stats().total.local_hits,
+        before + 1,
+        "the new value is in the local tier"
+    );
+}
+
+/// A plain miss is computing (it read the database before a write); a
+/// refresh that starts now must not take that older value as its own.
+async fn a_refresh_does_not_join_an_older_computation(b: Backend) {
+    let c = cache(b, "refresh_flight").await;
+    let db = std::sync::Arc::new(Db::default());
+    db.set(1);
+    let gate = std::sync::Arc::new(Gate {
+        read_done: tokio::sync::Notify::new(),
+        may_return: tokio::sync::Notify::new(),
+    });
+    let plain = {
+        let (c, db, gate) = (c.clone(), db.clone(), gate.clone());
+        tokio::spawn(async move { gated(&c, &db, Some(&gate)).await })
+    };
+    gate.read_done.notified().await;
+    db.set(2);
+    let forced = {
+        let (c, db) = (c.clone(), db.clone());
+        tokio::spawn(async move { refresh(gated(&c, &db, None)).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    gate.may_return.notify_one();
+    assert_eq!(plain.await.unwrap(), Ok(1));
+    assert_eq!(
+        forced.await.unwrap(),
+        Ok(2),
+        "computed by the refresh itself"
+    );
+    assert_eq!(
+        with_status(gated(&c, &db, None)).await,
+        (Ok(2), Status::Hit)
+    );
+}
+
+/// Another process holds the key's lease; a refresh waits for it, finds the
+/// entry it stored, and then fails: that entry must survive (claiming over
+/// it and releasing would leave a tombstone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_waited_for_a_lease_and_failed_keeps_the_entry() {
+    let prefix = support::unique_prefix("refresh_lease");
+    let make = || {
+        Cache::builder()
+            .prefix(prefix.clone())
+            .redis_url(support::redis_url())
+            .build()
+            .expect("valid test config")
+    };
+    let (a, b) = (make(), make());
+    support::connected(&a).await;
+    support::connected(&b).await;
+    let (db_a, db_b) = (
+        std::sync::Arc::new(Db::default()),
+        std::sync::Arc::new(Db::default()),
+    );
+    db_a.fail.store(true, SeqCst);
+    db_b.set(7);
+    let gate = std::sync::Arc::new(Gate {
+        read_done: tokio::sync::Notify::new(),
+        may_return: tokio::sync::Notify::new(),
+    });
+    let holder = {
+        let (b, db, gate) = (b.clone(), db_b.clone(), gate.clone());
+        tokio::spawn(async move { gated(&b, &db, Some(&gate)).await })
+    };
+    gate.read_done.notified().await;
+    let forced = {
+        let (a, db) = (a.clone(), db_a.clone());
+        tokio::spawn(async move { refresh(gated(&a, &db, None)).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    gate.may_return.notify_one();
+    assert_eq!(holder.await.unwrap(), Ok(7));
+    assert_eq!(forced.await.unwrap(), Err("database down".into()));
+    assert_eq!(
+        with_status(gated(&b, &db_b, None)).await,
+        (Ok(7), Status::Hit)
+    );
+    assert_eq!(
+        with_status(gated(&a, &db_b, None)).await,
+        (Ok(7), Status::Hit)
+    );
 }

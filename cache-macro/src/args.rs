@@ -353,7 +353,8 @@ fn parse_ttl_or_fn(
     if literal {
         // A literal alone is a duration; followed by more, an expression.
         let _ = fork.parse::<syn::Lit>();
-        if fork.is_empty() || fork.peek(Token![,]) {
+        // (An option's name after it: a missing comma, reported as such.)
+        if fork.is_empty() || fork.peek(Token![,]) || fork.peek(Ident::peek_any) {
             return parse_ttl(input, name).map(Ok);
         }
     } else if fork.peek(Token![-]) {

@@ -77,7 +77,7 @@ fn run(
 /// |---|---|
 /// | `ns = "name"` / `ns = CONST` | namespace: a string, or the path of a `&str` constant (checked at compile time) that writers can share; default: the function's path with its crate (`app.flights.count`; `app.repo.Repo.by_id` for an associated fn, `app.repo.Store.Users.get` in a trait impl). Give one to anything you invalidate or share across builds |
 /// | `ttl = "90s"` / `ttl = 300` | humantime string or whole seconds; default: the cache's `default_ttl` |
-/// | `ttl = f` / `ttl = \|v: &T\| ..` | the TTL from the value: a fn path or a closure without captures, `fn(&T) -> Duration` (`T`: the `Ok` type of a `Result`); a zero TTL is not stored; `stale` and the jitter apply on top |
+/// | `ttl = f` / `ttl = \|v: &T\| ..` | the TTL from the value: a fn path or a closure without captures, `fn(&T) -> Duration` (`T`: the `Ok` type of a `Result`); a zero TTL is not stored (a refresh that gets one leaves the entry it read); `stale` and the jitter apply on top; for a `Duration` constant write `ttl = \|_\| MY_TTL` |
 /// | `skip(a, b)` | arguments left out of the key; a `self` receiver is never part of the key unless `key` names it |
 /// | `key = <expr>` | custom key: any `Serialize` expression over the arguments; replaces the default (all non-skipped arguments, in order) |
 /// | `cache = <expr>` | the cache to use: an expression of type `&Cache` (e.g. `&self.cache`), `Cache` or `Arc<Cache>` (`self.cache` would move the field: write `&self.cache`); default: the installed one (none installed: the call runs uncached as `Status::NoCache`, and the first such call logs an error) |

@@ -68,13 +68,19 @@ pub fn bypass<F: Future>(fut: F) -> impl Future<Output = F::Output> {
 /// cache at start-up, or an admin's "recompute now". Nested cached calls
 /// are refreshed too.
 ///
-/// A call that finds no entry is an ordinary miss: it claims the key, and
-/// one that finds another caller in this process already computing it
-/// shares that computation; it never serves an entry that was already
-/// there when it looked again. The calls report
+/// A call that finds no entry claims the key like a miss; it shares a
+/// computation only with other calls inside refresh scopes (never with a
+/// plain miss that may have read the database before it), and when it
+/// waited for another caller's lease it recomputes over the entry that
+/// caller stored instead of serving it. The calls report
 /// [`Status::Miss`](crate::Status::Miss) and count as `misses`, those that
 /// replaced a live entry also as
 /// [`Counts::forced_refreshes`](crate::Counts::forced_refreshes).
+///
+/// With the local tier (`local = ..`), a refresh replaces the value in this
+/// process's tier; other processes' tiers keep the copy they hold for up
+/// to their `local` TTL (a refresh is a store, not an invalidation: use
+/// `#[invalidates]` where every process must stop serving the old value).
 ///
 /// Scopes nest as for [`bypass`]: the innermost one decides.
 ///

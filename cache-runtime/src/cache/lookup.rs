@@ -260,8 +260,10 @@ where
     ) -> R {
         let inner = &*self.cache.inner;
         let state = self.state;
-        if !self.policy.local.is_zero()
-            && !self.policy.force
+        if self.policy.force {
+            // A refresh serves nothing from this process's tier either.
+            inner.hub.local_key_invalidated(&state.coherence, &self.key);
+        } else if !self.policy.local.is_zero()
             && let Some(flushes) = inner.hub.local_epoch()
         {
             // The ticket is taken before the local lookup and the Redis read.

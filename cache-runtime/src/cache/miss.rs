@@ -147,10 +147,17 @@ where
                 break None;
             };
             match snap.read {
-                // (A refresh scope serves nothing cached: it claims over it.)
-                Read::Live { entry, meta }
-                    if !self.policy.force && entry::unix_ms() <= meta.expires_at_ms =>
-                {
+                // A refresh scope serves nothing cached, and never claims
+                // over a live entry (a failed body would leave a tombstone):
+                // it recomputes and stores over exactly that entry.
+                Read::Live { entry, .. } if self.policy.force => {
+                    let to = snap.generation.current().map(|&generation| StoreAs {
+                        expect: Expect::Prefix(entry.get(..IDENTITY_LEN).unwrap_or_default()),
+                        generation,
+                    });
+                    return self.compute(fut, to, None, Some(leader)).await;
+                }
+                Read::Live { entry, meta } if entry::unix_ms() <= meta.expires_at_ms => {
                     leader = match self.serve(leader, &entry) {
                         Ok(out) => return out,
                         Err(l) => l,
@@ -193,7 +200,13 @@ where
             Generation::Fenced(t) => Some(t),
             Generation::Absent => None,
         };
-        flight::flight_key(&self.key, g, read)
+        let mut k = flight::flight_key(&self.key, g, read);
+        if self.policy.force {
+            // A refresh scope's callers share computations among
+            // themselves only: never an older one, never with plain calls.
+            k.push_str("\nrefresh");
+        }
+        k
     }
 
     /// A live entry found while leading (another process computed it): its
@@ -254,7 +267,11 @@ where
                     {
                         let px = ttl + self.policy.stale;
                         stored = self.store(to, px, elapsed, &tail).await;
-                        if stored {
+                        if stored && self.policy.force {
+                            // Readers that read the replaced entry must not
+                            // put it in the local tier after this store.
+                            inner.hub.local_key_invalidated(&state.coherence, &self.key);
+                        } else if stored {
                             self.local_insert(&tail[payload_at..], expires_at_ms);
                         }
                     }

@@ -255,7 +255,11 @@ async fn bypass<R>(state: Option<&NsState>, fut: impl Future<Output = R>) -> R {
 pub(crate) fn jitter(ttl: Duration) -> Duration {
     // 0..=50 per mille.
     let permille = ((entry::unit_random() * 51.0) as u64).min(50);
-    let ms = ttl.as_millis() as u64;
+    // At most 2^53 ms (285,000 years): a TTL from the value may be
+    // `Duration::MAX`, and `ms * permille` must not overflow.
+    let ms = u64::try_from(ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .min(1 << 53);
     Duration::from_millis(ms - ms * permille / 1000).max(Duration::from_millis(1))
 }
 

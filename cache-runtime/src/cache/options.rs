@@ -56,6 +56,15 @@ pub struct WithTtl<U, T: ?Sized> {
     ttl: fn(&T) -> Duration,
 }
 
+impl<U: Clone, T: ?Sized> Clone for WithTtl<U, T> {
+    fn clone(&self) -> Self {
+        WithTtl {
+            unless: self.unless.clone(),
+            ttl: self.ttl,
+        }
+    }
+}
+
 impl<U, T: ?Sized> WithTtl<U, T> {
     /// `unless` (or [`NoFilter`]) with the TTL from `ttl`.
     pub fn new(unless: U, ttl: fn(&T) -> Duration) -> Self {
