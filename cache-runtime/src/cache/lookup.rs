@@ -296,11 +296,7 @@ where
                 // entry read (as a refresh of a stale entry does), so a
                 // failed body keeps it and an invalidation meanwhile wins.
                 bump(&state.counters.forced_refreshes);
-                let identity = entry.get(..IDENTITY_LEN).unwrap_or_default();
-                let to = snap.generation.current().map(|&generation| StoreAs {
-                    expect: Expect::Prefix(identity),
-                    generation,
-                });
+                let to = StoreAs::over(&entry, &snap.generation);
                 return Box::pin(self.compute(fut, to, None, None)).await;
             }
             Read::Miss { expect, why } => {
@@ -515,6 +511,17 @@ pub struct Job<T, R> {
 pub(super) struct StoreAs<'a> {
     pub(super) expect: Expect<'a>,
     pub(super) generation: GenValue,
+}
+
+impl<'a> StoreAs<'a> {
+    /// Over exactly the entry read (its identity), under the generation it
+    /// was read with: what a refresh replaces. `None` without a generation.
+    pub(super) fn over(entry: &'a [u8], generation: &Generation) -> Option<Self> {
+        generation.current().map(|&generation| StoreAs {
+            expect: Expect::Prefix(entry.get(..IDENTITY_LEN).unwrap_or_default()),
+            generation,
+        })
+    }
 }
 
 /// XFetch: refresh early with probability rising as expiry nears:

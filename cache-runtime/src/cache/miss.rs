@@ -151,10 +151,7 @@ where
                 // over a live entry (a failed body would leave a tombstone):
                 // it recomputes and stores over exactly that entry.
                 Read::Live { entry, .. } if self.policy.force => {
-                    let to = snap.generation.current().map(|&generation| StoreAs {
-                        expect: Expect::Prefix(entry.get(..IDENTITY_LEN).unwrap_or_default()),
-                        generation,
-                    });
+                    let to = StoreAs::over(&entry, &snap.generation);
                     return self.compute(fut, to, None, Some(leader)).await;
                 }
                 Read::Live { entry, meta } if entry::unix_ms() <= meta.expires_at_ms => {
