@@ -49,7 +49,8 @@
 //! # }
 //! ```
 //!
-//! * [`cached`] and [`invalidates`]: the attributes (options in their docs).
+//! * [`cached`] and [`invalidates`]: the attributes (options in their docs);
+//!   [`cache_put`]: write-through, the returned value becomes the entry.
 //! * [`Cache`]: configuration ([`CacheBuilder`]), the by-hand API
 //!   ([`Cache::namespace`]), [`Cache::stats`].
 //! * [`with_status`]: tells a handler whether the answer came from the cache.
@@ -68,13 +69,13 @@
 #![forbid(unsafe_code)]
 
 #[doc(inline)]
-pub use cache_aside_macro::{cached, invalidates};
+pub use cache_aside_macro::{cache_put, cached, invalidates};
 
 #[doc(inline)]
 pub use cache_aside_runtime::{
-    Cache, CacheBuilder, Counts, Error, Filter, Invalidation, LinkProblem, NameProblem, Namespace,
-    NoFilter, Stats, Status, TlsProblem, Unreachable, bypass, install, installed, refresh,
-    transaction, with_status,
+    Cache, CacheBuilder, Committed, Counts, Error, Filter, Invalidation, LinkProblem, NameProblem,
+    Namespace, NoFilter, Stats, Status, TlsProblem, Unreachable, bypass, install, installed,
+    refresh, transaction, with_status,
 };
 
 #[doc(inline)]

@@ -30,6 +30,7 @@ const CACHED_OPTIONS: &[&str] = &[
     "crate",
 ];
 const INVALIDATES_OPTIONS: &[&str] = &["ns", "key", "cache", "scoped", "crate"];
+const CACHE_PUT_OPTIONS: &[&str] = &["ns", "key", "ttl", "version", "lease", "cache", "crate"];
 
 /// `unknown option` error at `name`, with a "did you mean" when one option
 /// is close.
@@ -157,6 +158,19 @@ pub(crate) struct InvalidatesArgs {
     pub krate: Option<Path>,
 }
 
+#[derive(Default)]
+pub(crate) struct CachePutArgs {
+    pub ns: Option<NsName>,
+    pub key: Option<(Span, KeySpec)>,
+    pub ttl: Option<Timed>,
+    /// `ttl = f`: the TTL from the value.
+    pub ttl_of: Option<Expr>,
+    pub version: Option<u32>,
+    pub lease: Option<Timed>,
+    pub cache: Option<Expr>,
+    pub krate: Option<Path>,
+}
+
 /// Remembers which options were seen, to reject duplicates at the second one.
 #[derive(Default)]
 struct Seen(Vec<String>);
@@ -242,6 +256,44 @@ impl Parse for InvalidatesArgs {
                         ));
                     }
                 }
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(args)
+    }
+}
+
+impl Parse for CachePutArgs {
+    fn parse(input: ParseStream<'_>) -> Result<Self> {
+        let mut args = CachePutArgs::default();
+        let mut seen = Seen::default();
+        while !input.is_empty() {
+            if input.peek(LitStr) {
+                let lit: LitStr = input.parse()?;
+                return Err(Error::new(
+                    lit.span(),
+                    format!(
+                        "#[cache_put] names its namespace with `ns`: write `ns = \"{}\"`",
+                        lit.value()
+                    ),
+                ));
+            }
+            let name = input.call(Ident::parse_any)?;
+            seen.check(&name)?;
+            match name.unraw().to_string().as_str() {
+                "ns" => args.ns = Some(parse_ns(input, &name)?),
+                "key" => args.key = Some((name.span(), parse_key(input, &name)?)),
+                "ttl" => match parse_ttl_or_fn(input, &name)? {
+                    Ok(t) => args.ttl = Some(t),
+                    Err(f) => args.ttl_of = Some(f),
+                },
+                "version" => args.version = Some(parse_version(input, &name)?),
+                "lease" => args.lease = Some(parse_ttl(input, &name)?),
+                "cache" => args.cache = Some(parse_value(input, &name)?),
+                "crate" => args.krate = Some(parse_crate(input, &name)?),
+                _ => return Err(unknown_option(&name, "cache_put", CACHE_PUT_OPTIONS, "")),
             }
             if !input.is_empty() {
                 input.parse::<Token![,]>()?;

@@ -33,7 +33,7 @@ use syn::spanned::Spanned;
 use syn::{Expr, Ident};
 
 use crate::args::NsName;
-use crate::validate::{Cached, Copy, Invalidates, Key, Ns, Options, Refresh, Target};
+use crate::validate::{CachePut, Cached, Copy, Invalidates, Key, Ns, Options, Refresh, Target};
 
 /// The `cache = <expr>` option: a statement binding the expression to a
 /// local (so that an owned `Cache` or `Arc<Cache>`, e.g. `self.cache.clone()`
@@ -553,6 +553,94 @@ pub(crate) fn invalidates(inv: &Invalidates) -> TokenStream {
                 #invalidate
             }
             #out
+        }
+    }
+}
+
+pub(crate) fn cache_put(p: &CachePut) -> TokenStream {
+    let krate = &p.krate;
+    let (attrs, vis, sig, block) = (
+        &p.func.item.attrs,
+        &p.func.item.vis,
+        &p.func.item.sig,
+        &p.func.item.block,
+    );
+    let (cache_binding, cache) = cache_expr(krate, p.cache.as_ref());
+    let ns = ns_tokens(krate, &p.ns);
+    let site = site(krate, Some(&p.key));
+    let key_expr = key_expr(krate, &p.key);
+    let key_support = key_support(krate);
+    let value_support = value_support(krate);
+    let opts = call_options(
+        krate,
+        &Options {
+            ttl: p.ttl,
+            stale: None,
+            lock: None,
+            lock_wait: None,
+            lease: p.lease,
+            early_refresh: None,
+            local: None,
+        },
+        p.version,
+    );
+    let (value_ty, ret_ty) = (&p.value_ty, &p.ret_ty);
+    // `ttl = f`, as for `#[cached]`: reported at `f` when it does not fit.
+    let (ttl_support, filter_expr) = match &p.ttl_of {
+        Some(f) => {
+            let path = respan(quote!(__cache_aside_ttl_of::<#value_ty, _>), f.span());
+            (
+                quote!(use #krate::__private::ttl_of as __cache_aside_ttl_of;),
+                quote_spanned! {f.span()=> #path(#krate::__private::NoFilter, #f) },
+            )
+        }
+        None => (TokenStream::new(), quote!(#krate::__private::NoFilter)),
+    };
+    let filter = Ident::new("__cache_aside_unless", Span::mixed_site());
+    let call = Ident::new("__cache_aside_call", Span::mixed_site());
+    let out = Ident::new("__cache_aside_out", Span::mixed_site());
+    let into = Ident::new("__cache_aside_into", Span::mixed_site());
+    let from = Ident::new("__cache_aside_from", Span::mixed_site());
+    // A value type that cannot be stored is reported at the return type.
+    let dispatch = Ident::new("__cache_aside_value", value_ty.span());
+    let (method, stored, returned) = if p.is_result {
+        (
+            Ident::new("put_result", value_ty.span()),
+            quote!(::core::result::Result::map(#out, #into)),
+            quote!(::core::result::Result::map(#out, #from)),
+        )
+    } else {
+        (
+            Ident::new("put_value", value_ty.span()),
+            quote!(#into(#out)),
+            quote!(#from(#out)),
+        )
+    };
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            #cache_binding
+            let #call = {
+                #key_support
+                #krate::__private::call(
+                    ::core::option::Option::None,
+                    #site,
+                    #cache,
+                    #ns,
+                    #key_expr,
+                )
+            };
+            let (#into, #from, #filter) = {
+                #value_support
+                #ttl_support
+                (&&&#krate::__private::Value::<#value_ty>::NEW).#dispatch(#filter_expr)
+            };
+            let #out = #call.#method(#opts, #filter, ::core::pin::pin!(async move {
+                let #out: #ret_ty = #block;
+                #stored
+            }))
+            .await;
+            #returned
         }
     }
 }

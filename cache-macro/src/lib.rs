@@ -1,4 +1,4 @@
-//! The `#[cached]` and `#[invalidates]` attributes of
+//! The `#[cached]`, `#[invalidates]` and `#[cache_put]` attributes of
 //! [cache-aside](https://docs.rs/cache-aside). Use them through the `cache-aside` crate,
 //! which documents them; this crate only parses, validates and expands.
 //!
@@ -154,5 +154,70 @@ pub fn invalidates(attr: TokenStream, item: TokenStream) -> TokenStream {
     run(attr, item, "invalidates", |attr, func| {
         let args = syn::parse2::<args::InvalidatesArgs>(attr)?;
         Ok(expand::invalidates(&validate::invalidates(args, func)?))
+    })
+}
+
+/// Write-through: after an `async fn` succeeds, the value it returns
+/// becomes the entry that the namespace's `#[cached]` reader reads under
+/// the same key, in every process, so the next read is a hit.
+///
+/// ```
+/// use cache_aside::{cache_put, cached, with_status, Cache, Status};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// struct Airport { iata: String, name: String }
+///
+/// #[cached(ns = "airport", cache = cache, skip(cache))]
+/// async fn airport(cache: &Cache, iata: &str) -> Result<Option<Airport>, std::io::Error> {
+///     Ok(Some(Airport { iata: iata.into(), name: "Frankfurt".into() })) // SELECT
+/// }
+///
+/// // The reader's namespace, key and value type: `UPDATE .. RETURNING`.
+/// #[cache_put(ns = "airport", key(iata), cache = cache)]
+/// async fn rename_airport(cache: &Cache, iata: &str, name: &str) -> Result<Option<Airport>, std::io::Error> {
+///     Ok(Some(Airport { iata: iata.into(), name: name.into() }))
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let cache = Cache::builder().memory().build().unwrap();
+/// airport(&cache, "FRA").await.unwrap();
+/// rename_airport(&cache, "FRA", "Frankfurt am Main").await.unwrap();
+/// let (a, status) = with_status(airport(&cache, "FRA")).await;
+/// assert_eq!(status, Status::Hit);
+/// assert_eq!(a.unwrap().unwrap().name, "Frankfurt am Main");
+/// # }
+/// ```
+///
+/// | option | meaning |
+/// |---|---|
+/// | `ns = "name"` / `ns = CONST` | the namespace of the `#[cached]` fn that reads the entry (required) |
+/// | `key(arg, ..)` / `key = <expr>` | the entry's key, built as the reader builds it: name as many arguments, of the same values, as the reader's key has (required) |
+/// | `ttl = "1h"` / `ttl = 300` | the stored entry's TTL; default: the cache's `default_ttl` (give the reader's) |
+/// | `version = N` | the reader's `version`, if it has one |
+/// | `lease = "10s"` | how long readers wait for the write before they read the database themselves (default: the cache's) |
+/// | `cache = <expr>`, `crate = path` | as for `#[cached]` |
+///
+/// As safe as an invalidation: the put claims the key before its body runs
+/// (readers then wait for it, and a reader's or another writer's older
+/// value can no longer be stored), and afterwards stores only over its own
+/// claim, under the namespace generation it saw; otherwise it leaves a
+/// tombstone, so two writers whose writes commit in either order never
+/// leave the older value. After an `Err` the key is left empty (a
+/// tombstone): the next read recomputes. Inside
+/// [`cache_aside::transaction`](https://docs.rs/cache-aside/latest/cache_aside/fn.transaction.html)
+/// the key is fenced until the scope ends, and the value is stored then if
+/// the transaction committed and nobody else wrote the key meanwhile.
+///
+/// The value type must be the reader's (`T` of its `Result<T, E>`, with the
+/// same `version`): an entry of another type is a miss for the reader. The
+/// macro cannot see the reader, so a put whose type differs from the
+/// reader's that ran in this process invalidates instead, and logs an error
+/// once. A cache that is unavailable never fails the function: the key is
+/// invalidated (queued and retried) instead.
+#[proc_macro_attribute]
+pub fn cache_put(attr: TokenStream, item: TokenStream) -> TokenStream {
+    run(attr, item, "cache_put", |attr, func| {
+        let args = syn::parse2::<args::CachePutArgs>(attr)?;
+        Ok(expand::cache_put(&validate::cache_put(args, func)?))
     })
 }

@@ -12,7 +12,9 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Error, Expr, Ident, Path, Result, Type};
 
-use crate::args::{CachedArgs, InvalidatesArgs, KeySpec, Local, NsName, Timed, did_you_mean};
+use crate::args::{
+    CachePutArgs, CachedArgs, InvalidatesArgs, KeySpec, Local, NsName, Timed, did_you_mean,
+};
 use crate::model::{Func, Ret, is_impl_trait, reference_in};
 
 /// What a `#[cached]` function's key is made of.
@@ -282,6 +284,84 @@ pub(crate) fn invalidates(args: InvalidatesArgs, func: Func) -> Result<Invalidat
         func,
     })
 }
+
+/// A checked `#[cache_put]`.
+pub(crate) struct CachePut {
+    pub func: Func,
+    pub krate: TokenStream,
+    pub cache: Option<Expr>,
+    pub ns: NsName,
+    pub key: Key,
+    pub ttl: Option<Duration>,
+    /// `ttl = f`: the TTL from the value (zero: not stored, invalidated).
+    pub ttl_of: Option<Expr>,
+    pub lease: Option<Duration>,
+    pub version: Option<u32>,
+    /// The stored type (`T` of `Result<T, E>`), and the declared return type.
+    pub value_ty: Type,
+    pub ret_ty: Type,
+    pub is_result: bool,
+}
+
+pub(crate) fn cache_put(args: CachePutArgs, func: Func) -> Result<CachePut> {
+    check_fn(&func, "cache_put")?;
+    let Some(ns) = args.ns else {
+        return Err(Error::new(
+            Span::call_site(),
+            "#[cache_put] needs the namespace of the #[cached] fn whose entry it writes: \
+             #[cache_put(ns = \"airport\", key(code))]",
+        ));
+    };
+    check_ns(&ns)?;
+    let Some((_, spec)) = args.key else {
+        return Err(Error::new(
+            ns.span(),
+            "#[cache_put] writes one entry: name the arguments that make its key, as many as \
+             the reader's key has, with `key(code)` (or `key = <expr>`)",
+        ));
+    };
+    let ttl = duration("ttl", args.ttl)?;
+    let lease = duration("lease", args.lease)?;
+    let key = key(&func, Some(spec), &[])?;
+    let (value_ty, ret_ty, is_result) = match &func.ret {
+        Ret::Result { ok } => (ok.clone(), func.return_type(), true),
+        Ret::Value(t) | Ret::Opaque(t) => (t.clone(), t.clone(), false),
+        Ret::Unit => {
+            return Err(Error::new(
+                func.item.sig.paren_token.span.close(),
+                PUT_UNIT_RETURN,
+            ));
+        }
+    };
+    if is_unit(&value_ty) {
+        return Err(Error::new_spanned(&value_ty, PUT_UNIT_RETURN));
+    }
+    if let Some(r) = reference_in(&value_ty) {
+        return Err(Error::new_spanned(
+            r,
+            "#[cache_put] stores the value the function returns, and a reference cannot be \
+             stored: return the owned value the #[cached] reader returns",
+        ));
+    }
+    Ok(CachePut {
+        krate: krate(args.krate),
+        cache: args.cache,
+        ns,
+        key,
+        ttl,
+        ttl_of: args.ttl_of,
+        lease,
+        version: args.version,
+        value_ty,
+        ret_ty,
+        is_result,
+        func,
+    })
+}
+
+const PUT_UNIT_RETURN: &str = "#[cache_put] stores the value the function returns as the entry \
+its #[cached] reader reads: return that value (`Result<Airport, E>` from an `UPDATE .. \
+RETURNING`); a write that returns nothing wants `#[invalidates(ns = .., key(..))]`";
 
 /// Does `ty` look like a database transaction (`&mut Transaction<'_, Pg>`,
 /// `&DatabaseTransaction`): a path whose last segment ends in `Transaction`?

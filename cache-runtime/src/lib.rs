@@ -51,7 +51,8 @@ mod strategies;
 mod sync;
 
 pub use cache::{
-    Cache, CacheBuilder, Filter, Invalidation, LinkProblem, Namespace, NoFilter, transaction,
+    Cache, CacheBuilder, Committed, Filter, Invalidation, LinkProblem, Namespace, NoFilter,
+    transaction,
 };
 pub use control::{bypass, refresh};
 pub use error::{Error, NameProblem, TlsProblem, Unreachable};

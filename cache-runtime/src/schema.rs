@@ -133,7 +133,9 @@ pub(crate) fn schema(p: &Parts<'_>) -> u64 {
         Fingerprint::Untraced(h) => text.push_str(&format!("b{h:016x}{:016x}", build())),
     }
     text.push_str(&format!(":{}:{version}", p.codec.name()));
-    for g in p.generics {
+    // An empty part (a `#[cached]` fn without generic arguments) is none:
+    // the fn, the by-hand API and a put of one type share entries.
+    for g in p.generics.iter().filter(|g| !g.is_empty()) {
         text.push(':');
         text.push_str(g);
     }

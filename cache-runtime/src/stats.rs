@@ -106,6 +106,7 @@ pub(crate) struct Counters {
     pub refresh_errors: Counter,
     pub skipped: Counter,
     pub forced_refreshes: Counter,
+    pub puts: Counter,
 }
 
 /// A counter sharded over a few cache lines: the hit path bumps one from
@@ -168,6 +169,7 @@ impl Counters {
             refresh_errors: self.refresh_errors.get(),
             skipped: self.skipped.get(),
             forced_refreshes: self.forced_refreshes.get(),
+            puts: self.puts.get(),
         }
     }
 }
@@ -232,6 +234,10 @@ pub struct Counts {
     /// Of the `misses`, calls inside a [`refresh`](crate::refresh) scope
     /// that recomputed an entry that was live.
     pub forced_refreshes: u64,
+    /// Values a [`#[cache_put]`](crate::cache_put) stored (write-through),
+    /// at once or when its transaction scope ended. A put that could not
+    /// store safely invalidated the key instead (in `invalidations`).
+    pub puts: u64,
 }
 
 impl Counts {
@@ -271,6 +277,7 @@ impl Counts {
         self.refresh_errors += o.refresh_errors;
         self.skipped += o.skipped;
         self.forced_refreshes += o.forced_refreshes;
+        self.puts += o.puts;
     }
 }
 

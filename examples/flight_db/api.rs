@@ -354,12 +354,12 @@ async fn rename_airport(
     if name.is_empty() || name.len() > 200 {
         return Err(ApiError::Unprocessable("name: 1 to 200 characters".into()));
     }
-    if !q.rename_airport(&code, name).await? {
+    let Some(renamed) = q.rename_airport(&code, name).await? else {
         return Err(ApiError::NotFound(format!("unknown airport \"{code}\"")));
-    }
+    };
     Ok(Json(AirportRenamed {
-        iata: code,
-        name: name.to_string(),
+        iata: renamed.iata,
+        name: renamed.name,
     }))
 }
 

@@ -1,7 +1,7 @@
 //! The questions the service answers, each one cached with one attribute,
 //! and the writes that invalidate exactly the answers they change.
 
-use cache_aside::{Cache, cached, invalidates};
+use cache_aside::{Cache, cache_put, cached, invalidates};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -222,16 +222,22 @@ impl Queries {
         row.as_ref().map(airport_row).transpose()
     }
 
-    /// Renames an airport; invalidates just that airport's entry. Returns
-    /// whether the airport exists.
-    #[invalidates(ns = "airport", key(iata), cache = &self.cache)]
-    pub async fn rename_airport(&self, iata: &str, name: &str) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query("UPDATE airport SET name = $1 WHERE iata = $2")
+    /// Renames an airport, write-through: the row the `UPDATE` returns
+    /// becomes the `airport` entry (in every replica), so the next read is
+    /// a hit with the new name. `None`: no such airport (stored for a
+    /// minute, as the reader would).
+    #[cache_put(ns = "airport", key(iata), ttl = airport_ttl, cache = &self.cache)]
+    pub async fn rename_airport(
+        &self,
+        iata: &str,
+        name: &str,
+    ) -> Result<Option<Airport>, sqlx::Error> {
+        let row = sqlx::query("UPDATE airport SET name = $1 WHERE iata = $2 RETURNING *")
             .bind(name)
             .bind(iata)
-            .execute(&self.db.pool)
+            .fetch_optional(&self.db.pool)
             .await?;
-        Ok(done.rows_affected() > 0)
+        row.as_ref().map(airport_row).transpose()
     }
 
     /// The expensive count, cached for 5 minutes and invalidated by every

@@ -1,4 +1,4 @@
-//! Support for the code `#[cached]` and `#[invalidates]` generate. Not
+//! Support for the code `#[cached]`, `#[cache_put]` and `#[invalidates]` generate. Not
 //! public API.
 
 use std::future::Future;
@@ -158,6 +158,44 @@ impl Call<'_> {
                 c.run_key(target, &opts, &unless, fut, refresh, shape).await
             }
             None => uncached(fut).await,
+        }
+    }
+
+    /// `#[cache_put]` on a function that does not return `Result`. `ttl`:
+    /// the TTL from the value (`ttl = f`), or [`NoFilter`].
+    #[inline]
+    pub async fn put_value<T, U, Fut>(self, opts: CallOptions, ttl: U, fut: Fut) -> T
+    where
+        T: Serialize + DeserializeOwned,
+        U: Filter<T>,
+        Fut: Future<Output = T>,
+    {
+        match self.cache {
+            Some(c) => {
+                let target = self.target(&[]);
+                c.put_key(target, &opts, &ttl, fut, Shape::plain()).await
+            }
+            None => fut.await,
+        }
+    }
+
+    /// `#[cache_put]` on a function that returns `Result<T, E>`: `Ok` is
+    /// stored; after an `Err` the key is left as the write's lease left it
+    /// (a tombstone).
+    #[inline]
+    pub async fn put_result<T, E, U, Fut>(self, opts: CallOptions, ttl: U, fut: Fut) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        U: Filter<T>,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        match self.cache {
+            Some(c) => {
+                let target = self.target(&[]);
+                c.put_key(target, &opts, &ttl, fut, Shape::result(None))
+                    .await
+            }
+            None => fut.await,
         }
     }
 

@@ -8,7 +8,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use super::{
-    Backend, Change, Claim, Claimed, Fetched, GenValue, Generation, Notice, Result, Store,
+    Backend, Change, Claim, Claimed, Fetched, GenValue, Generation, KeyChanged, Notice, Result,
+    Store,
 };
 use crate::entry::{self, FENCE_MAGIC, LEASE_LEN, LEASE_MAGIC, TOKEN_LEN};
 
@@ -124,6 +125,9 @@ fn change(
     };
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     match change {
+        // Under a live key fence, a new head: a put inside a scope that
+        // holds it then stores nothing when the scope ends.
+        Change::Invalidate if up && magic == FENCE_MAGIC => Some(fence(&head, &hs, now)),
         Change::Invalidate if up => None,
         Change::Invalidate => Some(invalidated),
         Change::Fence { holder, ttl } | Change::Renew { holder, ttl } => {
@@ -131,7 +135,7 @@ fn change(
             hs.insert(id, now.saturating_add(ms(ttl)));
             Some(fence(&head, &hs, now))
         }
-        Change::End { holder } => {
+        Change::End { holder } | Change::EndPut { holder, .. } => {
             hs.remove(&*String::from_utf8_lossy(holder));
             Some(if live(&hs, now) {
                 fence(&head, &hs, now)
@@ -182,6 +186,14 @@ impl Backend for MemoryBackend {
         let cur = map.get(c.entry_key, now);
         let mut take = false;
         match cur {
+            // A writer takes the key whatever it holds, but a live fence.
+            Some(f) if c.writer.is_some() && f.first() == Some(&FENCE_MAGIC) => {
+                if live(&holders(f), now_ms) {
+                    return Ok(Claimed::Fenced);
+                }
+                take = true;
+            }
+            _ if c.writer.is_some() => take = true,
             Some(l) if l.first() == Some(&LEASE_MAGIC) && l.len() == LEASE_LEN => {
                 let live_lease = entry::lease_expiry(l) > now_ms;
                 if live_lease && l.last() == Some(&b'w') {
@@ -272,17 +284,59 @@ impl Backend for MemoryBackend {
     async fn change_key(
         &self,
         entry_key: &str,
+        generation_key: &str,
         c: Change<'_>,
         ttl: Duration,
         _notice: Notice<'_>,
-    ) -> Result<()> {
+    ) -> Result<KeyChanged> {
         let mut map = self.lock();
         let now = Instant::now();
+        let generation = map.get(generation_key, now).map(<[u8]>::to_vec);
         let cur = map.get(entry_key, now);
-        if let Some(v) = change(cur, FENCE_MAGIC, c, entry::tombstone()) {
+        let mut out = KeyChanged {
+            generation: generation.clone(),
+            ..KeyChanged::default()
+        };
+        let v = match c {
+            // `tombstone.lua`'s 'p': the value, if nothing else happened to
+            // the key since the put's own fence.
+            Change::EndPut { holder, put } => {
+                let same = cur.is_some_and(|v| {
+                    v.first() == Some(&FENCE_MAGIC) && v.get(..1 + TOKEN_LEN) == Some(put.head)
+                });
+                let mut hs = cur
+                    .filter(|v| v.first() == Some(&FENCE_MAGIC))
+                    .map(holders)
+                    .unwrap_or_default();
+                hs.remove(&*String::from_utf8_lossy(holder));
+                let g = generation.as_deref();
+                let now_ms = entry::unix_ms();
+                if !live(&hs, now_ms)
+                    && same
+                    && g == Some(put.generation)
+                    && let Generation::Current(gen_value) = Generation::parse(g, None)
+                {
+                    out.stored = true;
+                    let tail = entry::stamp_expiry(put.tail, now_ms);
+                    map.replace(
+                        entry_key,
+                        entry::assemble(&gen_value.token, &tail),
+                        put.ttl.max(ttl),
+                        now,
+                    );
+                    return Ok(out);
+                }
+                change(cur, FENCE_MAGIC, Change::End { holder }, entry::tombstone())
+            }
+            c => change(cur, FENCE_MAGIC, c, entry::tombstone()),
+        };
+        if let Some(v) = v {
+            if v.first() == Some(&FENCE_MAGIC) {
+                out.head = v.get(..1 + TOKEN_LEN).map(<[u8]>::to_vec);
+            }
             map.replace(entry_key, v, ttl, now);
         }
-        Ok(())
+        Ok(out)
     }
 
     async fn ping(&self) -> Result<()> {

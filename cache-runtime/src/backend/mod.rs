@@ -137,6 +137,11 @@ pub(crate) struct Claim<'a> {
     /// Installed as the generation when the namespace has none.
     pub fresh_generation: Token,
     pub generation_ttl: Duration,
+    /// A writer's claim (`#[cache_put]`): the key is taken whatever it
+    /// holds, but a live fence (`expect` is not compared, and nobody's
+    /// lease is waited for), and its notice published (local tiers drop
+    /// the old value).
+    pub writer: Option<Notice<'a>>,
 }
 
 /// What a claim got.
@@ -192,6 +197,36 @@ pub(crate) enum Change<'a> {
     /// The scope ended (after its commit or rollback): invalidate once more,
     /// and lift the fence if no other scope holds it.
     End { holder: &'a Token },
+    /// The scope ended after its commit, and a put inside it left `put`:
+    /// as `End`, but the value is stored instead of a tombstone if nothing
+    /// else happened to the key since the put's fence (see `tombstone.lua`).
+    EndPut {
+        holder: &'a Token,
+        put: PutAtEnd<'a>,
+    },
+}
+
+/// What a put inside a transaction scope stores when the scope ends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PutAtEnd<'a> {
+    /// The fence's head after the put's own fence.
+    pub head: &'a [u8],
+    /// The namespace's generation when the put fenced the key.
+    pub generation: &'a [u8],
+    /// Entry bytes after magic and generation.
+    pub tail: &'a [u8],
+    pub ttl: Duration,
+}
+
+/// What a change of one entry left (see `tombstone.lua`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct KeyChanged {
+    /// The fence's head, when the key holds a fence.
+    pub head: Option<Vec<u8>>,
+    /// The namespace's generation as the change found it.
+    pub generation: Option<Vec<u8>>,
+    /// An [`Change::EndPut`] stored its value.
+    pub stored: bool,
 }
 
 impl Change<'_> {
@@ -203,6 +238,7 @@ impl Change<'_> {
             Change::Fence { holder, ttl } => ("f", *holder, ms(ttl)),
             Change::Renew { holder, ttl } => ("r", *holder, ms(ttl)),
             Change::End { holder } => ("e", *holder, 0),
+            Change::EndPut { holder, .. } => ("p", *holder, 0),
         }
     }
 }
@@ -295,10 +331,11 @@ pub(crate) trait Backend: Send + Sync {
     fn change_key(
         &self,
         entry_key: &str,
+        generation_key: &str,
         change: Change<'_>,
         ttl: Duration,
         notice: Notice<'_>,
-    ) -> impl Future<Output = Result<()>> + Send;
+    ) -> impl Future<Output = Result<KeyChanged>> + Send;
     /// One round trip that touches no key (health check).
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 }
@@ -364,11 +401,12 @@ impl Backend for AnyBackend {
     async fn change_key(
         &self,
         entry_key: &str,
+        generation_key: &str,
         change: Change<'_>,
         ttl: Duration,
         notice: Notice<'_>,
-    ) -> Result<()> {
-        forward!(self.change_key(entry_key, change, ttl, notice))
+    ) -> Result<KeyChanged> {
+        forward!(self.change_key(entry_key, generation_key, change, ttl, notice))
     }
 
     async fn ping(&self) -> Result<()> {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::Cache;
 use super::registry::NsState;
-use super::scope::Scope;
-use crate::backend::{Backend, Change, Notice};
+use super::scope::{PendingPut, Scope};
+use crate::backend::{Backend, Change, KeyChanged, Notice};
 use crate::entry::Token;
 use crate::key::KeyError;
 use crate::stats::bump;
@@ -89,7 +89,7 @@ impl Cache {
             Some(s) => s.hold(self, state, None),
             None => Change::Invalidate,
         };
-        let done = inner.breaker.allow() && self.send(state, None, change).await;
+        let done = inner.breaker.allow() && self.send(state, None, change).await.is_some();
         // Also when queued: this process must not serve what it invalidated.
         inner.hub.local_namespace_invalidated(&state.coherence);
         if done {
@@ -112,7 +112,8 @@ impl Cache {
             Some(s) => s.hold(self, state, Some(&entry_key)),
             None => Change::Invalidate,
         };
-        let done = inner.breaker.allow() && self.send(state, Some(&entry_key), change).await;
+        let done =
+            inner.breaker.allow() && self.send(state, Some(&entry_key), change).await.is_some();
         inner
             .hub
             .local_key_invalidated(&state.coherence, &entry_key);
@@ -124,66 +125,83 @@ impl Cache {
     }
 
     /// Applies `change` to the namespace's generation, or to one entry, and
-    /// publishes it on the channel; true if it landed.
+    /// publishes it on the channel; what it left if it landed.
     pub(crate) async fn send(
         &self,
         state: &NsState,
         entry_key: Option<&str>,
         change: Change<'_>,
-    ) -> bool {
+    ) -> Option<KeyChanged> {
         let inner = &*self.inner;
         let notice = Notice {
             channel: inner.hub.channel(),
             namespace: &state.name,
         };
         let sent = match entry_key {
-            None => {
-                inner
-                    .backend
-                    .change_namespace(&state.generation_key, change, inner.generation_ttl, notice)
-                    .await
-            }
+            None => inner
+                .backend
+                .change_namespace(&state.generation_key, change, inner.generation_ttl, notice)
+                .await
+                .map(|()| KeyChanged::default()),
             Some(key) => {
                 inner
                     .backend
-                    .change_key(key, change, inner.guard_ttl, notice)
+                    .change_key(key, &state.generation_key, change, inner.guard_ttl, notice)
                     .await
             }
         };
         match sent {
-            Ok(()) => {
+            Ok(changed) => {
                 inner.breaker.success();
-                true
+                Some(changed)
             }
             Err(e) => {
                 inner.note_failure(&e);
                 bump(&state.counters.errors);
-                false
+                None
             }
         }
     }
 
     /// The end of a transaction scope's hold on the namespace (`key: None`)
     /// or on one entry: invalidates it once more and lifts the fence unless
-    /// another scope holds it.
-    pub(crate) async fn end_hold(&self, state: &Arc<NsState>, key: Option<String>, holder: &Token) {
+    /// another scope holds it; or, for a put inside a committed scope
+    /// (`put`), stores its value if nothing else happened to the key.
+    pub(crate) async fn end_hold(
+        &self,
+        state: &Arc<NsState>,
+        key: Option<String>,
+        holder: &Token,
+        put: Option<&PendingPut>,
+    ) {
         let inner = &*self.inner;
-        let change = Change::End { holder };
-        let done = inner.breaker.allow() && self.send(state, key.as_deref(), change).await;
+        let change = match put {
+            Some(p) if key.is_some() => Change::EndPut {
+                holder,
+                put: p.at_end(),
+            },
+            _ => Change::End { holder },
+        };
+        let sent = match inner.breaker.allow() {
+            true => self.send(state, key.as_deref(), change).await,
+            false => None,
+        };
         match &key {
             None => inner.hub.local_namespace_invalidated(&state.coherence),
             Some(k) => inner.hub.local_key_invalidated(&state.coherence, k),
         }
-        if done {
-            bump(&state.counters.invalidations);
-        } else {
-            self.enqueue(state, key);
+        match sent {
+            Some(changed) if changed.stored => bump(&state.counters.puts),
+            Some(_) => bump(&state.counters.invalidations),
+            None => {
+                self.enqueue(state, key);
+            }
         }
     }
 
     /// Queues an invalidation (of the namespace, or of one entry key) and
     /// makes sure a retry worker runs.
-    fn enqueue(&self, state: &Arc<NsState>, entry_key: Option<String>) -> Invalidation {
+    pub(super) fn enqueue(&self, state: &Arc<NsState>, entry_key: Option<String>) -> Invalidation {
         let mut q = lock(&self.inner.retry);
         q.seq += 1;
         let seq = q.seq;
@@ -251,7 +269,10 @@ impl Cache {
         };
         for (name, p) in namespaces {
             bump(&p.state.counters.invalidation_retries);
-            let sent = self.send(&p.state, None, Change::Invalidate).await;
+            let sent = self
+                .send(&p.state, None, Change::Invalidate)
+                .await
+                .is_some();
             let mut q = lock(&inner.retry);
             if sent {
                 bump(&p.state.counters.invalidations);
@@ -272,7 +293,10 @@ impl Cache {
         }
         for (key, p) in keys {
             bump(&p.state.counters.invalidation_retries);
-            let sent = self.send(&p.state, Some(&key), Change::Invalidate).await;
+            let sent = self
+                .send(&p.state, Some(&key), Change::Invalidate)
+                .await
+                .is_some();
             let mut q = lock(&inner.retry);
             let current = q.keys.get(&key).is_some_and(|cur| cur.seq == p.seq);
             if sent {

@@ -24,7 +24,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -174,14 +174,22 @@ impl Cache {
 
     /// The schema of this call's entries (see `schema.rs`); for a
     /// non-generic call site, computed once and kept in its slot.
-    fn schema_of<T: DeserializeOwned>(&self, o: &CallOptions, target: &Target<'_>) -> u64 {
+    fn schema_of<T: DeserializeOwned>(
+        &self,
+        o: &CallOptions,
+        target: &Target<'_>,
+        state: &NsState,
+    ) -> u64 {
         let compute = || {
-            schema::schema(&schema::Parts {
+            let s = schema::schema(&schema::Parts {
                 fingerprint: schema::fingerprint::<T>(),
                 codec: self.inner.codec,
                 version: o.version,
                 generics: target.generics,
-            })
+            });
+            // What a put of this namespace must store (see `put.rs`).
+            state.reader_schema.store(s, Relaxed);
+            s
         };
         match target.slot {
             Some(slot) => slot.schema(self.inner.id, target.generics, compute),
@@ -218,7 +226,7 @@ impl Cache {
             stats::report(Status::Bypass);
             return out;
         }
-        let schema = self.schema_of::<T>(opts, &target);
+        let schema = self.schema_of::<T>(opts, &target, &state);
         let key = match target.key {
             Ok(k) => k,
             Err(e) => {

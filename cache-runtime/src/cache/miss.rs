@@ -105,6 +105,7 @@ where
                 hold: inner.guard_ttl.max(self.policy.lease),
                 fresh_generation: fresh,
                 generation_ttl: inner.generation_ttl,
+                writer: None,
             };
             let changed = match inner.backend.claim(claim).await {
                 Ok(Claimed::Taken { generation, lease }) => {
@@ -177,12 +178,9 @@ where
             }
             seen.generation = snap.generation;
         };
-        let lease = claimed.as_ref().map(|(_, lease)| LeaseHeld {
-            cache: self.cache.clone(),
-            entry_key: self.key.clone(),
-            token: lease.clone(),
-            armed: AtomicBool::new(true),
-        });
+        let lease = claimed
+            .as_ref()
+            .map(|(_, lease)| LeaseHeld::new(self.cache.clone(), self.key.clone(), lease.clone()));
         let to = claimed.as_ref().map(|(generation, lease)| StoreAs {
             expect: Expect::Exactly(lease),
             generation: *generation,
@@ -368,6 +366,40 @@ pub(super) struct LeaseHeld {
     entry_key: String,
     token: Vec<u8>,
     armed: AtomicBool,
+}
+
+impl LeaseHeld {
+    pub(super) fn new(cache: Cache, entry_key: String, token: Vec<u8>) -> LeaseHeld {
+        LeaseHeld {
+            cache,
+            entry_key,
+            token,
+            armed: AtomicBool::new(true),
+        }
+    }
+
+    /// The owner stored, or took care of the key itself.
+    pub(super) fn disarm(&self) {
+        self.armed.store(false, Relaxed);
+    }
+
+    /// Nothing is stored under the lease: a tombstone in its place, now.
+    pub(super) async fn release(&self) {
+        self.disarm();
+        let inner = &*self.cache.inner;
+        let released = inner
+            .backend
+            .release(
+                &self.entry_key,
+                &self.token,
+                &entry::tombstone(),
+                inner.guard_ttl,
+            )
+            .await;
+        if let Err(e) = released {
+            inner.note_failure(&e);
+        }
+    }
 }
 
 impl Drop for LeaseHeld {

@@ -12,6 +12,7 @@
 //! | `miss.rs` | one call past its read: coalescing, the lease, compute, store |
 //! | `refresh.rs` | a refresh in the background (`stale`, `early_refresh`) |
 //! | `invalidate.rs` | invalidations and their retry queue |
+//! | `put.rs` | write-through (`#[cache_put]`): a writer's lease, its store or tombstone |
 //! | `scope.rs` | transaction scopes: fences held until the transaction ends |
 
 use std::fmt;
@@ -38,6 +39,7 @@ mod lookup;
 mod miss;
 mod namespace;
 mod options;
+mod put;
 mod refresh;
 mod registry;
 pub(crate) mod scope;
@@ -55,7 +57,7 @@ pub use options::{CallOptions, Filter, NoFilter, WithTtl};
 pub use refresh::{Background, Inline};
 pub use registry::NsSlot;
 use registry::{NsState, Registry};
-pub use scope::transaction;
+pub use scope::{Committed, transaction};
 
 /// A handle to a cache: cheap to clone (an `Arc`), shared by every task.
 ///

@@ -4,7 +4,7 @@
 //! everything else through the cache's map.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::Serialize;
@@ -27,6 +27,11 @@ pub(crate) struct NsState {
     /// What the invalidation channel keeps for the namespace (views, local
     /// tier epochs).
     pub(crate) coherence: Arc<NsCoherence>,
+    /// The schema of the namespace's last `#[cached]` reader in this
+    /// process (0: none yet), which a put's value must have.
+    pub(crate) reader_schema: AtomicU64,
+    /// A put of another schema was logged.
+    pub(crate) put_mismatch_logged: AtomicBool,
 }
 
 /// Where a `#[cached]` call site keeps the state of its namespace in the
@@ -165,6 +170,8 @@ impl Cache {
                 pending_namespace: AtomicBool::new(false),
                 pending_keys: AtomicUsize::new(0),
                 coherence: inner.hub.register(ns),
+                reader_schema: AtomicU64::new(0),
+                put_mismatch_logged: AtomicBool::new(false),
             })
         });
         Some(Arc::clone(state))

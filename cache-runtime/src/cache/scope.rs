@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::Cache;
 use super::registry::NsState;
-use crate::backend::Change;
+use crate::backend::{Change, PutAtEnd};
 use crate::entry::{self, Token};
 use crate::sync::lock;
 
@@ -33,6 +33,12 @@ tokio::task_local! {
 /// compute from the database and do not store. Nested scopes are one
 /// scope; outside a scope nothing changes. The output is returned as it
 /// is (an `Err` after a rollback too: its invalidations were harmless).
+///
+/// A [`#[cache_put]`](crate::cache_put) inside the scope fences its key
+/// like a key invalidation and stores its value when the scope ends, if
+/// the output says the transaction committed ([`Committed`]: `Ok`, `Some`
+/// or `()`) and nothing else wrote the key meanwhile; otherwise the key is
+/// invalidated.
 ///
 /// ```
 /// # async fn demo() -> Result<(), std::io::Error> {
@@ -55,7 +61,11 @@ tokio::task_local! {
 /// # Ok(()) }
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
 /// ```
-pub async fn transaction<F: Future>(fut: F) -> F::Output {
+pub async fn transaction<F>(fut: F) -> F::Output
+where
+    F: Future,
+    F::Output: Committed,
+{
     if SCOPE.try_with(|_| ()).is_ok() {
         return fut.await;
     }
@@ -67,17 +77,52 @@ pub async fn transaction<F: Future>(fut: F) -> F::Output {
     });
     let mut guard = EndOnDrop(Some(Arc::clone(&scope)));
     let out = SCOPE.scope(Arc::clone(&scope), fut).await;
+    let committed = out.committed();
     if let Some(scope) = guard.0.take() {
         // In a task of its own, so that dropping this future now does not
         // leave the fences to lapse.
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
-                let _ = rt.spawn(async move { scope.end().await }).await;
+                let _ = rt.spawn(async move { scope.end(committed).await }).await;
             }
-            Err(_) => scope.end().await,
+            Err(_) => scope.end(committed).await,
         }
     }
     out
+}
+
+/// What a [`transaction`] scope's output says about its transaction: did
+/// it commit? Only then do the puts inside the scope store their values.
+///
+/// ```
+/// use cache_aside::Committed;
+///
+/// assert!(Ok::<u64, std::io::Error>(3).committed());
+/// assert!(!None::<u64>.committed());
+/// assert!(().committed());
+/// ```
+pub trait Committed {
+    /// `true` if the transaction committed.
+    fn committed(&self) -> bool;
+}
+
+impl<T, E> Committed for Result<T, E> {
+    fn committed(&self) -> bool {
+        self.is_ok()
+    }
+}
+
+impl<T> Committed for Option<T> {
+    fn committed(&self) -> bool {
+        self.is_some()
+    }
+}
+
+/// A scope that returns nothing says nothing went wrong.
+impl Committed for () {
+    fn committed(&self) -> bool {
+        true
+    }
 }
 
 /// The scope the current task runs in, if any.
@@ -99,6 +144,28 @@ struct Held {
     cache: Cache,
     state: Arc<NsState>,
     key: Option<String>,
+    /// The value a put of this key left, to store when the scope ends.
+    put: Option<Arc<PendingPut>>,
+}
+
+/// A put inside a scope: what it stores when the scope ends, and what the
+/// key and the namespace held after its fence (see `tombstone.lua`).
+pub(crate) struct PendingPut {
+    pub(crate) head: Vec<u8>,
+    pub(crate) generation: Vec<u8>,
+    pub(crate) tail: Vec<u8>,
+    pub(crate) ttl: Duration,
+}
+
+impl PendingPut {
+    pub(crate) fn at_end(&self) -> PutAtEnd<'_> {
+        PutAtEnd {
+            head: &self.head,
+            generation: &self.generation,
+            tail: &self.tail,
+            ttl: self.ttl,
+        }
+    }
 }
 
 impl Scope {
@@ -112,17 +179,15 @@ impl Scope {
     ) -> Change<'_> {
         {
             let mut held = lock(&self.held);
-            let known = held.iter().any(|h| {
-                h.cache.inner.id == cache.inner.id
-                    && h.state.name == state.name
-                    && h.key.as_deref() == key
-            });
-            if !known {
-                held.push(Held {
+            match held.iter_mut().find(|h| h.is(cache, state, key)) {
+                // Written again: a put before this write is not the value.
+                Some(h) => h.put = None,
+                None => held.push(Held {
                     cache: cache.clone(),
                     state: Arc::clone(state),
                     key: key.map(str::to_owned),
-                });
+                    put: None,
+                }),
             }
         }
         let ttl = cache.inner.fence_ttl;
@@ -137,12 +202,31 @@ impl Scope {
         }
     }
 
-    /// Invalidates every target once more and lets go of its fence.
-    async fn end(&self) {
+    /// Records the value a put of `key` (held by this scope) stores when
+    /// the scope ends.
+    pub(crate) fn put(&self, cache: &Cache, state: &Arc<NsState>, key: &str, put: PendingPut) {
+        let mut held = lock(&self.held);
+        if let Some(h) = held.iter_mut().find(|h| h.is(cache, state, Some(key))) {
+            h.put = Some(Arc::new(put));
+        }
+    }
+
+    /// Invalidates every target once more and lets go of its fence; after a
+    /// commit, a put's key gets its value instead, if nobody else wrote it.
+    async fn end(&self, committed: bool) {
         let held = std::mem::take(&mut *lock(&self.held));
         for h in held {
-            h.cache.end_hold(&h.state, h.key, &self.holder).await;
+            let put = h.put.as_deref().filter(|_| committed);
+            h.cache.end_hold(&h.state, h.key, &self.holder, put).await;
         }
+    }
+}
+
+impl Held {
+    fn is(&self, cache: &Cache, state: &NsState, key: Option<&str>) -> bool {
+        self.cache.inner.id == cache.inner.id
+            && self.state.name == state.name
+            && self.key.as_deref() == key
     }
 }
 
@@ -175,7 +259,7 @@ impl Drop for EndOnDrop {
         if let Some(scope) = self.0.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
-            rt.spawn(async move { scope.end().await });
+            rt.spawn(async move { scope.end(false).await });
         }
     }
 }

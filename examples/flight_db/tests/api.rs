@@ -73,7 +73,7 @@ async fn scenarios(db: Db) {
     airports_are_cached_and_unknown_codes_do_not_reach_the_database(&db).await;
     a_new_flight_invalidates_exactly_what_it_changes(&db).await;
     bad_input_gets_a_json_4xx_and_writes_nothing(&db).await;
-    renaming_an_airport_invalidates_that_airport_only(&db).await;
+    renaming_an_airport_writes_through_that_airport_only(&db).await;
     no_cache_bypasses_and_warming_refreshes(&db).await;
     stats_and_metrics(&db).await;
     the_tutorial_demo_behaves_as_the_story_says(&db).await;
@@ -391,7 +391,7 @@ async fn no_cache_bypasses_and_warming_refreshes(db: &Db) {
     );
 }
 
-async fn renaming_an_airport_invalidates_that_airport_only(db: &Db) {
+async fn renaming_an_airport_writes_through_that_airport_only(db: &Db) {
     let (app, _) = app(db, "rename").await;
     let (_, before) = get(&app, "/airports/MUC").await;
     get(&app, "/airports/MUC").await;
@@ -404,10 +404,23 @@ async fn renaming_an_airport_invalidates_that_airport_only(db: &Db) {
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["name"], "Munich Franz Josef Strauss",
+        "the row UPDATE .. RETURNING gave"
+    );
+    // Write-through: the new row is the entry, the next read a hit.
     let (_, after) = get(&app, "/airports/MUC").await;
     assert_eq!(after["name"], "Munich Franz Josef Strauss");
-    assert_eq!(after["from_cache"], false);
+    assert_eq!(after["from_cache"], true);
     assert_eq!(get(&app, "/airports/LHR").await.1["from_cache"], true);
+    let (s, _, _) = call(
+        &app,
+        "PATCH",
+        "/airports/XXX",
+        Some(json!({"name": "Nowhere"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     // Put the name back for the other scenarios and later runs.
     call(
         &app,

@@ -7,11 +7,14 @@
 -- it started with ARGV[2]), expected bytes, lease nonce, lease ms, 'w'
 -- (others wait for this lease) or 'n' (they do not), fresh generation,
 -- generation PX ms, the connection's life token ('' for none: see
--- life.rs), the lease key's PX ms. A generation of another life counts as
+-- life.rs), the lease key's PX ms, and for a writer's claim (mode '3': a
+-- put, which takes the key whatever it holds but a live fence, and
+-- publishes the key's notice) the channel and the namespace. A generation of another life counts as
 -- absent. The lease's end (inside it) is when others may take it over;
 -- the key itself lives longer, so that an owner whose computation outlasts
 -- its lease can still store over it if nobody did take it over.
--- Returns {status, generation, lease}: 1 (claimed: the lease), 2 (another
+-- Returns {status, generation, lease}: 1 (claimed: the lease; 4: claimed,
+-- but the notice was refused), 2 (another
 -- caller's live lease: wait for it), 3 (a live fence: compute, do not
 -- store), or 0 (the key changed since it was read).
 local now = now_ms()
@@ -29,8 +32,10 @@ if not g then
   redis.call('SET', KEYS[2], g, 'PX', ARGV[7])
 end
 local cur = redis.call('GET', KEYS[1])
-local take
-if cur and string.byte(cur, 1) == 204 and string.len(cur) == 34 then
+local take = ARGV[1] == '3'
+if take then
+  if cur and string.byte(cur, 1) == 205 and live(holders(cur), now) then return {3, g, ''} end
+elseif cur and string.byte(cur, 1) == 204 and string.len(cur) == 34 then
   local live_lease = tonumber(string.sub(cur, 18, 33)) > now
   if live_lease and string.sub(cur, 34) == 'w' then return {2, g, ''} end
   take = not live_lease
@@ -49,4 +54,7 @@ if not take then return {0, g, ''} end
 local lease = '\204' .. ARGV[3] .. string.format('%016d', now + tonumber(ARGV[4])) .. ARGV[5]
 local px = math.max(tonumber(ARGV[9]), redis.call('PTTL', KEYS[1]))
 redis.call('SET', KEYS[1], lease, 'PX', px)
+if ARGV[1] == '3' and not publish(ARGV[10], 'k ' .. ARGV[11] .. ' ' .. KEYS[1]) then
+  return {4, g, lease}
+end
 return {1, g, lease}

@@ -39,3 +39,19 @@ end
 local function publish(channel, message)
   return type(redis.pcall('PUBLISH', channel, message)) ~= 'table'
 end
+
+-- An entry's bytes from the generation it is stored under and its tail,
+-- whose expiry field (bytes 17 to 24) holds the TTL in ms: the entry gets
+-- its end on the server's clock, so a writer's clock does not decide when
+-- its entries expire.
+local function entry_bytes(g, tail)
+  local ttl = 0
+  for i = 17, 24 do ttl = ttl * 256 + string.byte(tail, i) end
+  local ends = now_ms() + ttl
+  local be = {}
+  for i = 8, 1, -1 do
+    be[i] = string.char(ends % 256)
+    ends = math.floor(ends / 256)
+  end
+  return '\202' .. string.sub(g, 1, 16) .. string.sub(tail, 1, 16) .. table.concat(be) .. string.sub(tail, 25)
+end

@@ -32,8 +32,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqC
 use std::time::Duration;
 
 use super::{
-    Backend, BackendError, Change, Claim, Claimed, Fetched, GenValue, Generation, Notice, Result,
-    Store,
+    Backend, BackendError, Change, Claim, Claimed, Fetched, GenValue, Generation, KeyChanged,
+    Notice, Result, Store,
 };
 use crate::coherence::Hub;
 use crate::entry::{self, Token, token_bytes, token_value};
@@ -186,11 +186,13 @@ impl Backend for RedisBackend {
         let script = &self.scripts.claim;
         let nonce = c.nonce;
         self.run(|mut conn| async move {
-            let (mode, expect) = c.expect.script_args();
+            let (mode, expect) = match c.writer {
+                Some(_) => ("3", &b""[..]),
+                None => c.expect.script_args(),
+            };
             let life = conn.life;
-            let reply: (i64, Vec<u8>, Vec<u8>) = script
-                .key(c.entry_key)
-                .key(c.generation_key)
+            let mut inv = script.key(c.entry_key);
+            inv.key(c.generation_key)
                 .arg(mode)
                 .arg(expect)
                 .arg(&nonce[..])
@@ -199,11 +201,16 @@ impl Backend for RedisBackend {
                 .arg(&c.fresh_generation[..])
                 .arg(millis(c.generation_ttl))
                 .arg(life.map(|l| l.to_vec()).unwrap_or_default())
-                .arg(millis(c.hold))
-                .invoke_async(&mut conn)
-                .await?;
+                .arg(millis(c.hold));
+            if let Some(n) = c.writer {
+                inv.arg(n.channel).arg(n.namespace);
+            }
+            let reply: (i64, Vec<u8>, Vec<u8>) = inv.invoke_async(&mut conn).await?;
+            if let (4, Some(n)) = (reply.0, c.writer) {
+                self.notice_refused(0, n);
+            }
             Ok(match reply {
-                (1, g, lease) => match Generation::parse(Some(&g), life.as_ref()) {
+                (1 | 4, g, lease) => match Generation::parse(Some(&g), life.as_ref()) {
                     Generation::Current(generation) => Claimed::Taken { generation, lease },
                     _ => Claimed::Changed,
                 },
@@ -295,20 +302,32 @@ impl Backend for RedisBackend {
     async fn change_key(
         &self,
         entry_key: &str,
+        generation_key: &str,
         change: Change<'_>,
         ttl: Duration,
         notice: Notice<'_>,
-    ) -> Result<()> {
+    ) -> Result<KeyChanged> {
         let script = &self.scripts.tombstone;
-        let published: i64 = self
+        let (published, head, generation, stored): (i64, Vec<u8>, Vec<u8>, i64) = self
             .run(|mut c| async move {
-                change_script(script, entry_key, change, ttl, notice, None)
-                    .invoke_async(&mut c)
-                    .await
+                let mut inv = change_script(script, entry_key, change, ttl, notice, None);
+                inv.key(generation_key);
+                if let Change::EndPut { put, .. } = change {
+                    inv.arg(put.head)
+                        .arg(put.generation)
+                        .arg(put.tail)
+                        .arg(millis(put.ttl));
+                }
+                inv.invoke_async(&mut c).await
             })
             .await?;
         self.notice_refused(published, notice);
-        Ok(())
+        let some = |v: Vec<u8>| (!v.is_empty()).then_some(v);
+        Ok(KeyChanged {
+            head: some(head),
+            generation: some(generation),
+            stored: stored == 1,
+        })
     }
 
     async fn ping(&self) -> Result<()> {

@@ -1,33 +1,56 @@
 -- One entry: invalidation ('i': a tombstone over whatever is there), and a
--- transaction scope's fence ('f': fence, 'r': renew, 'e': end), as for a
--- namespace (`generation.lua`). The key keeps at least its remaining life.
--- Every change is published on the channel, in the same script.
+-- transaction scope's fence ('f': fence, 'r': renew, 'e': end, 'p': end
+-- with a put's value), as for a namespace (`generation.lua`). The key
+-- keeps at least its remaining life. Every change is published on the
+-- channel, in the same script.
 --
--- KEYS: entry. ARGV: op, nonce, holder, fence ms, tombstone PX ms, channel,
--- namespace.
--- Returns 1, or 0 when the notice was refused (an ACL without the channel).
+-- A put inside a scope stores its value when the scope ends ('p') only if
+-- nothing else happened to the key meanwhile: the fence's head is still
+-- the one its own 'f' returned (an invalidation under a live fence, and
+-- every holder that comes or goes, changes the head), no other holder is
+-- live, and the namespace's generation is still the one 'f' returned.
+-- Otherwise 'p' is 'e': a tombstone.
+--
+-- KEYS: entry, generation. ARGV: op, nonce, holder, fence ms, tombstone PX
+-- ms, channel, namespace, '' (the place of generation.lua's life token);
+-- for 'p' also the head and generation 'f'
+-- returned, the entry tail (see `entry_bytes` in lib.lua) and its PX ms.
+-- Returns {published (1, or 0 when the notice was refused), the fence's
+-- head after the change ('' when none), the generation ('' when none),
+-- 1 when 'p' stored its value}.
 local now = now_ms()
 local op = ARGV[1]
 local cur = redis.call('GET', KEYS[1])
 local fenced = cur and string.byte(cur, 1) == 205
 local hs = fenced and holders(cur) or {}
 local up = fenced and live(hs, now)
--- A new token whenever a holder comes or goes (see generation.lua).
+-- A new token whenever a holder comes or goes (see generation.lua), and
+-- whenever a write meets a live fence.
 local head = (up and op == 'r') and string.sub(cur, 1, 17) or ('\205' .. ARGV[2])
+local g = redis.call('GET', KEYS[2]) or ''
 local v
+local px = tonumber(ARGV[5])
+local stored = 0
 if op == 'i' then
-  v = (not up) and ('\203' .. ARGV[2])
+  v = up and fence(head, hs, now) or ('\203' .. ARGV[2])
 elseif op == 'f' or op == 'r' then
   hs[ARGV[3]] = now + tonumber(ARGV[4])
   v = fence(head, hs, now)
 else
+  local same = fenced and string.sub(cur, 1, 17) == ARGV[9]
   hs[ARGV[3]] = nil
-  v = live(hs, now) and fence(head, hs, now) or ('\203' .. ARGV[2])
+  if live(hs, now) then
+    v = fence(head, hs, now)
+  elseif op == 'p' and same and g == ARGV[10] and string.byte(g, 1) ~= 70 then
+    v = entry_bytes(g, ARGV[11])
+    px = math.max(px, tonumber(ARGV[12]))
+    stored = 1
+  else
+    v = '\203' .. ARGV[2]
+  end
 end
-if v then
-  local px = math.max(tonumber(ARGV[5]), redis.call('PTTL', KEYS[1]))
-  redis.call('SET', KEYS[1], v, 'PX', px)
-end
-if op == 'r' and up then return 1 end
-if not publish(ARGV[6], 'k ' .. ARGV[7] .. ' ' .. KEYS[1]) then return 0 end
-return 1
+redis.call('SET', KEYS[1], v, 'PX', math.max(px, redis.call('PTTL', KEYS[1])))
+local out_head = string.byte(v, 1) == 205 and string.sub(v, 1, 17) or ''
+if op == 'r' and up then return {1, out_head, g, 0} end
+if not publish(ARGV[6], 'k ' .. ARGV[7] .. ' ' .. KEYS[1]) then return {0, out_head, g, stored} end
+return {1, out_head, g, stored}
