@@ -27,6 +27,8 @@ const CACHED_OPTIONS: &[&str] = &[
     "early_refresh",
     "local",
     "refresh",
+    "fail_safe",
+    "timeout",
     "crate",
 ];
 const INVALIDATES_OPTIONS: &[&str] = &["ns", "key", "cache", "scoped", "crate"];
@@ -143,6 +145,8 @@ pub(crate) struct CachedArgs {
     pub local: Option<Local>,
     /// `refresh = "inline"` or `"background"`, with the literal's span.
     pub refresh: Option<LitStr>,
+    pub fail_safe: Option<Timed>,
+    pub timeout: Option<Timed>,
     pub krate: Option<Path>,
 }
 
@@ -214,6 +218,8 @@ impl Parse for CachedArgs {
                 "early_refresh" => args.early_refresh = Some(parse_beta(input, &name)?),
                 "local" => args.local = Some(parse_local(input, &name)?),
                 "refresh" => args.refresh = Some(parse_refresh(input, &name)?),
+                "fail_safe" => args.fail_safe = Some(parse_ttl(input, &name)?),
+                "timeout" => args.timeout = Some(parse_ttl(input, &name)?),
                 "crate" => args.krate = Some(parse_crate(input, &name)?),
                 _ => return Err(unknown_option(&name, "cached", CACHED_OPTIONS, "")),
             }

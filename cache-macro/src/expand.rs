@@ -142,6 +142,8 @@ fn call_options(krate: &TokenStream, o: &Options, version: Option<u32>) -> Token
     let lock = option(o.lock);
     let early = option(o.early_refresh);
     let version = option(version);
+    let fail_safe = duration(o.fail_safe);
+    let timeout = duration(o.timeout);
     quote!(#krate::__private::CallOptions {
         ttl: #ttl,
         stale: #stale,
@@ -151,6 +153,8 @@ fn call_options(krate: &TokenStream, o: &Options, version: Option<u32>) -> Token
         early_refresh: #early,
         local: #local,
         version: #version,
+        fail_safe: #fail_safe,
+        timeout: #timeout,
     })
 }
 
@@ -581,6 +585,8 @@ pub(crate) fn cache_put(p: &CachePut) -> TokenStream {
             lease: p.lease,
             early_refresh: None,
             local: None,
+            fail_safe: None,
+            timeout: None,
         },
         p.version,
     );

@@ -90,6 +90,8 @@ fn run(
 /// | `early_refresh` / `early_refresh = 1.5` | XFetch early refresh with this beta (1.0 when bare) |
 /// | `local = "10s"` / `local = false` | keep hits in this process's local (L1) tier for this long, evicted across processes by the invalidation channel (default: the cache's, off unless `CacheBuilder::local`) |
 /// | `refresh = "background"` / `"inline"` | with `stale` or `early_refresh`: the caller that wins a refresh returns the entry it read while the body runs in a task of its own (default), or runs the body itself |
+/// | `fail_safe = "1h"` | keep entries this long past their TTL (and `stale`): when the body returns `Err` (or outlasts `timeout`), the last good value is returned instead, as `Status::FailSafe` (logged once per namespace and outage); never an invalidated entry; without an old entry the error is returned |
+/// | `timeout = "2s"` | with `fail_safe`: how long the body may run when a fail-safe value is at hand before that value is returned (the body is dropped); without one, the call waits for the body |
 /// | `crate = path` | path of the `cache-aside` crate if it is renamed (default `::cache_aside`) |
 ///
 /// `Result<T, E>` caches `Ok` only and returns `Err` unchanged; any other

@@ -37,6 +37,11 @@ pub(crate) struct Options {
     pub early_refresh: Option<f64>,
     /// Local tier TTL; zero for `local = false`.
     pub local: Option<Duration>,
+    /// `fail_safe = "1h"`: serve the last good value when the body fails.
+    pub fail_safe: Option<Duration>,
+    /// `timeout = "2s"`: how long the body may run when a fail-safe value
+    /// is at hand.
+    pub timeout: Option<Duration>,
 }
 
 /// How one argument gets into a refresh in the background, which owns
@@ -120,6 +125,15 @@ pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
     let stale = duration("stale", args.stale)?;
     let lock_wait = duration("lock_wait", args.lock_wait)?;
     let lease = duration("lease", args.lease)?;
+    let fail_safe = duration("fail_safe", args.fail_safe)?;
+    let timeout = duration("timeout", args.timeout)?;
+    if let (Some(t), None) = (&args.timeout, fail_safe) {
+        return Err(Error::new(
+            t.span,
+            "`timeout` bounds the body only when a fail-safe value can be served instead: add \
+             `fail_safe = \"1h\"` (how long past its TTL the last good value may be served)",
+        ));
+    }
     let early_refresh = match args.early_refresh {
         Some((beta, span)) if !(beta > 0.0 && beta.is_finite()) => {
             return Err(Error::new(
@@ -202,6 +216,8 @@ pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
             lease,
             early_refresh,
             local,
+            fail_safe,
+            timeout,
         },
         key,
         cache: args.cache,

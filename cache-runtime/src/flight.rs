@@ -26,6 +26,8 @@ pub(crate) enum Outcome {
     Value(Arc<[u8]>),
     /// A result that is not cached but can be shared (a `Clone` error).
     Shared(Arc<dyn Any + Send + Sync>),
+    /// The body failed, and the leader served this fail-safe value.
+    FailSafe(Arc<[u8]>),
     /// No result to share: a follower leads next.
     Abandoned,
 }

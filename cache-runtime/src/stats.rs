@@ -25,6 +25,10 @@ pub enum Status {
     /// Served from the cache after its TTL, within the `stale` window,
     /// while one caller (in some process) refreshes it.
     Stale,
+    /// The body failed (returned `Err`, or outlasted its `timeout`) and
+    /// the last good value, past its TTL but within the fn's `fail_safe`
+    /// window, was returned instead. Not a hit: the body ran.
+    FailSafe,
     /// There is no cache to use: none was installed with
     /// [`install`](crate::install) and the function has no `cache = ...`.
     /// The body ran. Usually a mistake in the service's set-up, never an
@@ -107,6 +111,7 @@ pub(crate) struct Counters {
     pub skipped: Counter,
     pub forced_refreshes: Counter,
     pub puts: Counter,
+    pub fail_safe_served: Counter,
 }
 
 /// A counter sharded over a few cache lines: the hit path bumps one from
@@ -170,6 +175,7 @@ impl Counters {
             skipped: self.skipped.get(),
             forced_refreshes: self.forced_refreshes.get(),
             puts: self.puts.get(),
+            fail_safe_served: self.fail_safe_served.get(),
         }
     }
 }
@@ -238,6 +244,9 @@ pub struct Counts {
     /// at once or when its transaction scope ended. A put that could not
     /// store safely invalidated the key instead (in `invalidations`).
     pub puts: u64,
+    /// Calls whose body failed and that returned the last good value
+    /// instead ([`Status::FailSafe`]; in `misses` too, as the body ran).
+    pub fail_safe_served: u64,
 }
 
 impl Counts {
@@ -278,6 +287,7 @@ impl Counts {
         self.skipped += o.skipped;
         self.forced_refreshes += o.forced_refreshes;
         self.puts += o.puts;
+        self.fail_safe_served += o.fail_safe_served;
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use super::{
-    Backend, Change, Claim, Claimed, Fetched, GenValue, Generation, KeyChanged, Notice, Result,
-    Store,
+    Backend, Change, Claim, Claimed, Expect, Fetched, GenValue, Generation, KeyChanged, Notice,
+    Result, Store,
 };
 use crate::entry::{self, FENCE_MAGIC, LEASE_LEN, LEASE_MAGIC, TOKEN_LEN};
 
@@ -213,9 +213,14 @@ impl Backend for MemoryBackend {
             return Ok(Claimed::Changed);
         }
         let lease_ms = u64::try_from(c.lease.as_millis()).unwrap_or(u64::MAX);
+        let replaced_read = matches!(c.expect, Expect::Prefix(_)) && c.expect.matches(cur);
         let lease = entry::lease(&c.nonce, now_ms.saturating_add(lease_ms), c.others_wait);
         map.replace(c.entry_key, lease.clone(), c.hold, now);
-        Ok(Claimed::Taken { generation, lease })
+        Ok(Claimed::Taken {
+            generation,
+            lease,
+            replaced_read,
+        })
     }
 
     async fn store(&self, s: Store<'_>) -> Result<bool> {
@@ -228,13 +233,15 @@ impl Backend for MemoryBackend {
         if cur.is_none() || !s.expect.matches(cur) {
             return Ok(false);
         }
-        let tail = entry::stamp_expiry(s.tail, entry::unix_ms());
-        map.replace(
-            s.entry_key,
-            entry::assemble(&s.generation.token, &tail),
-            s.ttl,
-            now,
-        );
+        let bytes = if s.restore {
+            s.tail.to_vec()
+        } else {
+            entry::assemble(
+                &s.generation.token,
+                &entry::stamp_expiry(s.tail, entry::unix_ms()),
+            )
+        };
+        map.replace(s.entry_key, bytes, s.ttl, now);
         Ok(true)
     }
 

@@ -152,6 +152,9 @@ pub(crate) enum Claimed {
     Taken {
         generation: GenValue,
         lease: Vec<u8>,
+        /// The lease replaced exactly what the reader read (`expect`), not
+        /// an expired lease or fence in its place.
+        replaced_read: bool,
     },
     /// Another caller's live lease is on the key: wait for its entry.
     Held,
@@ -179,8 +182,11 @@ pub(crate) struct Store<'a> {
     /// The generation the reader claimed or read before computing.
     pub generation: GenValue,
     pub ttl: Duration,
-    /// Entry bytes after magic and generation.
+    /// Entry bytes after magic and generation; with `restore`, the whole
+    /// entry, stored as it is (its expiry included).
     pub tail: &'a [u8],
+    /// A fail-safe restore: the entry the lease replaced goes back.
+    pub restore: bool,
 }
 
 /// A change of a namespace's generation or of one entry (see

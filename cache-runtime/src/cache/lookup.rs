@@ -18,6 +18,7 @@
 //!     claimed .......................................... compute, store (+1)
 //!     another process's lease .......................... wait for its entry
 //!     a transaction's fence ............................ compute, do not store
+//!   the body failed, an expired entry within `fail_safe` . put it back, serve it
 //!   (lock_wait passed: compute, do not store)
 //! ```
 
@@ -118,6 +119,11 @@ pub(super) struct Policy {
     /// Inside a [`refresh`](crate::refresh) scope: never serve what is
     /// cached, recompute and store over it.
     pub(super) force: bool,
+    /// `fail_safe`: how long past the TTL and `stale` an entry is kept, to
+    /// be served when the body fails; `timeout`: how long the body may run
+    /// when such an entry is at hand.
+    pub(super) fail_safe: Duration,
+    pub(super) timeout: Option<Duration>,
 }
 
 /// What one read found, owned.
@@ -138,6 +144,9 @@ pub(super) struct Seen {
     pub(super) expect: Option<Vec<u8>>,
     pub(super) why: Why,
     pub(super) generation: Generation,
+    /// An expired entry within its fail-safe window (the whole entry as
+    /// read), to serve if the body fails.
+    pub(super) fallback: Option<Vec<u8>>,
 }
 
 /// One cached call (see the module docs).
@@ -169,6 +178,8 @@ impl Cache {
             local: o.local.or(inner.local_ttl).unwrap_or(Duration::ZERO),
             ticket: None,
             force: false,
+            fail_safe: o.fail_safe.unwrap_or(Duration::ZERO),
+            timeout: o.timeout,
         }
     }
 
@@ -305,13 +316,14 @@ where
                 // failed body keeps it and an invalidation meanwhile wins.
                 bump(&state.counters.forced_refreshes);
                 let to = StoreAs::over(&entry, &snap.generation);
-                return Box::pin(self.compute(fut, to, None, None)).await;
+                return Box::pin(self.compute(fut, to, None, None, None)).await;
             }
             Read::Miss { expect, why } => {
                 let seen = Seen {
                     expect,
                     why,
                     generation: snap.generation,
+                    fallback: None,
                 };
                 return Box::pin(self.miss(fut, seen)).await;
             }
@@ -352,7 +364,7 @@ where
                         expect: Expect::Prefix(identity),
                         generation,
                     };
-                    return Box::pin(self.compute(fut, Some(to), None, None)).await;
+                    return Box::pin(self.compute(fut, Some(to), None, None, None)).await;
                 }
             }
             match inner.codec.decode::<T>(payload) {
@@ -375,10 +387,16 @@ where
                 }
             }
         }
+        let fail_safe_ends = meta
+            .expires_at_ms
+            .saturating_add(policy.stale.as_millis() as u64)
+            .saturating_add(policy.fail_safe.as_millis() as u64);
+        let keep = !policy.fail_safe.is_zero() && now <= fail_safe_ends;
         let seen = Seen {
             expect: Some(identity.to_vec()),
             why: Why::Dead,
             generation: snap.generation,
+            fallback: keep.then(|| entry.clone()),
         };
         Box::pin(self.miss(fut, seen)).await
     }

@@ -61,12 +61,19 @@ where
                                 return out;
                             }
                         }
+                        Some(Outcome::FailSafe(bytes)) => {
+                            if let Ok(value) = inner.codec.decode::<T>(bytes) {
+                                bump(&state.counters.fail_safe_served);
+                                stats::report(Status::FailSafe);
+                                return (self.shape.from_value)(value);
+                            }
+                        }
                         Some(Outcome::Abandoned) => continue,
                         None => {}
                     }
                     // No usable outcome: compute without waiting more (and
                     // without storing: this call holds no claim).
-                    return self.compute(fut, None, None, None).await;
+                    return self.compute(fut, None, None, None, None).await;
                 }
             }
         };
@@ -108,13 +115,17 @@ where
                 writer: None,
             };
             let changed = match inner.backend.claim(claim).await {
-                Ok(Claimed::Taken { generation, lease }) => {
+                Ok(Claimed::Taken {
+                    generation,
+                    lease,
+                    replaced_read,
+                }) => {
                     if under.current().map(|g| g.token) != Some(generation.token) {
                         leader.alias(
                             self.flight_key(&Generation::Current(generation), Some(&lease_id)),
                         );
                     }
-                    break Some((generation, lease));
+                    break Some((generation, lease, replaced_read));
                 }
                 Ok(Claimed::Fenced) => {
                     bump(&state.counters.fenced);
@@ -153,7 +164,7 @@ where
                 // it recomputes and stores over exactly that entry.
                 Read::Live { entry, .. } if self.policy.force => {
                     let to = StoreAs::over(&entry, &snap.generation);
-                    return self.compute(fut, to, None, Some(leader)).await;
+                    return self.compute(fut, to, None, Some(leader), None).await;
                 }
                 Read::Live { entry, meta } if entry::unix_ms() <= meta.expires_at_ms => {
                     leader = match self.serve(leader, &entry) {
@@ -178,14 +189,26 @@ where
             }
             seen.generation = snap.generation;
         };
-        let lease = claimed
-            .as_ref()
-            .map(|(_, lease)| LeaseHeld::new(self.cache.clone(), self.key.clone(), lease.clone()));
-        let to = claimed.as_ref().map(|(generation, lease)| StoreAs {
+        let lease = claimed.as_ref().map(|(_, lease, _)| {
+            LeaseHeld::new(self.cache.clone(), self.key.clone(), lease.clone())
+        });
+        let to = claimed.as_ref().map(|(generation, lease, _)| StoreAs {
             expect: Expect::Exactly(lease),
             generation: *generation,
         });
-        self.compute(fut, to, lease.as_ref(), Some(leader)).await
+        // A fail-safe entry only if the lease replaced exactly it (no
+        // invalidation in between), under the generation it carries.
+        let fallback = match (&claimed, seen.fallback.as_deref()) {
+            (Some((generation, _, true)), Some(f))
+                if f.get(..IDENTITY_LEN) == seen.expect.as_deref()
+                    && f.get(1..1 + entry::TOKEN_LEN) == Some(&generation.token[..]) =>
+            {
+                Some(f)
+            }
+            _ => None,
+        };
+        self.compute(fut, to, lease.as_ref(), Some(leader), fallback)
+            .await
     }
 
     /// The in-process flight of this key: keyed by what its leader read.
@@ -223,20 +246,47 @@ where
     }
 
     /// Runs the body, stores its value (where `to` allows), hands the
-    /// outcome to the waiters.
+    /// outcome to the waiters. With a `fallback` (an expired entry within
+    /// its fail-safe window, which `lease` replaced), a failed or timed-out
+    /// body serves that entry instead, and puts it back.
     pub(super) async fn compute<Fut: Future<Output = R>>(
         &self,
         fut: Fut,
         to: Option<StoreAs<'_>>,
         lease: Option<&LeaseHeld>,
         leader: Option<flight::Leader<'_>>,
+        fallback: Option<&[u8]>,
     ) -> R {
         let inner = &*self.cache.inner;
         let state = self.state;
         bump(&state.counters.misses);
         let started = Instant::now();
-        let out = fut.await;
+        let mut fut = std::pin::pin!(fut);
+        let first = match self.policy.timeout.filter(|_| fallback.is_some()) {
+            Some(t) => tokio::time::timeout(t, fut.as_mut()).await.ok(),
+            None => Some(fut.as_mut().await),
+        };
+        let failed = first
+            .as_ref()
+            .is_none_or(|o| (self.shape.value_of)(o).is_none());
+        if failed
+            && let (Some(f), Some(l), Some(to)) = (fallback, lease, to.as_ref())
+            && let Some((value, payload)) = self.fail_safe(f, l, to.generation).await
+        {
+            if let Some(leader) = leader {
+                leader.finish(Outcome::FailSafe(payload));
+            }
+            return (self.shape.from_value)(value);
+        }
+        let out = match first {
+            Some(out) => out,
+            // Timed out and nothing to serve: wait for the body after all.
+            None => fut.as_mut().await,
+        };
         let elapsed = started.elapsed();
+        if (self.shape.value_of)(&out).is_some() {
+            state.fail_safe_logged.store(false, Relaxed);
+        }
         let mut stored = false;
         let mut outcome = Outcome::Abandoned;
         if let Some(value) = (self.shape.value_of)(&out) {
@@ -260,7 +310,7 @@ where
                         && !chosen.is_zero()
                         && !self.unless.skip(value)
                     {
-                        let px = ttl + self.policy.stale;
+                        let px = ttl + self.policy.stale + self.policy.fail_safe;
                         stored = self.store(to, px, elapsed, &tail).await;
                         if stored && self.policy.force {
                             // Readers that read the replaced entry must not
@@ -303,6 +353,57 @@ where
         out
     }
 
+    /// The body failed (or timed out) and `lease` replaced `entry`, an
+    /// expired entry within its fail-safe window: put it back as it was
+    /// (over exactly the lease, under its generation: an invalidation since
+    /// refuses it) and serve its value, with [`Status::FailSafe`].
+    async fn fail_safe(
+        &self,
+        entry: &[u8],
+        lease: &LeaseHeld,
+        generation: GenValue,
+    ) -> Option<(T, Arc<[u8]>)> {
+        let inner = &*self.cache.inner;
+        let state = self.state;
+        let entry::Found::Live { payload, meta } =
+            entry::classify(Some(entry), Some(&generation.token), self.schema)
+        else {
+            return None;
+        };
+        let ends = meta
+            .expires_at_ms
+            .saturating_add(self.policy.stale.as_millis() as u64)
+            .saturating_add(self.policy.fail_safe.as_millis() as u64);
+        let left = ends.checked_sub(entry::unix_ms()).filter(|ms| *ms > 0)?;
+        let value = inner.codec.decode::<T>(payload).ok()?;
+        let store = Store {
+            entry_key: &self.key,
+            generation_key: &state.generation_key,
+            expect: Expect::Exactly(lease.token()),
+            generation,
+            ttl: Duration::from_millis(left),
+            tail: entry,
+            restore: true,
+        };
+        match inner.backend.store(store).await {
+            Ok(true) => lease.disarm(),
+            Ok(false) => return None,
+            Err(e) => {
+                inner.note_failure(&e);
+                return None;
+            }
+        }
+        bump(&state.counters.fail_safe_served);
+        stats::report(Status::FailSafe);
+        if !state.fail_safe_logged.swap(true, Relaxed) {
+            tracing::warn!(
+                namespace = state.name,
+                "cache-aside: the body failed; serving the last good values (fail-safe) until it succeeds again"
+            );
+        }
+        Some((value, Arc::from(payload)))
+    }
+
     /// Stores `tail` under the entry key if the guards allow; true if stored.
     async fn store(&self, to: StoreAs<'_>, px: Duration, elapsed: Duration, tail: &[u8]) -> bool {
         let inner = &*self.cache.inner;
@@ -335,6 +436,7 @@ where
             generation: to.generation,
             ttl: px,
             tail,
+            restore: false,
         };
         match inner.backend.store(store).await {
             Ok(true) => {
@@ -376,6 +478,10 @@ impl LeaseHeld {
             token,
             armed: AtomicBool::new(true),
         }
+    }
+
+    pub(super) fn token(&self) -> &[u8] {
+        &self.token
     }
 
     /// The owner stored, or took care of the key itself.

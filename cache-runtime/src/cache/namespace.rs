@@ -109,6 +109,30 @@ impl<'c, U> Namespace<'c, U> {
         self
     }
 
+    /// Fail-safe: keep entries this long past their TTL (and `stale`), and
+    /// when a computation fails (an `Err` of
+    /// [`get_or_try_compute`](Self::get_or_try_compute)), return the last
+    /// good value instead, with [`Status::FailSafe`](crate::Status::FailSafe).
+    /// An invalidated entry is never served.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # let cache = cache_aside::Cache::builder().memory().build().unwrap();
+    /// let rates = cache.namespace("rates").fail_safe(Duration::from_secs(3600));
+    /// ```
+    pub fn fail_safe(mut self, window: Duration) -> Self {
+        self.opts.fail_safe = Some(window);
+        self
+    }
+
+    /// With [`fail_safe`](Self::fail_safe): how long a computation may run
+    /// when a fail-safe value is at hand before that value is returned (the
+    /// computation is dropped); without one, the call waits for it.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.opts.timeout = Some(timeout);
+        self
+    }
+
     /// Probabilistic early refresh (XFetch, Vattani et al., VLDB 2015):
     /// a hit recomputes the entry before its TTL ends with a probability
     /// that grows as expiry nears and with the stored compute time; `beta`

@@ -18,6 +18,12 @@ pub struct CallOptions {
     /// `version` (part of the schema, not of the key); `None`: 1, and for a
     /// type whose shape cannot be traced, no promise by the caller.
     pub version: Option<u32>,
+    /// `fail_safe`: how long past its TTL (and `stale`) an entry is kept to
+    /// be served when the body fails.
+    pub fail_safe: Option<Duration>,
+    /// `timeout`: with a fail-safe entry at hand, how long the body may
+    /// run before that entry is served instead.
+    pub timeout: Option<Duration>,
 }
 
 impl CallOptions {
@@ -31,6 +37,8 @@ impl CallOptions {
         early_refresh: None,
         local: None,
         version: None,
+        fail_safe: None,
+        timeout: None,
     };
 }
 

@@ -182,7 +182,9 @@ impl Cache {
             }),
         };
         match inner.backend.claim(claim).await {
-            Ok(Claimed::Taken { generation, lease }) => {
+            Ok(Claimed::Taken {
+                generation, lease, ..
+            }) => {
                 inner.breaker.success();
                 Some((generation, lease))
             }
@@ -269,6 +271,7 @@ impl Cache {
             generation,
             ttl: e.ttl,
             tail: &e.tail,
+            restore: false,
         };
         match inner.backend.store(store).await {
             Ok(true) => true,

@@ -78,7 +78,7 @@ where
             expect: Expect::Prefix(&self.identity),
             generation: self.generation,
         };
-        let out = lookup.compute(fut, Some(to), None, None).await;
+        let out = lookup.compute(fut, Some(to), None, None, None).await;
         if (self.shape.value_of)(&out).is_none() {
             bump(&self.state.counters.refresh_errors);
             tracing::debug!(

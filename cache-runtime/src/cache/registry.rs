@@ -32,6 +32,8 @@ pub(crate) struct NsState {
     pub(crate) reader_schema: AtomicU64,
     /// A put of another schema was logged.
     pub(crate) put_mismatch_logged: AtomicBool,
+    /// A fail-safe value was served since the body last succeeded (logged).
+    pub(crate) fail_safe_logged: AtomicBool,
 }
 
 /// Where a `#[cached]` call site keeps the state of its namespace in the
@@ -172,6 +174,7 @@ impl Cache {
                 coherence: inner.hub.register(ns),
                 reader_schema: AtomicU64::new(0),
                 put_mismatch_logged: AtomicBool::new(false),
+                fail_safe_logged: AtomicBool::new(false),
             })
         });
         Some(Arc::clone(state))

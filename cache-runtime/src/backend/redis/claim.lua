@@ -13,8 +13,9 @@
 -- absent. The lease's end (inside it) is when others may take it over;
 -- the key itself lives longer, so that an owner whose computation outlasts
 -- its lease can still store over it if nobody did take it over.
--- Returns {status, generation, lease}: 1 (claimed: the lease; 4: claimed,
--- but the notice was refused), 2 (another
+-- Returns {status, generation, lease, 1 when the lease replaced exactly
+-- the bytes read (mode '1')}: 1 (claimed: the lease; 4: claimed, but the
+-- notice was refused), 2 (another
 -- caller's live lease: wait for it), 3 (a live fence: compute, do not
 -- store), or 0 (the key changed since it was read).
 local now = now_ms()
@@ -51,10 +52,11 @@ if not take then
   end
 end
 if not take then return {0, g, ''} end
+local exact = (ARGV[1] == '1' and cur and string.sub(cur, 1, string.len(ARGV[2])) == ARGV[2]) and 1 or 0
 local lease = '\204' .. ARGV[3] .. string.format('%016d', now + tonumber(ARGV[4])) .. ARGV[5]
 local px = math.max(tonumber(ARGV[9]), redis.call('PTTL', KEYS[1]))
 redis.call('SET', KEYS[1], lease, 'PX', px)
 if ARGV[1] == '3' and not publish(ARGV[10], 'k ' .. ARGV[11] .. ' ' .. KEYS[1]) then
-  return {4, g, lease}
+  return {4, g, lease, exact}
 end
-return {1, g, lease}
+return {1, g, lease, exact}

@@ -205,13 +205,17 @@ impl Backend for RedisBackend {
             if let Some(n) = c.writer {
                 inv.arg(n.channel).arg(n.namespace);
             }
-            let reply: (i64, Vec<u8>, Vec<u8>) = inv.invoke_async(&mut conn).await?;
+            let reply: (i64, Vec<u8>, Vec<u8>, i64) = inv.invoke_async(&mut conn).await?;
             if let (4, Some(n)) = (reply.0, c.writer) {
                 self.notice_refused(0, n);
             }
             Ok(match reply {
-                (1 | 4, g, lease) => match Generation::parse(Some(&g), life.as_ref()) {
-                    Generation::Current(generation) => Claimed::Taken { generation, lease },
+                (1 | 4, g, lease, exact) => match Generation::parse(Some(&g), life.as_ref()) {
+                    Generation::Current(generation) => Claimed::Taken {
+                        generation,
+                        lease,
+                        replaced_read: exact == 1,
+                    },
                     _ => Claimed::Changed,
                 },
                 (2, ..) => Claimed::Held,
@@ -235,6 +239,7 @@ impl Backend for RedisBackend {
                 .arg(s.generation.bytes())
                 .arg(px)
                 .arg(s.tail)
+                .arg(if s.restore { "r" } else { "" })
                 .invoke_async(&mut c)
                 .await?;
             Ok(stored == 1)

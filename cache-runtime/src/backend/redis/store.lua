@@ -3,7 +3,9 @@
 -- refreshes ('1', by identity). Never over an empty key.
 --
 -- KEYS: entry, generation. ARGV: mode, expected bytes, generation seen
--- (with its life token), PX ms, entry tail (see `entry_bytes` in lib.lua).
+-- (with its life token), PX ms, entry tail (see `entry_bytes` in lib.lua),
+-- and 'r' to store the tail as the whole entry, as it is (a fail-safe
+-- restore of the entry the lease replaced; its expiry stays).
 -- The entry carries the generation's token. Returns 1 when stored, 0 when
 -- refused. The key keeps at least its remaining life.
 local g = redis.call('GET', KEYS[2])
@@ -16,5 +18,6 @@ elseif string.sub(cur, 1, string.len(ARGV[2])) ~= ARGV[2] then
   return 0
 end
 local px = math.max(tonumber(ARGV[4]), redis.call('PTTL', KEYS[1]))
-redis.call('SET', KEYS[1], entry_bytes(g, ARGV[5]), 'PX', px)
+local v = ARGV[6] == 'r' and ARGV[5] or entry_bytes(g, ARGV[5])
+redis.call('SET', KEYS[1], v, 'PX', px)
 return 1
