@@ -21,7 +21,7 @@
 local now = now_ms()
 local g = redis.call('GET', KEYS[2])
 if g and string.byte(g, 1) == 70 then
-  if live(holders(g), now) then return {3, '', ''} end
+  if live(holders(g), now) then return {3, '', '', 0} end
   g = false
 end
 local suffix = ARGV[8] ~= '' and (':' .. ARGV[8]) or ''
@@ -35,13 +35,13 @@ end
 local cur = redis.call('GET', KEYS[1])
 local take = ARGV[1] == '3'
 if take then
-  if cur and string.byte(cur, 1) == 205 and live(holders(cur), now) then return {3, g, ''} end
+  if cur and string.byte(cur, 1) == 205 and live(holders(cur), now) then return {3, g, '', 0} end
 elseif cur and string.byte(cur, 1) == 204 and string.len(cur) == 34 then
   local live_lease = tonumber(string.sub(cur, 18, 33)) > now
-  if live_lease and string.sub(cur, 34) == 'w' then return {2, g, ''} end
+  if live_lease and string.sub(cur, 34) == 'w' then return {2, g, '', 0} end
   take = not live_lease
 elseif cur and string.byte(cur, 1) == 205 then
-  if live(holders(cur), now) then return {3, g, ''} end
+  if live(holders(cur), now) then return {3, g, '', 0} end
   take = true
 end
 if not take then
@@ -51,7 +51,7 @@ if not take then
     take = cur and string.sub(cur, 1, string.len(ARGV[2])) == ARGV[2]
   end
 end
-if not take then return {0, g, ''} end
+if not take then return {0, g, '', 0} end
 local exact = (ARGV[1] == '1' and cur and string.sub(cur, 1, string.len(ARGV[2])) == ARGV[2]) and 1 or 0
 local lease = '\204' .. ARGV[3] .. string.format('%016d', now + tonumber(ARGV[4])) .. ARGV[5]
 local px = math.max(tonumber(ARGV[9]), redis.call('PTTL', KEYS[1]))
