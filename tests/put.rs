@@ -19,6 +19,10 @@ on_every_backend!(
     a_put_in_a_committed_scope_stores_at_its_end,
     a_put_in_a_rolled_back_scope_stores_nothing,
     a_write_during_the_scope_wins_over_its_put,
+    a_put_dropped_after_its_write_leaves_no_old_value,
+    overlapping_puts_in_one_scope_store_nothing,
+    sequential_puts_in_one_scope_store_the_last,
+    a_put_in_a_rolled_back_savepoint_stores_nothing,
 );
 
 /// A "database" of one value per id; a write may pause before and after
@@ -48,6 +52,22 @@ async fn read(cache: &Cache, db: &Db, id: u32, pause: u64) -> Result<u64, String
 
 #[cache_put(ns = "put_value", key(id), ttl = "5m", cache = cache)]
 async fn write(cache: &Cache, db: &Db, id: u32, v: u64, pauses: (u64, u64)) -> Result<u64, String> {
+    tokio::time::sleep(Duration::from_millis(pauses.0)).await;
+    db.set(id, v);
+    tokio::time::sleep(Duration::from_millis(pauses.1)).await;
+    Ok(v)
+}
+
+/// `write` with a short lease: a body slower than 50 ms loses the key to
+/// the readers that come after.
+#[cache_put(ns = "put_value", key(id), ttl = "5m", lease = "50ms", cache = cache)]
+async fn write_leased(
+    cache: &Cache,
+    db: &Db,
+    id: u32,
+    v: u64,
+    pauses: (u64, u64),
+) -> Result<u64, String> {
     tokio::time::sleep(Duration::from_millis(pauses.0)).await;
     db.set(id, v);
     tokio::time::sleep(Duration::from_millis(pauses.1)).await;
@@ -196,6 +216,153 @@ async fn a_write_during_the_scope_wins_over_its_put(b: Backend) {
         with_status(read(&c, &db, 1, 0)).await,
         (Ok(12), Status::Miss)
     );
+}
+
+/// A put whose caller gives up after its write committed, once its lease
+/// lapsed and a reader stored what it read before the commit: the key is
+/// invalidated all the same (its guard), so the old value does not stay.
+async fn a_put_dropped_after_its_write_leaves_no_old_value(b: Backend) {
+    let c = cache(b, "put-dropped").await;
+    let db = std::sync::Arc::new(Db::default());
+    db.set(1, 10);
+    read(&c, &db, 1, 0).await.unwrap();
+    // The write claims the key (lease 50 ms) and commits at 120 ms; its
+    // caller gives up at 200 ms.
+    let put = {
+        let (c, db) = (c.clone(), db.clone());
+        tokio::spawn(async move {
+            let write = write_leased(&c, &db, 1, 11, (120, 10_000));
+            tokio::time::timeout(Duration::from_millis(200), write).await
+        })
+    };
+    // A reader after the lease lapsed: reads the old row at 70 ms and
+    // stores it at 150 ms, over its own lease.
+    tokio::time::sleep(Duration::from_millis(70)).await;
+    assert_eq!(
+        with_status(read(&c, &db, 1, 80)).await,
+        (Ok(10), Status::Miss)
+    );
+    assert!(put.await.unwrap().is_err(), "the put was dropped");
+    assert_eq!(c.shutdown(Duration::from_secs(5)).await, 0);
+    assert_eq!(
+        with_status(read(&c, &db, 1, 0)).await,
+        (Ok(11), Status::Miss),
+        "the reader's old value was invalidated"
+    );
+}
+
+/// Two puts of one key overlap inside one scope (`join!`): which of their
+/// writes the database applied last is not known, so neither is stored.
+async fn overlapping_puts_in_one_scope_store_nothing(b: Backend) {
+    let c = cache(b, "put-overlap").await;
+    let db = Db::default();
+    db.set(1, 10);
+    read(&c, &db, 1, 0).await.unwrap();
+    transaction(async {
+        // The second (the later fence) writes first and returns last: its
+        // fence is the key's latest, yet the first one's row is the last.
+        let (x, y) = tokio::join!(
+            write(&c, &db, 1, 11, (20, 0)),
+            write(&c, &db, 1, 12, (0, 40))
+        );
+        x.and(y).map(|_| ())
+    })
+    .await
+    .unwrap();
+    assert_eq!(db.rows.lock().unwrap()[&1], 11);
+    assert_eq!(c.stats().total.puts, 0);
+    assert_eq!(
+        with_status(read(&c, &db, 1, 0)).await,
+        (Ok(11), Status::Miss)
+    );
+}
+
+/// Puts one after the other in one scope: the last one is stored.
+async fn sequential_puts_in_one_scope_store_the_last(b: Backend) {
+    let c = cache(b, "put-sequential").await;
+    let db = Db::default();
+    db.set(1, 10);
+    read(&c, &db, 1, 0).await.unwrap();
+    transaction(async {
+        write(&c, &db, 1, 11, (0, 0)).await?;
+        write(&c, &db, 1, 12, (0, 0)).await?;
+        Ok::<_, String>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(c.stats().total.puts, 1);
+    assert_eq!(
+        with_status(read(&c, &db, 1, 0)).await,
+        (Ok(12), Status::Hit)
+    );
+}
+
+/// A nested scope (a savepoint) that rolls back inside a scope that
+/// commits: its put is not stored.
+async fn a_put_in_a_rolled_back_savepoint_stores_nothing(b: Backend) {
+    let c = cache(b, "put-savepoint").await;
+    let db = Db::default();
+    db.set(1, 10);
+    db.set(2, 20);
+    read(&c, &db, 1, 0).await.unwrap();
+    transaction(async {
+        write(&c, &db, 2, 21, (0, 0)).await?;
+        let savepoint = transaction(async {
+            write(&c, &db, 1, 11, (0, 0)).await?;
+            db.set(1, 10); // ROLLBACK TO SAVEPOINT
+            Err::<(), _>("rolled back".to_owned())
+        })
+        .await;
+        assert!(savepoint.is_err());
+        Ok::<_, String>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(c.stats().total.puts, 1, "only the outer put");
+    assert_eq!(
+        with_status(read(&c, &db, 1, 0)).await,
+        (Ok(10), Status::Miss)
+    );
+    assert_eq!(
+        with_status(read(&c, &db, 2, 0)).await,
+        (Ok(21), Status::Hit)
+    );
+}
+
+/// A scope renews its fences in the background; a renewal that lands after
+/// the scope ended must not fence a put's stored value again. Many short
+/// scopes with a fence renewed every few ms, each ending with two puts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_fence_renewal_leaves_the_put_stored() {
+    let c = Cache::builder()
+        .prefix(support::unique_prefix("put-renew"))
+        .redis_url(support::redis_url())
+        .transaction_fence(Duration::from_millis(30))
+        .build()
+        .expect("valid test config");
+    support::connected(&c).await;
+    let db = Db::default();
+    // The namespace's generation exists (a put in a scope of a namespace
+    // that has none yet is invalidated instead).
+    read(&c, &db, u32::MAX, 0).await.unwrap();
+    let mut next = support::checker::rng(u64::from(std::process::id()));
+    let (mut refenced, rounds) = (0, 300u32);
+    for round in 0..rounds {
+        let (x, y) = (round * 2, round * 2 + 1);
+        transaction(async {
+            write(&c, &db, x, 1, (0, 0)).await?;
+            write(&c, &db, y, 1, (0, next() % 12)).await?;
+            Ok::<_, String>(())
+        })
+        .await
+        .unwrap();
+        for id in [x, y] {
+            if with_status(read(&c, &db, id, 0)).await.1 != Status::Hit {
+                refenced += 1;
+            }
+        }
+    }
+    assert_eq!(refenced, 0, "puts fenced again after their scope ended");
 }
 
 /// Two `Cache` instances on the shared Redis under one prefix.

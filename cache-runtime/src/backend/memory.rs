@@ -130,6 +130,8 @@ fn change(
         Change::Invalidate if up && magic == FENCE_MAGIC => Some(fence(&head, &hs, now)),
         Change::Invalidate if up => None,
         Change::Invalidate => Some(invalidated),
+        // A renewal that lands after its holder ended fences nothing.
+        Change::Renew { holder, .. } if !hs.contains_key(&*String::from_utf8_lossy(holder)) => None,
         Change::Fence { holder, ttl } | Change::Renew { holder, ttl } => {
             let id = String::from_utf8_lossy(holder).into_owned();
             hs.insert(id, now.saturating_add(ms(ttl)));

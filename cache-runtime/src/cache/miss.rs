@@ -310,7 +310,10 @@ where
                         && !chosen.is_zero()
                         && !self.unless.skip(value)
                     {
-                        let px = ttl + self.policy.stale + self.policy.fail_safe;
+                        let linger = self.policy.stale + self.policy.fail_safe;
+                        let linger_ms = u64::try_from(linger.as_millis()).unwrap_or(u64::MAX);
+                        state.reader_linger_ms.store(linger_ms, Relaxed);
+                        let px = ttl + linger;
                         stored = self.store(to, px, elapsed, &tail).await;
                         if stored && self.policy.force {
                             // Readers that read the replaced entry must not
@@ -471,7 +474,7 @@ pub(super) struct LeaseHeld {
 }
 
 impl LeaseHeld {
-    pub(super) fn new(cache: Cache, entry_key: String, token: Vec<u8>) -> LeaseHeld {
+    fn new(cache: Cache, entry_key: String, token: Vec<u8>) -> LeaseHeld {
         LeaseHeld {
             cache,
             entry_key,
@@ -480,31 +483,13 @@ impl LeaseHeld {
         }
     }
 
-    pub(super) fn token(&self) -> &[u8] {
+    fn token(&self) -> &[u8] {
         &self.token
     }
 
     /// The owner stored, or took care of the key itself.
-    pub(super) fn disarm(&self) {
+    fn disarm(&self) {
         self.armed.store(false, Relaxed);
-    }
-
-    /// Nothing is stored under the lease: a tombstone in its place, now.
-    pub(super) async fn release(&self) {
-        self.disarm();
-        let inner = &*self.cache.inner;
-        let released = inner
-            .backend
-            .release(
-                &self.entry_key,
-                &self.token,
-                &entry::tombstone(),
-                inner.guard_ttl,
-            )
-            .await;
-        if let Err(e) = released {
-            inner.note_failure(&e);
-        }
     }
 }
 

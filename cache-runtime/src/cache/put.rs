@@ -7,7 +7,7 @@
 //! run the body (readers wait for the writer's lease, as for a reader's)
 //!   Ok(value), the key still holds this lease, generation unchanged .... store      +1
 //!   Ok(value), anything else (another writer, a lapsed lease taken over) tombstone  +1
-//!   Err ................................................................ release (a tombstone)
+//!   Err, or the put dropped before it settled .......................... a tombstone
 //! inside a transaction scope: fence the key, run the body, and store the value when
 //! the scope ends after a commit, if nothing else wrote the key (see `tombstone.lua`)
 //! ```
@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::lookup::{Shape, Target};
-use super::miss::LeaseHeld;
 use super::options::{CallOptions, Filter};
 use super::registry::NsState;
 use super::scope::{self, PendingPut};
@@ -46,10 +45,47 @@ struct Put<'a, U> {
     schema: u64,
 }
 
-/// A put's value, encoded as an entry's tail, and its TTL.
+/// A put's value, encoded as an entry's tail, and how long the key keeps
+/// it: its TTL, and the stale and fail-safe windows of the namespace's
+/// reader.
 struct Encoded {
     tail: Vec<u8>,
-    ttl: Duration,
+    px: Duration,
+}
+
+/// A put that has not settled its key yet: dropped before it stored (or
+/// invalidated) it, it invalidates the key in a task of its own, whatever
+/// the key holds (its lease, or a reader's value computed while the write
+/// ran after its lease lapsed).
+struct Unsettled {
+    target: Option<(Cache, Arc<NsState>, String)>,
+}
+
+impl Unsettled {
+    fn new(cache: &Cache, state: &Arc<NsState>, key: &str) -> Unsettled {
+        Unsettled {
+            target: Some((cache.clone(), Arc::clone(state), key.to_owned())),
+        }
+    }
+
+    /// The put settles its key itself.
+    fn settle(mut self) {
+        self.target = None;
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        if let Some((cache, state, key)) = self.target.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let work = cache.invalidation_in_flight();
+            rt.spawn(async move {
+                let _work = work;
+                cache.invalidate_entry(&state, key, None).await
+            });
+        }
+    }
 }
 
 impl Cache {
@@ -113,6 +149,9 @@ impl Cache {
         let usable = control::mode() != Mode::Bypass
             && inner.breaker.allow()
             && !self.invalidation_pending(&state, &key);
+        // From here, a put whose future is dropped (by its caller, or a
+        // timeout) may have written: its key is invalidated.
+        let unsettled = Unsettled::new(self, &state, &key);
         let claimed = match usable {
             true => self.claim_as_writer(&state, &key, opts).await,
             false => None,
@@ -122,17 +161,20 @@ impl Cache {
             // No claim (a bypass scope, an outage, a fence): the write
             // still must not leave the old value, so invalidate after it.
             let out = fut.await;
+            unsettled.settle();
             if (shape.value_of)(&out).is_some() {
                 self.invalidate_detached(&state, key).await;
             }
             return out;
         };
-        let held = LeaseHeld::new(self.clone(), key.clone(), lease.clone());
         let started = Instant::now();
         let out = fut.await;
         let Some(value) = (shape.value_of)(&out) else {
-            // The write failed: its lease becomes a tombstone.
-            held.release().await;
+            // The write failed, perhaps after it committed, and perhaps
+            // after its lease lapsed and a reader took the key over: a
+            // tombstone over whatever the key holds.
+            unsettled.settle();
+            self.invalidate_detached(&state, key).await;
             return out;
         };
         let put = Put {
@@ -145,7 +187,7 @@ impl Cache {
             Some(e) => self.store_put(&state, &key, &lease, generation, e).await,
             None => false,
         };
-        held.disarm();
+        unsettled.settle();
         if stored {
             bump(&state.counters.puts);
         } else {
@@ -250,7 +292,11 @@ impl Cache {
             bump(&state.counters.too_large);
             return None;
         }
-        Some(Encoded { tail, ttl })
+        let linger = Duration::from_millis(state.reader_linger_ms.load(Relaxed));
+        Some(Encoded {
+            tail,
+            px: ttl + linger,
+        })
     }
 
     /// Stores over exactly the writer's lease, under the generation its
@@ -269,7 +315,7 @@ impl Cache {
             generation_key: &state.generation_key,
             expect: Expect::Exactly(lease),
             generation,
-            ttl: e.ttl,
+            ttl: e.px,
             tail: &e.tail,
             restore: false,
         };
@@ -277,6 +323,8 @@ impl Cache {
             Ok(true) => true,
             Ok(false) => {
                 bump(&state.counters.stores_rejected);
+                // As a reader's refused store (see `miss.rs`).
+                inner.hub.forget_views(&state.coherence);
                 false
             }
             Err(err) => {
@@ -304,7 +352,7 @@ impl Cache {
         Fut: Future<Output = R>,
     {
         let inner = &*self.inner;
-        let change = scope.hold(self, state, Some(&key));
+        let (change, ticket) = scope.hold_put(self, state, &key);
         let fenced = match inner.breaker.allow() {
             true => self.send(state, Some(&key), change).await,
             false => None,
@@ -324,10 +372,12 @@ impl Cache {
                 head,
                 generation,
                 tail: e.tail,
-                ttl: e.ttl,
+                ttl: e.px,
             };
-            scope.put(self, state, &key, put);
+            scope.put(ticket, put);
         }
+        // Otherwise the ticket drops: the key is invalidated when the scope
+        // ends.
         out
     }
 

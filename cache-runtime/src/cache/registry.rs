@@ -30,6 +30,9 @@ pub(crate) struct NsState {
     /// The schema of the namespace's last `#[cached]` reader in this
     /// process (0: none yet), which a put's value must have.
     pub(crate) reader_schema: AtomicU64,
+    /// The stale and fail-safe windows of that reader, in ms: a put's
+    /// entry stays in Redis for its TTL plus these, as a reader's does.
+    pub(crate) reader_linger_ms: AtomicU64,
     /// A put of another schema was logged.
     pub(crate) put_mismatch_logged: AtomicBool,
     /// A fail-safe value was served since the body last succeeded (logged).
@@ -173,6 +176,7 @@ impl Cache {
                 pending_keys: AtomicUsize::new(0),
                 coherence: inner.hub.register(ns),
                 reader_schema: AtomicU64::new(0),
+                reader_linger_ms: AtomicU64::new(0),
                 put_mismatch_logged: AtomicBool::new(false),
                 fail_safe_logged: AtomicBool::new(false),
             })

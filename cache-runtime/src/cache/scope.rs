@@ -31,14 +31,17 @@ tokio::task_local! {
 /// sees what the transaction committed, and no value computed from the
 /// data before the commit survives it. Reads while the transaction runs
 /// compute from the database and do not store. Nested scopes are one
-/// scope; outside a scope nothing changes. The output is returned as it
-/// is (an `Err` after a rollback too: its invalidations were harmless).
+/// scope, except that the puts inside a nested scope whose output says it
+/// did not commit (a savepoint rolled back) are not stored; outside a
+/// scope nothing changes. The output is returned as it is (an `Err` after
+/// a rollback too: its invalidations were harmless).
 ///
 /// A [`#[cache_put]`](crate::cache_put) inside the scope fences its key
 /// like a key invalidation and stores its value when the scope ends, if
 /// the output says the transaction committed ([`Committed`]: `Ok`, `Some`
-/// or `()`) and nothing else wrote the key meanwhile; otherwise the key is
-/// invalidated.
+/// or `()`) and nothing else wrote the key meanwhile (no other write of
+/// the key in the scope overlapped it, and none came after it); otherwise
+/// the key is invalidated.
 ///
 /// ```
 /// # async fn demo() -> Result<(), std::io::Error> {
@@ -66,12 +69,19 @@ where
     F: Future,
     F::Output: Committed,
 {
-    if SCOPE.try_with(|_| ()).is_ok() {
-        return fut.await;
+    if let Some(outer) = current() {
+        // A nested scope (a savepoint): part of the outer one, but what it
+        // rolled back must not be stored when the outer one commits.
+        let mark = outer.mark();
+        let out = fut.await;
+        if !out.committed() {
+            outer.discard_since(mark);
+        }
+        return out;
     }
     let scope = Arc::new_cyclic(|me| Scope {
         holder: entry::token(),
-        held: Mutex::new(Vec::new()),
+        held: Mutex::new(Holds::default()),
         renewing: AtomicBool::new(false),
         me: me.clone(),
     });
@@ -133,9 +143,17 @@ pub(crate) fn current() -> Option<Arc<Scope>> {
 /// One transaction scope: what it fences, under its holder id.
 pub(crate) struct Scope {
     holder: Token,
-    held: Mutex<Vec<Held>>,
+    held: Mutex<Holds>,
     renewing: AtomicBool,
     me: Weak<Scope>,
+}
+
+/// What a scope fences, and the number of puts it recorded so far (a
+/// nested scope that rolls back discards those recorded after its start).
+#[derive(Default)]
+struct Holds {
+    targets: Vec<Held>,
+    records: u64,
 }
 
 /// One fenced target.
@@ -144,8 +162,42 @@ struct Held {
     cache: Cache,
     state: Arc<NsState>,
     key: Option<String>,
-    /// The value a put of this key left, to store when the scope ends.
-    put: Option<Arc<PendingPut>>,
+    /// Writes of this target so far (every hold, and every put that ended
+    /// without a value): a put's value is the key's only if no write came
+    /// after the put's own hold.
+    writes: u64,
+    /// Puts of this key whose write is running.
+    running: u32,
+    /// The value a put of this key left, to store when the scope ends,
+    /// and the record number it was recorded under.
+    put: Option<(Arc<PendingPut>, u64)>,
+}
+
+/// A put's place in its scope, from its hold until it records its value
+/// ([`Scope::put`]); dropped without recording (the write failed, or its
+/// future was dropped), it counts as a write of unknown outcome, so that
+/// no put running beside it stores its value.
+pub(crate) struct PutTicket<'a> {
+    scope: &'a Scope,
+    cache: &'a Cache,
+    state: &'a NsState,
+    key: &'a str,
+    writes: u64,
+    recorded: bool,
+}
+
+impl Drop for PutTicket<'_> {
+    fn drop(&mut self) {
+        if self.recorded {
+            return;
+        }
+        let mut holds = lock(&self.scope.held);
+        if let Some(h) = holds.find(self.cache, self.state, Some(self.key)) {
+            h.running = h.running.saturating_sub(1);
+            h.writes += 1;
+            h.put = None;
+        }
+    }
 }
 
 /// A put inside a scope: what it stores when the scope ends, and what the
@@ -177,19 +229,63 @@ impl Scope {
         state: &Arc<NsState>,
         key: Option<&str>,
     ) -> Change<'_> {
-        {
-            let mut held = lock(&self.held);
-            match held.iter_mut().find(|h| h.is(cache, state, key)) {
-                // Written again: a put before this write is not the value.
-                Some(h) => h.put = None,
-                None => held.push(Held {
+        self.hold_target(cache, state, key, false);
+        self.fence(cache)
+    }
+
+    /// [`hold`](Self::hold) for a put of `key`: also its ticket, which
+    /// records the put's value.
+    pub(crate) fn hold_put<'a>(
+        &'a self,
+        cache: &'a Cache,
+        state: &'a Arc<NsState>,
+        key: &'a str,
+    ) -> (Change<'a>, PutTicket<'a>) {
+        let writes = self.hold_target(cache, state, Some(key), true);
+        let ticket = PutTicket {
+            scope: self,
+            cache,
+            state,
+            key,
+            writes,
+            recorded: false,
+        };
+        (self.fence(cache), ticket)
+    }
+
+    /// Registers a write of the target; its write number.
+    fn hold_target(
+        &self,
+        cache: &Cache,
+        state: &Arc<NsState>,
+        key: Option<&str>,
+        put: bool,
+    ) -> u64 {
+        let mut holds = lock(&self.held);
+        let h = match holds.targets.iter().position(|h| h.is(cache, state, key)) {
+            Some(i) => &mut holds.targets[i],
+            None => {
+                holds.targets.push(Held {
                     cache: cache.clone(),
                     state: Arc::clone(state),
                     key: key.map(str::to_owned),
+                    writes: 0,
+                    running: 0,
                     put: None,
-                }),
+                });
+                let last = holds.targets.len() - 1;
+                &mut holds.targets[last]
             }
-        }
+        };
+        // Written again: a put before this write is not the value.
+        h.put = None;
+        h.writes += 1;
+        h.running += u32::from(put);
+        h.writes
+    }
+
+    /// The fence this scope's holds put up; starts renewing them.
+    fn fence(&self, cache: &Cache) -> Change<'_> {
         let ttl = cache.inner.fence_ttl;
         if !self.renewing.swap(true, SeqCst)
             && let Ok(rt) = tokio::runtime::Handle::try_current()
@@ -202,23 +298,56 @@ impl Scope {
         }
     }
 
-    /// Records the value a put of `key` (held by this scope) stores when
-    /// the scope ends.
-    pub(crate) fn put(&self, cache: &Cache, state: &Arc<NsState>, key: &str, put: PendingPut) {
-        let mut held = lock(&self.held);
-        if let Some(h) = held.iter_mut().find(|h| h.is(cache, state, Some(key))) {
-            h.put = Some(Arc::new(put));
+    /// Records the value the put of `ticket` stores when the scope ends:
+    /// only if no other write of the key came after its hold or is still
+    /// running (which of two overlapping writes the database applied last
+    /// is not known: then the key is invalidated).
+    pub(crate) fn put(&self, mut ticket: PutTicket<'_>, put: PendingPut) {
+        ticket.recorded = true;
+        let mut holds = lock(&self.held);
+        holds.records += 1;
+        let record = holds.records;
+        let Some(h) = holds.find(ticket.cache, ticket.state, Some(ticket.key)) else {
+            return;
+        };
+        h.running = h.running.saturating_sub(1);
+        h.put = (h.writes == ticket.writes && h.running == 0).then(|| (Arc::new(put), record));
+        if h.put.is_none() {
+            h.writes += 1;
+        }
+    }
+
+    /// Where a nested scope starts: the puts recorded so far.
+    fn mark(&self) -> u64 {
+        lock(&self.held).records
+    }
+
+    /// A nested scope rolled back: the puts recorded since `mark` are not
+    /// stored (their keys are invalidated when the scope ends).
+    fn discard_since(&self, mark: u64) {
+        let mut holds = lock(&self.held);
+        for h in &mut holds.targets {
+            if h.put.as_ref().is_some_and(|(_, record)| *record > mark) {
+                h.put = None;
+                h.writes += 1;
+            }
         }
     }
 
     /// Invalidates every target once more and lets go of its fence; after a
     /// commit, a put's key gets its value instead, if nobody else wrote it.
     async fn end(&self, committed: bool) {
-        let held = std::mem::take(&mut *lock(&self.held));
+        let held = std::mem::take(&mut lock(&self.held).targets);
         for h in held {
-            let put = h.put.as_deref().filter(|_| committed);
+            let put = h.put.as_ref().map(|(p, _)| &**p).filter(|_| committed);
             h.cache.end_hold(&h.state, h.key, &self.holder, put).await;
         }
+    }
+}
+
+impl Holds {
+    fn find(&mut self, cache: &Cache, state: &NsState, key: Option<&str>) -> Option<&mut Held> {
+        self.targets.iter_mut().find(|h| h.is(cache, state, key))
     }
 }
 
@@ -237,7 +366,7 @@ async fn renew(scope: Weak<Scope>, every: Duration) {
         let Some(scope) = scope.upgrade() else {
             return;
         };
-        let held = lock(&scope.held).clone();
+        let held = lock(&scope.held).targets.clone();
         if held.is_empty() {
             continue;
         }

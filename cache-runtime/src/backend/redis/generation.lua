@@ -17,6 +17,9 @@ local up = fenced and live(hs, now)
 -- renews): readers key their in-process flights by it, and a reader that
 -- starts after a scope ended must not join a flight from before.
 local head = (up and op == 'r') and string.sub(g, 1, 17) or ('F' .. ARGV[2])
+-- A renewal renews only a fence its holder is still in: one that lands
+-- after its scope ended must not fence the namespace again.
+if op == 'r' and hs[ARGV[3]] == nil then return {1, g or ''} end
 local fresh = ARGV[2] .. (ARGV[8] ~= '' and (':' .. ARGV[8]) or '')
 local v
 if op == 'i' then

@@ -28,6 +28,11 @@ local up = fenced and live(hs, now)
 -- whenever a write meets a live fence.
 local head = (up and op == 'r') and string.sub(cur, 1, 17) or ('\205' .. ARGV[2])
 local g = redis.call('GET', KEYS[2]) or ''
+-- A renewal renews only a fence its holder is still in: one that lands
+-- after its scope ended ('e', 'p') must not fence the key again.
+if op == 'r' and hs[ARGV[3]] == nil then
+  return {1, up and string.sub(cur, 1, 17) or '', g, 0}
+end
 local v
 local px = tonumber(ARGV[5])
 local stored = 0
