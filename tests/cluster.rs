@@ -207,6 +207,26 @@ async fn the_core_behaviour_on_a_cluster() {
         (3, Status::Miss)
     );
 
+    // Tags: the tag's token lives in the entry's slot (read with it in one
+    // MGET, no CROSSSLOT); a tag invalidation from the other instance
+    // recomputes that user's entries only.
+    for user in [7, 8] {
+        assert_eq!(
+            with_status(tagged(&a, user, 1)).await,
+            (u64::from(user), Status::Miss)
+        );
+        assert_eq!(with_status(tagged(&b, user, 1)).await.1, Status::Hit);
+    }
+    assert_eq!(
+        b.namespace("tagged").invalidate_tag("user", &7u32).await,
+        Invalidation::Done
+    );
+    assert_eq!(with_status(tagged(&a, 7, 1)).await.1, Status::Miss);
+    assert_eq!(with_status(tagged(&a, 8, 1)).await.1, Status::Hit);
+    let tag_key = format!("{prefix}:{{tagged}}:#t:user:7");
+    let master = cluster.master_of_slot(RedisCluster::slot(b"tagged"));
+    assert_eq!(cluster.command(master, &["EXISTS", &tag_key]).unwrap(), "1");
+
     for c in [&a, &b, &local, &acl] {
         let st = c.stats().total;
         assert_eq!(
@@ -215,6 +235,12 @@ async fn the_core_behaviour_on_a_cluster() {
             "{st:?}"
         );
     }
+}
+
+#[cache_aside::cached(ns = "tagged", ttl = "1m", tags(user), cache = cache, skip(cache))]
+async fn tagged(cache: &Cache, user: u32, day: u32) -> u64 {
+    let _ = day;
+    u64::from(user)
 }
 
 /// What the load saw.

@@ -29,9 +29,10 @@ const CACHED_OPTIONS: &[&str] = &[
     "refresh",
     "fail_safe",
     "timeout",
+    "tags",
     "crate",
 ];
-const INVALIDATES_OPTIONS: &[&str] = &["ns", "key", "cache", "scoped", "crate"];
+const INVALIDATES_OPTIONS: &[&str] = &["ns", "key", "tag", "cache", "scoped", "crate"];
 const CACHE_PUT_OPTIONS: &[&str] = &["ns", "key", "ttl", "version", "lease", "cache", "crate"];
 
 /// `unknown option` error at `name`, with a "did you mean" when one option
@@ -92,6 +93,12 @@ pub(crate) enum KeySpec {
     Expr(Box<Expr>),
 }
 
+/// One tag: `user` (the argument's value) or `user = expr`.
+pub(crate) struct TagSpec {
+    pub name: Ident,
+    pub value: Option<Expr>,
+}
+
 /// A duration option's value, with the span of its literal.
 #[derive(Clone, Copy)]
 pub(crate) struct Timed {
@@ -147,6 +154,8 @@ pub(crate) struct CachedArgs {
     pub refresh: Option<LitStr>,
     pub fail_safe: Option<Timed>,
     pub timeout: Option<Timed>,
+    /// `tags(a, b = expr)`, with the span of `tags`.
+    pub tags: Option<(Span, Vec<TagSpec>)>,
     pub krate: Option<Path>,
 }
 
@@ -159,6 +168,9 @@ pub(crate) struct InvalidatesArgs {
     pub version: Option<Span>,
     /// `scoped`: callers run the fn inside `cache_aside::transaction`.
     pub scoped: bool,
+    /// Every `tag(..)` (several allowed), with the span of the first.
+    pub tags: Vec<TagSpec>,
+    pub tag_span: Option<Span>,
     pub krate: Option<Path>,
 }
 
@@ -220,6 +232,14 @@ impl Parse for CachedArgs {
                 "refresh" => args.refresh = Some(parse_refresh(input, &name)?),
                 "fail_safe" => args.fail_safe = Some(parse_ttl(input, &name)?),
                 "timeout" => args.timeout = Some(parse_ttl(input, &name)?),
+                "tags" => args.tags = Some((name.span(), parse_tags(input, &name)?)),
+                "tag" => {
+                    return Err(Error::new(
+                        name.span(),
+                        "#[cached] lists its tags in `tags(..)`: write `tags(user)` (`tag(..)` is \
+                         #[invalidates]'s)",
+                    ));
+                }
                 "crate" => args.krate = Some(parse_crate(input, &name)?),
                 _ => return Err(unknown_option(&name, "cached", CACHED_OPTIONS, "")),
             }
@@ -242,9 +262,30 @@ impl Parse for InvalidatesArgs {
                 args.namespaces.push(NsName::Const(input.parse()?));
             } else {
                 let name = input.call(Ident::parse_any)?;
-                seen.check(&name)?;
+                if name != "tag" {
+                    seen.check(&name)?;
+                }
                 match name.unraw().to_string().as_str() {
                     "ns" => args.namespaces.push(parse_ns(input, &name)?),
+                    "tag" => {
+                        args.tag_span.get_or_insert(name.span());
+                        for t in parse_tags(input, &name)? {
+                            if args.tags.iter().any(|o| o.name == t.name) {
+                                return Err(Error::new(
+                                    t.name.span(),
+                                    format!("tag `{}` is listed twice", t.name),
+                                ));
+                            }
+                            args.tags.push(t);
+                        }
+                    }
+                    "tags" => {
+                        return Err(Error::new(
+                            name.span(),
+                            "#[invalidates] names each tag it invalidates with `tag(..)`: write \
+                             `tag(user)` or `tag(user = o.user_id)`",
+                        ));
+                    }
                     "key" => args.key = Some((name.span(), parse_key(input, &name)?)),
                     "cache" => args.cache = Some(parse_value(input, &name)?),
                     "scoped" => args.scoped = true,
@@ -550,6 +591,48 @@ fn parse_crate(input: ParseStream<'_>, name: &Ident) -> Result<Path> {
     } else {
         input.call(Path::parse_mod_style)
     }
+}
+
+/// `tags(a, b = expr)` / `tag(a)`: names, each with an optional value.
+fn parse_tags(input: ParseStream<'_>, name: &Ident) -> Result<Vec<TagSpec>> {
+    if !input.peek(syn::token::Paren) {
+        return Err(Error::new(
+            name.span(),
+            format!(
+                "expected `{0}(user)` (the argument's value) or `{0}(user = expr)`",
+                name.unraw()
+            ),
+        ));
+    }
+    let content;
+    parenthesized!(content in input);
+    let mut out: Vec<TagSpec> = Vec::new();
+    while !content.is_empty() {
+        let tag = content.call(Ident::parse_any)?;
+        let value = if content.peek(Token![=]) {
+            content.parse::<Token![=]>()?;
+            Some(content.parse()?)
+        } else {
+            None
+        };
+        if out.iter().any(|o| o.name == tag) {
+            return Err(Error::new(
+                tag.span(),
+                format!("tag `{tag}` is listed twice"),
+            ));
+        }
+        out.push(TagSpec { name: tag, value });
+        if !content.is_empty() {
+            content.parse::<Token![,]>()?;
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::new(
+            name.span(),
+            format!("`{}()` names no tag: write `{0}(user)`", name.unraw()),
+        ));
+    }
+    Ok(out)
 }
 
 fn parse_idents(input: ParseStream<'_>, name: &Ident) -> Result<Vec<Ident>> {

@@ -29,10 +29,11 @@ use std::time::Duration;
 
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
 use quote::{quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Expr, Ident};
 
-use crate::args::NsName;
+use crate::args::{NsName, TagSpec};
 use crate::validate::{CachePut, Cached, Copy, Invalidates, Key, Ns, Options, Refresh, Target};
 
 /// The `cache = <expr>` option: a statement binding the expression to a
@@ -133,7 +134,13 @@ fn duration(d: Option<Duration>) -> TokenStream {
     }))
 }
 
-fn call_options(krate: &TokenStream, o: &Options, version: Option<u32>) -> TokenStream {
+fn call_options(
+    krate: &TokenStream,
+    o: &Options,
+    version: Option<u32>,
+    tags: &[TagSpec],
+) -> TokenStream {
+    let tag_names = tags.iter().map(|t| t.name.unraw().to_string());
     let ttl = duration(o.ttl);
     let stale = duration(o.stale);
     let lock_wait = duration(o.lock_wait);
@@ -155,7 +162,25 @@ fn call_options(krate: &TokenStream, o: &Options, version: Option<u32>) -> Token
         version: #version,
         fail_safe: #fail_safe,
         timeout: #timeout,
+        tags: &[#(#tag_names),*],
     })
+}
+
+/// Each tag's value, as a reference (the argument of the tag's name, or
+/// its expression), with the tag's name.
+fn tag_values(tags: &[TagSpec]) -> Vec<(String, TokenStream, Span)> {
+    tags.iter()
+        .map(|t| {
+            let name = t.name.unraw().to_string();
+            match &t.value {
+                Some(e) => (name, quote!(&(#e)), e.span()),
+                None => {
+                    let arg = &t.name;
+                    (name, quote!(&#arg), t.name.span())
+                }
+            }
+        })
+        .collect()
 }
 
 /// `self` in the body, renamed so that a refresh in the background can
@@ -285,7 +310,13 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
         }},
     };
     let key_expr = key_expr(krate, &c.key);
-    let opts = call_options(krate, &c.options, c.version);
+    let opts = call_options(krate, &c.options, c.version, &c.tags);
+    // `.tag(name, &value)` per tag; a value that is not `Serialize` is
+    // reported at it (the `TagArg` bound).
+    let tag_calls = tag_values(&c.tags).into_iter().map(|(name, value, span)| {
+        let method = Ident::new("tag", span);
+        quote_spanned!(span=> .#method(#name, #value))
+    });
     // Part of the schema: the fn's instance when it has generic arguments
     // (of the impl, the trait or the fn: two instantiations share a
     // namespace, never entries), and the fn's type parameters.
@@ -383,6 +414,7 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
                     #ns,
                     #key_expr,
                 )
+                #(#tag_calls)*
             };
             // `unless` is passed in braces, for one error span (see `__private::unless_arg`).
             #[allow(unused_braces)]
@@ -510,6 +542,7 @@ pub(crate) fn invalidates(inv: &Invalidates) -> TokenStream {
                 quote!(#target.invalidate().await;),
             )
         }
+        Target::Tags { .. } => (TokenStream::new(), TokenStream::new()),
         Target::Namespaces(namespaces) => (TokenStream::new(), {
             let namespaces = namespaces.iter().map(|n| ns_tokens(krate, n));
             let site = site(krate, None);
@@ -532,6 +565,37 @@ pub(crate) fn invalidates(inv: &Invalidates) -> TokenStream {
             #use_it
         }
     });
+    // `tag(..)`: the tag keys are built before the body takes the
+    // arguments, and invalidated after it succeeded.
+    let tags_var = Ident::new("__cache_aside_tags", Span::mixed_site());
+    let (prepare, invalidate) = match (&inv.target, inv.tags.is_empty()) {
+        (Target::Key { ns, .. } | Target::Tags { ns }, false) => {
+            let site = site(krate, None);
+            // A method call at the value, so that a value that is not
+            // `Serialize` is reported there (the `TagArg` bound).
+            let targets = tag_values(&inv.tags)
+                .into_iter()
+                .map(|(name, value, span)| {
+                    let ns = ns_tokens(krate, ns);
+                    let method = Ident::new("tag", span);
+                    let call = quote_spanned!(span=> .#method(#name, #value));
+                    quote!(#krate::__private::TagIn(#cache_var, #ns) #call)
+                });
+            (
+                quote! {
+                    #prepare
+                    let #tags_var = [#(#targets),*];
+                },
+                quote! {
+                    #invalidate
+                    for __cache_aside_tag in #tags_var {
+                        __cache_aside_tag.invalidate(#site).await;
+                    }
+                },
+            )
+        }
+        _ => (prepare, invalidate),
+    };
     let scope_check = inv.scoped.then(|| {
         let site = site(krate, None);
         quote!(#krate::__private::expect_scope(#site);)
@@ -589,6 +653,7 @@ pub(crate) fn cache_put(p: &CachePut) -> TokenStream {
             timeout: None,
         },
         p.version,
+        &[],
     );
     let (value_ty, ret_ty) = (&p.value_ty, &p.ret_ty);
     // `ttl = f`, as for `#[cached]`: reported at `f` when it does not fit.

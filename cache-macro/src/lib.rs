@@ -92,6 +92,7 @@ fn run(
 /// | `refresh = "background"` / `"inline"` | with `stale` or `early_refresh`: the caller that wins a refresh returns the entry it read while the body runs in a task of its own (default), or runs the body itself |
 /// | `fail_safe = "1h"` | keep entries this long past their TTL (and `stale`): when the body returns `Err` (or outlasts `timeout`), the last good value is returned instead, as `Status::FailSafe` (logged once per namespace and outage); never an invalidated entry; without an old entry the error is returned |
 /// | `timeout = "2s"` | with `fail_safe`: how long the body may run when a fail-safe value is at hand before that value is returned (the body is dropped); without one, the call waits for the body |
+/// | `tags(user, shop = <expr>)` | each entry carries the tokens of these tag values (a bare name: that argument's value; `name = expr`: any `Serialize` expression over the arguments; at most 16); `#[invalidates(ns = .., tag(user))]` or `Namespace::invalidate_tag` then invalidates every entry of one tag value, O(1). A hit reads the tags' tokens with the entry (one `MGET`, in the entry's slot) |
 /// | `crate = path` | path of the `cache-aside` crate if it is renamed (default `::cache_aside`) |
 ///
 /// `Result<T, E>` caches `Ok` only and returns `Err` unchanged; any other
@@ -144,6 +145,7 @@ pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// | `"a", "b"` | namespaces to invalidate entirely (one `SET` of a new generation token each) |
 /// | `CONST`, `ns = "a"` / `ns = CONST` | a namespace, as a `&str` constant's path or as an option |
 /// | `key(arg, ..)` / `key = <expr>` | only the entry a `#[cached]` call of that namespace with these key values uses (needs exactly one namespace); name as many arguments as the reader's key has (`Cache::check_links` finds a mismatch) |
+/// | `tag(user)` / `tag(user = <expr>)` | the entries of that tag value (see `tags` on `#[cached]`), instead of the whole namespace (needs exactly one namespace; several `tag(..)` allowed; with `key`, that entry too); the value is encoded as the reader's argument is |
 /// | `scoped` | callers run this fn inside [`cache_aside::transaction`](https://docs.rs/cache-aside/latest/cache_aside/fn.transaction.html); checked at run time (an error is logged once if not). A fn with an argument whose type ends in `Transaction` is warned about without it |
 /// | `cache = <expr>` | as for `#[cached]` |
 /// | `crate = path` | as for `#[cached]` |

@@ -13,7 +13,7 @@ use syn::spanned::Spanned;
 use syn::{Error, Expr, Ident, Path, Result, Type};
 
 use crate::args::{
-    CachePutArgs, CachedArgs, InvalidatesArgs, KeySpec, Local, NsName, Timed, did_you_mean,
+    CachePutArgs, CachedArgs, InvalidatesArgs, KeySpec, Local, NsName, TagSpec, Timed, did_you_mean,
 };
 use crate::model::{Func, Ret, is_impl_trait, reference_in};
 
@@ -93,14 +93,18 @@ pub(crate) struct Cached {
     pub value_ty: Type,
     pub ret_ty: Type,
     pub is_result: bool,
+    /// `tags(..)`: each entry's tags.
+    pub tags: Vec<TagSpec>,
 }
 
 /// What a checked `#[invalidates]` invalidates.
 pub(crate) enum Target {
     /// Every entry of these namespaces.
     Namespaces(Vec<NsName>),
-    /// One entry of one namespace.
+    /// One entry of one namespace (and the entries of its `tags`).
     Key { ns: NsName, key: Key },
+    /// The entries of these tag values of one namespace (`tag(..)` only).
+    Tags { ns: NsName },
 }
 
 /// A checked `#[invalidates]`.
@@ -114,6 +118,8 @@ pub(crate) struct Invalidates {
     /// Without `scoped`, the type of an argument that looks like a database
     /// transaction: warned about there.
     pub transaction_arg: Option<Type>,
+    /// `tag(..)`: the tag values whose entries are invalidated.
+    pub tags: Vec<TagSpec>,
 }
 
 pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
@@ -155,7 +161,7 @@ pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
         None => None,
     };
     let skip: &[Ident] = args.skip.as_ref().map_or(&[], |(_, names)| names);
-    check_names(&func, skip, "skip")?;
+    check_names(&func, skip, "skip", "")?;
     if let (Some(_), Some((span, _))) = (&args.key, &args.skip) {
         return Err(Error::new(
             *span,
@@ -164,6 +170,19 @@ pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
         ));
     }
     let refresh = refresh(&func, &args)?;
+    let tags = match args.tags {
+        Some((span, specs)) => {
+            check_tags(&func, &specs, "tags")?;
+            if specs.len() > MAX_TAGS {
+                return Err(Error::new(
+                    span,
+                    format!("at most {MAX_TAGS} tags: each entry carries one token per tag"),
+                ));
+            }
+            specs
+        }
+        None => Vec::new(),
+    };
     let key = key(&func, args.key.map(|(_, k)| k), skip)?;
     let ns = match args.ns {
         Some(ns) => Ns::Named(ns),
@@ -226,8 +245,23 @@ pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
         value_ty,
         ret_ty,
         is_result,
+        tags,
         func,
     })
+}
+
+/// The most tags one `#[cached]` fn may have.
+const MAX_TAGS: usize = 16;
+
+/// A tag without a value names an argument of the fn.
+fn check_tags(func: &Func, specs: &[TagSpec], option: &str) -> Result<()> {
+    let bare: Vec<Ident> = specs
+        .iter()
+        .filter(|t| t.value.is_none())
+        .map(|t| t.name.clone())
+        .collect();
+    let hint = format!("; a tag of another value names it: `{option}(user = order.user_id)`");
+    check_names(func, &bare, option, &hint)
 }
 
 const UNIT_RETURN: &str = "#[cached] on a function that returns `()` would skip its body for a \
@@ -261,6 +295,14 @@ pub(crate) fn invalidates(args: InvalidatesArgs, func: Func) -> Result<Invalidat
         }
         namespaces.push(ns);
     }
+    if let (Some(span), true) = (args.tag_span, namespaces.len() != 1) {
+        return Err(Error::new(
+            span,
+            "`tag(..)` invalidates the entries of one namespace with that tag value: name it \
+             with `ns = \"orders\"`",
+        ));
+    }
+    check_tags(&func, &args.tags, "tag")?;
     if namespaces.is_empty() {
         return Err(Error::new(
             Span::call_site(),
@@ -278,6 +320,9 @@ pub(crate) fn invalidates(args: InvalidatesArgs, func: Func) -> Result<Invalidat
         Some((_, spec)) => Target::Key {
             ns: namespaces.remove(0),
             key: key(&func, Some(spec), &[])?,
+        },
+        None if !args.tags.is_empty() => Target::Tags {
+            ns: namespaces.remove(0),
         },
         None => Target::Namespaces(namespaces),
     };
@@ -297,6 +342,7 @@ pub(crate) fn invalidates(args: InvalidatesArgs, func: Func) -> Result<Invalidat
         target,
         scoped: args.scoped,
         transaction_arg,
+        tags: args.tags,
         func,
     })
 }
@@ -583,7 +629,7 @@ fn duration(what: &str, t: Option<Timed>) -> Result<Option<Duration>> {
 }
 
 /// The names a `skip(...)` or `key(...)` list uses must be arguments.
-fn check_names(func: &Func, names: &[Ident], option: &str) -> Result<()> {
+fn check_names(func: &Func, names: &[Ident], option: &str, hint_more: &str) -> Result<()> {
     let mut errors: Option<Error> = None;
     for name in names {
         let known = if name == "self" {
@@ -616,7 +662,7 @@ fn check_names(func: &Func, names: &[Ident], option: &str) -> Result<()> {
         };
         let e = Error::new(
             name.span(),
-            format!("`{option}({name})` names no argument of this function: {hint}"),
+            format!("`{option}({name})` names no argument of this function: {hint}{hint_more}"),
         );
         match &mut errors {
             Some(all) => all.combine(e),
@@ -632,7 +678,7 @@ fn key(func: &Func, spec: Option<KeySpec>, skip: &[Ident]) -> Result<Key> {
     match spec {
         Some(KeySpec::Expr(e)) => Ok(Key::Expr(e)),
         Some(KeySpec::Args(names)) => {
-            check_names(func, &names, "key")?;
+            check_names(func, &names, "key", "")?;
             for name in &names {
                 if let Some(arg) = func.arg(name) {
                     check_key_arg(name, &arg.ty)?;

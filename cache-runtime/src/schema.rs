@@ -120,6 +120,9 @@ pub(crate) struct Parts<'a> {
     pub version: Option<u32>,
     /// `type_name` of each type parameter of a generic fn.
     pub generics: &'a [&'static str],
+    /// The names of the fn's tags (`tags(..)`): its entries carry their
+    /// tokens, which entries without tags do not.
+    pub tags: &'a [&'static str],
 }
 
 /// The 64-bit identity stored in every entry (see the module docs).
@@ -138,6 +141,13 @@ pub(crate) fn schema(p: &Parts<'_>) -> u64 {
     for g in p.generics.iter().filter(|g| !g.is_empty()) {
         text.push(':');
         text.push_str(g);
+    }
+    if !p.tags.is_empty() {
+        text.push_str(":#tags");
+        for t in p.tags {
+            text.push(':');
+            text.push_str(t);
+        }
     }
     hash(text.as_bytes())
 }
@@ -245,8 +255,14 @@ mod tests {
             codec,
             version,
             generics,
+            tags: &[],
         };
         let base = schema(&parts(None, &[]));
+        let tagged = Parts {
+            tags: &["user"],
+            ..parts(None, &[])
+        };
+        assert_ne!(base, schema(&tagged), "tagged entries carry tokens");
         assert_eq!(base, schema(&parts(Some(1), &[])), "1 is the default");
         assert_ne!(base, schema(&parts(Some(2), &[])));
         assert_ne!(base, schema(&parts(None, &["u8"])));
@@ -260,6 +276,7 @@ mod tests {
                 codec,
                 version,
                 generics: &[],
+                tags: &[],
             })
         };
         assert_ne!(

@@ -322,8 +322,10 @@ impl Queries {
             .collect()
     }
 
-    /// Flights, routes and busiest airport of an airline (`None`: unknown airline).
-    #[cached(ns = "airline_stats", ttl = "5m", cache = &self.cache)]
+    /// Flights, routes and busiest airport of an airline (`None`: unknown
+    /// airline). Tagged with the airline, so that a new flight invalidates
+    /// its airline's statistics and no other's.
+    #[cached(ns = "airline_stats", ttl = "5m", tags(airline = iata), cache = &self.cache)]
     pub async fn airline_stats(&self, iata: &str) -> Result<Option<AirlineStats>, sqlx::Error> {
         let Some(row) = sqlx::query(AIRLINE_SQL)
             .bind(iata)
@@ -385,14 +387,16 @@ impl Queries {
     }
 
     /// Inserts a flight in the transaction `tx`. It changes route counts,
-    /// top routes and airline statistics, so exactly those namespaces are
-    /// invalidated (airports do not change; the TTL-only count is left to
-    /// its TTL on purpose). Invalidated when this returns, before the
+    /// top routes and its airline's statistics, so exactly those are
+    /// invalidated: two namespaces, and the entries tagged with the airline
+    /// (airports do not change; the TTL-only count is left to its TTL on
+    /// purpose). Invalidated when this returns, before the
     /// COMMIT: call it inside [`cache_aside::transaction`] (as
     /// [`Queries::create_flight`] does), or a read in between can cache
     /// the count without the flight. `scoped` says so to cache-aside, which
     /// logs an error if it is ever called outside a scope.
-    #[invalidates("flight_count", "top_routes", "airline_stats", cache = &self.cache, scoped)]
+    #[invalidates("flight_count", "top_routes", cache = &self.cache, scoped)]
+    #[invalidates(ns = "airline_stats", tag(airline = f.airline), cache = &self.cache, scoped)]
     pub async fn add_flight(
         &self,
         tx: &mut Transaction<'_, Any>,

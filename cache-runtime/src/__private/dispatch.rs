@@ -18,6 +18,7 @@ use std::sync::Arc;
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::cache::Sharer;
+use crate::key::KeyError;
 use crate::{Cache, NoFilter};
 
 /// The bound of a key part: `Serialize`, with a message at the argument.
@@ -31,6 +32,30 @@ pub trait KeyArg {}
 // the nested `Serialize` bound with its list of every `Serialize` type.
 #[diagnostic::do_not_recommend]
 impl<T: Serialize + ?Sized> KeyArg for T {}
+
+/// The bound of a tag's value: `Serialize`, with a message at the value.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a tag's value: it does not implement `serde::Serialize`",
+    label = "the tag's value",
+    note = "derive or implement `Serialize` for its type, or tag with a value that has it: `tags(user = order.user_id)`"
+)]
+pub trait TagArg {
+    /// The tag's token key.
+    fn __cache_aside_tag_key(&self, cache: &Cache, ns: &str, tag: &str)
+    -> Result<String, KeyError>;
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + ?Sized> TagArg for T {
+    fn __cache_aside_tag_key(
+        &self,
+        cache: &Cache,
+        ns: &str,
+        tag: &str,
+    ) -> Result<String, KeyError> {
+        cache.tag_key(ns, tag, self)
+    }
+}
 
 /// The bound of the cached value: `Serialize + DeserializeOwned`.
 #[diagnostic::on_unimplemented(

@@ -68,6 +68,7 @@ pub struct Call<'c> {
     slot: Option<&'static NsSlot>,
     site: Site,
     entry_key: Result<String, KeyError>,
+    tags: Result<Vec<String>, KeyError>,
 }
 
 /// Builds the entry key (only when there is a cache to use). `slot`: the
@@ -91,10 +92,24 @@ pub fn call<'c, K: Serialize + ?Sized>(
         slot,
         site,
         entry_key,
+        tags: Ok(Vec::new()),
     }
 }
 
 impl Call<'_> {
+    /// `tags(name)` / `tags(name = expr)` of `#[cached]`: one tag's value,
+    /// in the order of `CallOptions::tags`.
+    #[inline]
+    pub fn tag<V: TagArg + ?Sized>(mut self, name: &'static str, value: &V) -> Self {
+        if let (Some(c), Ok(keys)) = (self.cache, &mut self.tags) {
+            match value.__cache_aside_tag_key(c, self.ns, name) {
+                Ok(k) => keys.push(k),
+                Err(e) => self.tags = Err(e),
+            }
+        }
+        self
+    }
+
     fn target<'g>(self, generics: &'g [&'static str]) -> Target<'g> {
         Target {
             ns: self.ns,
@@ -102,6 +117,7 @@ impl Call<'_> {
             site: Some(self.site),
             key: self.entry_key,
             generics,
+            tags: self.tags,
         }
     }
 
@@ -242,6 +258,57 @@ pub fn expect_scope(site: Site) {
              cache the old value",
             crate::key::layout::fn_path(site.fn_raw)
         );
+    }
+}
+
+/// One `tag(..)` of `#[invalidates]`: the tag's token key, built before
+/// the body takes the arguments.
+pub struct TagTarget<'c> {
+    cache: Option<&'c Cache>,
+    ns: &'static str,
+    tag_key: Result<String, KeyError>,
+}
+
+/// The cache and namespace of a `tag(..)` (see [`TagTarget`]).
+pub struct TagIn<'c>(pub Option<&'c Cache>, pub &'static str);
+
+impl<'c> TagIn<'c> {
+    /// The tag `tag` with `value`.
+    pub fn tag<V: TagArg + ?Sized>(self, tag: &'static str, value: &V) -> TagTarget<'c> {
+        let TagIn(cache, ns) = self;
+        let tag_key = match cache {
+            Some(c) => value.__cache_aside_tag_key(c, ns, tag),
+            None => Ok(String::new()),
+        };
+        TagTarget { cache, ns, tag_key }
+    }
+}
+
+impl TagTarget<'_> {
+    /// Invalidates the entries of the tag value. Runs in a task of its own,
+    /// like a key invalidation.
+    pub async fn invalidate(self, site: Site) {
+        let Some(c) = self.cache else {
+            return;
+        };
+        c.note_writer(self.ns, site);
+        let Some(state) = c.state(self.ns) else {
+            return;
+        };
+        let (c, ns, tag_key) = (c.clone(), self.ns, self.tag_key);
+        let scope = scope::current();
+        let work = c.invalidation_in_flight();
+        let task = tokio::spawn(async move {
+            let _work = work;
+            match tag_key {
+                Ok(k) => c.invalidate_tag_key(&state, k, scope.as_deref()).await,
+                Err(e) => {
+                    tracing::warn!(namespace = ns, error = %e, "cache-aside: a tag value cannot be encoded; invalidating the whole namespace");
+                    c.invalidate_namespace(&state, scope.as_deref()).await
+                }
+            }
+        });
+        let _ = task.await;
     }
 }
 

@@ -8,10 +8,10 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use super::{
-    Backend, Change, Claim, Claimed, Expect, Fetched, GenValue, Generation, KeyChanged, Notice,
-    Result, Store,
+    Backend, Change, Claim, Claimed, Expect, Fetched, FetchedTagged, GenValue, Generation,
+    KeyChanged, Notice, Result, Store,
 };
-use crate::entry::{self, FENCE_MAGIC, LEASE_LEN, LEASE_MAGIC, TOKEN_LEN};
+use crate::entry::{self, FENCE_MAGIC, LEASE_LEN, LEASE_MAGIC, TOKEN_LEN, Token};
 
 struct Value {
     bytes: Vec<u8>,
@@ -349,6 +349,59 @@ impl Backend for MemoryBackend {
     }
 
     async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn fetch_tagged(
+        &self,
+        entry_key: &str,
+        generation_key: &str,
+        tag_keys: &[String],
+    ) -> Result<FetchedTagged> {
+        let map = self.lock();
+        let now = Instant::now();
+        Ok(FetchedTagged {
+            fetched: Fetched {
+                entry: map.get(entry_key, now).map(<[u8]>::to_vec),
+                generation: Generation::parse(map.get(generation_key, now), None),
+            },
+            tokens: tag_keys
+                .iter()
+                .map(|k| map.get(k, now).and_then(|t| Token::try_from(t).ok()))
+                .collect(),
+        })
+    }
+
+    /// `tokens.lua`.
+    async fn tokens(&self, keys: &[String], fresh: &[Token], ttl: Duration) -> Result<Vec<Token>> {
+        let mut map = self.lock();
+        let now = Instant::now();
+        let mut out = Vec::with_capacity(keys.len());
+        for (k, f) in keys.iter().zip(fresh) {
+            match map.get(k, now).and_then(|t| Token::try_from(t).ok()) {
+                Some(t) => out.push(t),
+                None => {
+                    map.set(k, f.to_vec(), Some(ttl), now);
+                    out.push(*f);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `tag.lua`: the cache applies the invalidation to its local tier itself.
+    async fn bump_tag(
+        &self,
+        tag_key: &str,
+        fresh: &Token,
+        ttl: Duration,
+        _notice: Notice<'_>,
+    ) -> Result<()> {
+        let mut map = self.lock();
+        let now = Instant::now();
+        if map.get(tag_key, now).is_some() {
+            map.set(tag_key, fresh.to_vec(), Some(ttl), now);
+        }
         Ok(())
     }
 }

@@ -89,6 +89,14 @@ pub(crate) struct Fetched {
     pub generation: Generation,
 }
 
+/// A read of an entry with tags: the entry, the generation, and each tag's
+/// token (`None`: there is none).
+#[derive(Debug)]
+pub(crate) struct FetchedTagged {
+    pub fetched: Fetched,
+    pub tokens: Vec<Option<Token>>,
+}
+
 /// What a key must hold for a claim or a store to go through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Expect<'a> {
@@ -344,6 +352,31 @@ pub(crate) trait Backend: Send + Sync {
     ) -> impl Future<Output = Result<KeyChanged>> + Send;
     /// One round trip that touches no key (health check).
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+    /// The entry, the generation and the tokens of the entry's tags
+    /// (`tag_keys`, in the entry's slot), in one round trip (no views).
+    fn fetch_tagged(
+        &self,
+        entry_key: &str,
+        generation_key: &str,
+        tag_keys: &[String],
+    ) -> impl Future<Output = Result<FetchedTagged>> + Send;
+    /// The tokens under `keys`, each made (from `fresh`) where there is none
+    /// (see `tokens.lua`).
+    fn tokens(
+        &self,
+        keys: &[String],
+        fresh: &[Token],
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Vec<Token>>> + Send;
+    /// A tag's invalidation: a fresh token where there is one, publishing
+    /// `notice` (see `tag.lua`).
+    fn bump_tag(
+        &self,
+        tag_key: &str,
+        fresh: &Token,
+        ttl: Duration,
+        notice: Notice<'_>,
+    ) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// The backend a cache was built with.
@@ -417,5 +450,28 @@ impl Backend for AnyBackend {
 
     async fn ping(&self) -> Result<()> {
         forward!(self.ping())
+    }
+
+    async fn fetch_tagged(
+        &self,
+        entry_key: &str,
+        generation_key: &str,
+        tag_keys: &[String],
+    ) -> Result<FetchedTagged> {
+        forward!(self.fetch_tagged(entry_key, generation_key, tag_keys))
+    }
+
+    async fn tokens(&self, keys: &[String], fresh: &[Token], ttl: Duration) -> Result<Vec<Token>> {
+        forward!(self.tokens(keys, fresh, ttl))
+    }
+
+    async fn bump_tag(
+        &self,
+        tag_key: &str,
+        fresh: &Token,
+        ttl: Duration,
+        notice: Notice<'_>,
+    ) -> Result<()> {
+        forward!(self.bump_tag(tag_key, fresh, ttl, notice))
     }
 }

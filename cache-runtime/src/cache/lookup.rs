@@ -32,6 +32,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::options::{CallOptions, Filter};
 use super::registry::{NsSlot, NsState};
+use super::tags::Tags;
 use super::{Cache, Site, bypass};
 use crate::backend::{Backend, BackendError, Expect, GenValue, Generation};
 use crate::control::{self, Mode};
@@ -102,6 +103,9 @@ pub(crate) struct Target<'a> {
     pub(crate) site: Option<Site>,
     pub(crate) key: Result<String, KeyError>,
     pub(crate) generics: &'a [&'static str],
+    /// The token keys of the call's tags (`tags(..)`, see `tags.rs`), in
+    /// the order of `CallOptions::tags`.
+    pub(crate) tags: Result<Vec<String>, KeyError>,
 }
 
 /// The options of one call, with the cache's defaults filled in.
@@ -158,6 +162,8 @@ pub(super) struct Lookup<'a, T, R, U> {
     pub(super) policy: Policy,
     pub(super) unless: &'a U,
     pub(super) shape: Shape<T, R>,
+    /// A call with tags: their keys and the tokens its entries carry.
+    pub(super) tags: Option<Box<Tags>>,
 }
 
 impl Cache {
@@ -197,6 +203,7 @@ impl Cache {
                 codec: self.inner.codec,
                 version: o.version,
                 generics: target.generics,
+                tags: o.tags,
             });
             // What a put of this namespace must store (see `put.rs`).
             state.reader_schema.store(s, Relaxed);
@@ -250,6 +257,15 @@ impl Cache {
             // An invalidation of this entry has not landed yet: do not trust the cache.
             return bypass(Some(&state), fut).await;
         }
+        let tags = match target.tags {
+            Ok(keys) if keys.is_empty() => None,
+            Ok(keys) => Some(Box::new(Tags::new(keys))),
+            Err(e) => {
+                tracing::warn!(namespace = target.ns, error = %e, "cache-aside: a tag value cannot be encoded; the call bypasses the cache");
+                bump(&state.counters.errors);
+                return bypass(Some(&state), fut).await;
+            }
+        };
         let mut policy = self.policy(opts);
         policy.force = mode == Mode::Refresh;
         let lookup = Lookup {
@@ -260,6 +276,7 @@ impl Cache {
             policy,
             unless,
             shape,
+            tags,
         };
         lookup.run(fut, refresh).await
     }
@@ -328,7 +345,7 @@ where
                 return Box::pin(self.miss(fut, seen)).await;
             }
         };
-        let payload = entry.get(HEADER_LEN..).unwrap_or_default();
+        let payload = entry.get(self.payload_at()..).unwrap_or_default();
         let identity = entry.get(..IDENTITY_LEN).unwrap_or_default();
         let now = entry::unix_ms();
         let policy = &self.policy;
@@ -412,26 +429,49 @@ where
             shape: self.shape,
             identity: identity.to_vec(),
             generation,
+            tags: self.tags.clone(),
         }
     }
 
-    /// One read of the entry (and, without a view, the generation).
+    /// Where the codec payload starts in this call's entries: after the
+    /// header and, with tags, their tokens.
+    pub(super) fn payload_at(&self) -> usize {
+        HEADER_LEN + self.tags.as_ref().map_or(0, |t| t.section_len())
+    }
+
+    /// One read of the entry (and, without a view, the generation; with
+    /// tags, their tokens too).
     pub(super) async fn read(&self) -> Result<Snapshot, BackendError> {
         let inner = &*self.cache.inner;
         let state = self.state;
-        match inner
-            .backend
-            .fetch(&self.key, &state.generation_key, &state.coherence.views)
-            .await
-        {
+        let fetched = match &self.tags {
+            None => {
+                inner
+                    .backend
+                    .fetch(&self.key, &state.generation_key, &state.coherence.views)
+                    .await
+            }
+            Some(tags) => tags.read(inner, &self.key, &state.generation_key).await,
+        };
+        match fetched {
             Ok(fetched) => {
                 inner.breaker.success();
                 let generation = fetched.generation;
-                let found = entry::classify(
+                let mut found = entry::classify(
                     fetched.entry.as_deref(),
                     generation.current().map(|g| &g.token[..]),
                     self.schema,
                 );
+                if let (Found::Live { .. }, Some(tags), Some(e)) =
+                    (&found, &self.tags, fetched.entry.as_deref())
+                    && !tags.carried_by(e)
+                {
+                    // A tag was invalidated since the entry was stored.
+                    found = Found::Miss {
+                        expect: e.get(..IDENTITY_LEN),
+                        why: Why::Dead,
+                    };
+                }
                 let read = match found {
                     Found::Live { meta, .. } => Read::Live {
                         entry: fetched.entry.unwrap_or_default(),
@@ -530,6 +570,7 @@ pub struct Job<T, R> {
     /// The identity of the entry it refreshes, and the generation it was read with.
     pub(super) identity: Vec<u8>,
     pub(super) generation: GenValue,
+    pub(super) tags: Option<Box<Tags>>,
 }
 
 /// Where a computed value may be stored: over what, under which generation.

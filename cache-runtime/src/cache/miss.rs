@@ -13,7 +13,7 @@ use super::lookup::{Lookup, Read, Seen, StoreAs};
 use super::options::Filter;
 use super::{Cache, jitter};
 use crate::backend::{Backend, Claim, Claimed, Expect, GenValue, Generation, Store};
-use crate::entry::{self, HEADER_LEN, IDENTITY_LEN, LEASE_MAGIC, Meta, Why};
+use crate::entry::{self, IDENTITY_LEN, LEASE_MAGIC, Meta, Why};
 use crate::flight::{self, Outcome, Role};
 use crate::stats::{self, Status, bump};
 
@@ -219,6 +219,10 @@ where
             Generation::Absent => None,
         };
         let mut k = flight::flight_key(&self.key, g, read);
+        if let Some(tags) = &self.tags {
+            // A caller that read newer tag tokens never joins an older read.
+            tags.extend_flight_key(&mut k);
+        }
         if self.policy.force {
             // A refresh scope's callers share computations among
             // themselves only: never an older one, never with plain calls.
@@ -231,7 +235,7 @@ where
     /// value, also handed to this process's followers; or, if it does not
     /// decode, the leadership back.
     fn serve<'l>(&self, leader: flight::Leader<'l>, entry: &[u8]) -> Result<R, flight::Leader<'l>> {
-        let payload = entry.get(HEADER_LEN..).unwrap_or_default();
+        let payload = entry.get(self.payload_at()..).unwrap_or_default();
         match self.cache.inner.codec.decode::<T>(payload) {
             Ok(value) => {
                 if leader.has_followers() {
@@ -303,6 +307,12 @@ where
                 schema: self.schema,
             };
             let mut tail = entry::entry_tail(meta, 64);
+            // With tags, the tokens read before the body ran (none read:
+            // nothing stored).
+            let to = match &self.tags {
+                Some(tags) => to.filter(|_| tags.write_section(&mut tail)),
+                None => to,
+            };
             let payload_at = tail.len();
             match inner.codec.encode(value, &mut tail) {
                 Ok(()) => {
@@ -368,11 +378,12 @@ where
     ) -> Option<(T, Arc<[u8]>)> {
         let inner = &*self.cache.inner;
         let state = self.state;
-        let entry::Found::Live { payload, meta } =
+        let entry::Found::Live { meta, .. } =
             entry::classify(Some(entry), Some(&generation.token), self.schema)
         else {
             return None;
         };
+        let payload = entry.get(self.payload_at()..)?;
         let ends = meta
             .expires_at_ms
             .saturating_add(self.policy.stale.as_millis() as u64)

@@ -43,6 +43,7 @@ mod put;
 mod refresh;
 mod registry;
 pub(crate) mod scope;
+mod tags;
 
 pub use builder::CacheBuilder;
 pub use invalidate::Invalidation;

@@ -70,6 +70,7 @@ impl<'c, U> Namespace<'c, U> {
             site: None,
             key: self.cache.entry_key(self.name, key),
             generics: &[],
+            tags: Ok(Vec::new()),
         }
     }
 
@@ -255,6 +256,43 @@ impl<'c, U> Namespace<'c, U> {
         let scope = scope::current();
         self.cache
             .invalidate_key_encoded(self.name, entry_key, scope.as_deref())
+            .await
+    }
+
+    /// Invalidates every entry of the namespace whose tag `tag` has `value`
+    /// (see `tags(..)` on [`#[cached]`](crate::cached)), in every process:
+    /// one `SET` of the tag's token, O(1), no scan; entries of other values
+    /// stay. `value` is encoded as the fn's argument is (`7u32` and `&7u32`
+    /// are one value; `7u32` and `7u64` are too, as in keys). Inside a
+    /// [`transaction`](crate::transaction) scope, it is invalidated again
+    /// when the scope ends. A `tag` that is no tag name (letters, digits,
+    /// `_`, `.`, `-`), or a value that cannot be encoded, invalidates the
+    /// whole namespace.
+    ///
+    /// ```
+    /// # async fn demo() {
+    /// use cache_aside::{Cache, cached, with_status, Status};
+    ///
+    /// #[cached(ns = "orders", tags(user), cache = cache, skip(cache))]
+    /// async fn orders(cache: &Cache, user: u32, day: u32) -> Vec<u64> { vec![u64::from(user * 100 + day)] }
+    ///
+    /// let cache = Cache::builder().memory().build().unwrap();
+    /// orders(&cache, 7, 1).await;
+    /// orders(&cache, 8, 1).await;
+    /// cache.namespace("orders").invalidate_tag("user", &7u32).await;
+    /// assert_eq!(with_status(orders(&cache, 7, 1)).await.1, Status::Miss);
+    /// assert_eq!(with_status(orders(&cache, 8, 1)).await.1, Status::Hit);
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo());
+    /// ```
+    pub async fn invalidate_tag<V: Serialize + ?Sized>(
+        &self,
+        tag: &str,
+        value: &V,
+    ) -> Invalidation {
+        let scope = scope::current();
+        self.cache
+            .invalidate_tag_value(self.name, tag, value, scope.as_deref())
             .await
     }
 }

@@ -24,6 +24,9 @@ pub struct CallOptions {
     /// `timeout`: with a fail-safe entry at hand, how long the body may
     /// run before that entry is served instead.
     pub timeout: Option<Duration>,
+    /// `tags(..)`: the names of the call's tags, in the order of the tag
+    /// keys its call gives (part of the schema).
+    pub tags: &'static [&'static str],
 }
 
 impl CallOptions {
@@ -39,6 +42,7 @@ impl CallOptions {
         version: None,
         fail_safe: None,
         timeout: None,
+        tags: &[],
     };
 }
 

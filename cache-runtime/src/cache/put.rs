@@ -134,6 +134,7 @@ impl Cache {
             codec: self.inner.codec,
             version: opts.version,
             generics: &[],
+            tags: &[],
         });
         if let Some(scope) = scope::current() {
             let put = Put {

@@ -73,6 +73,7 @@ where
             policy: self.policy,
             unless: &unless,
             shape: self.shape,
+            tags: self.tags,
         };
         let to = StoreAs {
             expect: Expect::Prefix(&self.identity),

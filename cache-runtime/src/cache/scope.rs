@@ -153,6 +153,10 @@ pub(crate) struct Scope {
 #[derive(Default)]
 struct Holds {
     targets: Vec<Held>,
+    /// Tags invalidated inside the scope: invalidated once more when it
+    /// ends (no fence: an entry stored meanwhile carries a token that the
+    /// end replaces).
+    tags: Vec<(Cache, Arc<NsState>, String)>,
     records: u64,
 }
 
@@ -317,6 +321,20 @@ impl Scope {
         }
     }
 
+    /// Registers a tag invalidated inside the scope.
+    pub(crate) fn hold_tag(&self, cache: &Cache, state: &Arc<NsState>, tag_key: &str) {
+        let mut holds = lock(&self.held);
+        let known = holds
+            .tags
+            .iter()
+            .any(|(c, s, k)| c.inner.id == cache.inner.id && s.name == state.name && k == tag_key);
+        if !known {
+            holds
+                .tags
+                .push((cache.clone(), Arc::clone(state), tag_key.to_owned()));
+        }
+    }
+
     /// Where a nested scope starts: the puts recorded so far.
     fn mark(&self) -> u64 {
         lock(&self.held).records
@@ -337,6 +355,12 @@ impl Scope {
     /// Invalidates every target once more and lets go of its fence; after a
     /// commit, a put's key gets its value instead, if nobody else wrote it.
     async fn end(&self, committed: bool) {
+        let tags = std::mem::take(&mut lock(&self.held).tags);
+        for (cache, state, tag_key) in tags {
+            if !cache.bump_tag(&state, &tag_key).await {
+                cache.enqueue(&state, None);
+            }
+        }
         let held = std::mem::take(&mut lock(&self.held).targets);
         for h in held {
             let put = h.put.as_ref().map(|(p, _)| &**p).filter(|_| committed);

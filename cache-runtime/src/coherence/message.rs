@@ -1,7 +1,8 @@
 //! The notices on the invalidation channel, as the scripts publish them:
 //! `g <ns> <generation>` (a namespace has a new generation: a token, or a
-//! fence, which views treat as unknown) and `k <ns> <entry key>` (one entry
-//! was invalidated or fenced).
+//! fence, which views treat as unknown), `k <ns> <entry key>` (one entry
+//! was invalidated or fenced) and `t <ns> <tag key>` (a tag of the
+//! namespace was invalidated).
 
 use crate::entry::token_value;
 #[cfg(test)]
@@ -14,6 +15,8 @@ pub(crate) enum Message<'a> {
     Generation { ns: &'a str, token: u64 },
     /// `k <ns> <entry key>`: one entry was invalidated.
     Key { ns: &'a str, key: &'a str },
+    /// `t <ns> <tag key>`: the entries of one tag value were invalidated.
+    Tag { ns: &'a str },
 }
 
 impl Message<'_> {
@@ -47,6 +50,7 @@ impl Message<'_> {
                 token: token_value(arg.as_bytes()),
             }),
             "k" => Some(Message::Key { ns, key: arg }),
+            "t" => Some(Message::Tag { ns }),
             _ => None,
         }
     }
@@ -74,6 +78,10 @@ mod tests {
                 ns: "airport",
                 key: "app:{airport}:v1:F R A"
             })
+        );
+        assert_eq!(
+            Message::parse(b"t orders app:{orders}:#t:user:7"),
+            Some(Message::Tag { ns: "orders" })
         );
         assert_eq!(Message::parse(b"x y z"), None);
         assert_eq!(Message::parse(b"g"), None);

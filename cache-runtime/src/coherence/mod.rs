@@ -281,6 +281,12 @@ impl Hub {
                     self.local_key_invalidated(&state, key);
                 }
             }
+            // The local tier does not know which entries carry the tag.
+            Message::Tag { ns } => {
+                if let Some(state) = self.namespace(ns) {
+                    self.local_namespace_invalidated(&state);
+                }
+            }
         }
     }
 

@@ -152,6 +152,19 @@ pub(crate) fn generation_key(prefix: &str, ns: &str) -> String {
     key
 }
 
+/// `"{prefix}:{{ns}}:#t:{tag}:"`: the part of a tag's token key before the
+/// tag's value, encoded as key arguments are (in the namespace's slot, so
+/// an entry and its tags' tokens are read together). No argument list
+/// starts with `#`, and a tag's name has no `:`, so no entry key, no
+/// generation key and no other tag's key is a tag key.
+pub(crate) fn tag_key_prefix(prefix: &str, ns: &str, tag: &str) -> String {
+    let mut key = entry_key_prefix(prefix, ns);
+    key.push_str("#t:");
+    key.push_str(tag);
+    key.push(':');
+    key
+}
+
 /// `"{prefix}:#life"`: which run of the server this prefix's data was last
 /// checked against (see `backend/redis/life.rs`).
 pub(crate) fn life_key(prefix: &str) -> String {

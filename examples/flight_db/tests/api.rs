@@ -134,6 +134,7 @@ async fn a_new_flight_invalidates_exactly_what_it_changes(db: &Db) {
     let count = "/flights/count?from=FRA&to=JFK";
     let top = "/routes/top?from=FRA&limit=5";
     let stats = "/airlines/LH/stats";
+    let other_airline = "/airlines/BA/stats";
     let (_, c0) = get(&app, count).await;
     assert_eq!(c0["from_cache"], false);
     assert_eq!(
@@ -142,8 +143,9 @@ async fn a_new_flight_invalidates_exactly_what_it_changes(db: &Db) {
     );
     let (_, t0) = get(&app, top).await;
     let (_, s0) = get(&app, stats).await;
+    get(&app, other_airline).await;
     let (_, ttl0) = get(&app, "/flights/count/ttl-only?from=FRA&to=JFK").await;
-    for uri in [count, top, stats, "/airports/FRA"] {
+    for uri in [count, top, stats, other_airline, "/airports/FRA"] {
         assert_eq!(get(&app, uri).await.1["from_cache"], true, "{uri}");
     }
     let (s, v, _) = call(
@@ -187,6 +189,11 @@ async fn a_new_flight_invalidates_exactly_what_it_changes(db: &Db) {
         get(&app, "/airports/FRA").await.1["from_cache"],
         true,
         "airports did not change"
+    );
+    assert_eq!(
+        get(&app, other_airline).await.1["from_cache"],
+        true,
+        "another airline's statistics did not change (its tag)"
     );
     // The TTL-only namespace is not invalidated: it serves the old count until its TTL.
     let (_, ttl1) = get(&app, "/flights/count/ttl-only?from=FRA&to=JFK").await;

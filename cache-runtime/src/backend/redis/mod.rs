@@ -32,8 +32,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqC
 use std::time::Duration;
 
 use super::{
-    Backend, BackendError, Change, Claim, Claimed, Fetched, GenValue, Generation, KeyChanged,
-    Notice, Result, Store,
+    Backend, BackendError, Change, Claim, Claimed, Fetched, FetchedTagged, GenValue, Generation,
+    KeyChanged, Notice, Result, Store,
 };
 use crate::coherence::Hub;
 use crate::entry::{self, Token, token_bytes, token_value};
@@ -338,6 +338,75 @@ impl Backend for RedisBackend {
     async fn ping(&self) -> Result<()> {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
             .await
+    }
+
+    async fn fetch_tagged(
+        &self,
+        entry_key: &str,
+        generation_key: &str,
+        tag_keys: &[String],
+    ) -> Result<FetchedTagged> {
+        self.run(|mut c| async move {
+            let mut mget = redis::cmd("MGET");
+            mget.arg(entry_key).arg(generation_key).arg(tag_keys);
+            let mut got: Vec<Option<Vec<u8>>> = mget.query_async(&mut c).await?;
+            let life = c.life;
+            let rest = got.split_off(2.min(got.len()));
+            let mut both = got.into_iter();
+            let (entry, generation) = (both.next().flatten(), both.next().flatten());
+            Ok(FetchedTagged {
+                fetched: Fetched {
+                    entry,
+                    generation: Generation::parse(generation.as_deref(), life.as_ref()),
+                },
+                tokens: rest
+                    .into_iter()
+                    .map(|t| t.and_then(|t| Token::try_from(&t[..]).ok()))
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn tokens(&self, keys: &[String], fresh: &[Token], ttl: Duration) -> Result<Vec<Token>> {
+        let script = &self.scripts.tokens;
+        self.run(|mut c| async move {
+            let mut inv = script.prepare_invoke();
+            inv.key(keys).arg(millis(ttl));
+            for f in fresh {
+                inv.arg(&f[..]);
+            }
+            let got: Vec<Vec<u8>> = inv.invoke_async(&mut c).await?;
+            Ok(got
+                .iter()
+                .map(|t| Token::try_from(&t[..]).unwrap_or([b'-'; 16]))
+                .collect())
+        })
+        .await
+    }
+
+    async fn bump_tag(
+        &self,
+        tag_key: &str,
+        fresh: &Token,
+        ttl: Duration,
+        notice: Notice<'_>,
+    ) -> Result<()> {
+        let script = &self.scripts.tag;
+        let published: i64 = self
+            .run(|mut c| async move {
+                script
+                    .key(tag_key)
+                    .arg(&fresh[..])
+                    .arg(millis(ttl))
+                    .arg(notice.channel)
+                    .arg(notice.namespace)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        self.notice_refused(published, notice);
+        Ok(())
     }
 }
 

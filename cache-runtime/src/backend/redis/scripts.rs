@@ -20,6 +20,10 @@ pub(super) struct Scripts {
     pub generation: Script,
     /// One entry: invalidate, fence (`tombstone.lua`).
     pub tombstone: Script,
+    /// An entry's tag tokens, made where missing (`tokens.lua`).
+    pub tokens: Script,
+    /// A tag's invalidation (`tag.lua`).
+    pub tag: Script,
 }
 
 impl Scripts {
@@ -36,6 +40,8 @@ impl Scripts {
                 include_str!("lib.lua"),
                 include_str!("tombstone.lua")
             )),
+            tokens: Script::new(include_str!("tokens.lua")),
+            tag: Script::new(include_str!("tag.lua")),
         }
     }
 }
