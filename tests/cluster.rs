@@ -227,6 +227,24 @@ async fn the_core_behaviour_on_a_cluster() {
     let master = cluster.master_of_slot(RedisCluster::slot(b"tagged"));
     assert_eq!(cluster.command(master, &["EXISTS", &tag_key]).unwrap(), "1");
 
+    // Nested: an outer entry whose deps live in other slots (the inner
+    // namespaces' own), checked without a cross-slot error, follows an
+    // inner key invalidation from the other instance.
+    assert_eq!(with_status(outer(&a, 1)).await, (1, Status::Miss));
+    assert_eq!(with_status(outer(&a, 1)).await, (1, Status::Hit));
+    assert_eq!(with_status(outer(&b, 1)).await, (1, Status::Hit));
+    assert_eq!(
+        b.namespace("tagged").invalidate_tag("user", &1u32).await,
+        Invalidation::Done
+    );
+    assert_eq!(with_status(outer(&a, 1)).await.1, Status::Miss);
+    assert_eq!(
+        b.namespace("inner_flight").invalidate_key(&1).await,
+        Invalidation::Done
+    );
+    assert_eq!(with_status(outer(&a, 1)).await.1, Status::Miss);
+    assert_eq!(with_status(outer(&b, 1)).await.1, Status::Hit);
+
     for c in [&a, &b, &local, &acl] {
         let st = c.stats().total;
         assert_eq!(
@@ -241,6 +259,19 @@ async fn the_core_behaviour_on_a_cluster() {
 async fn tagged(cache: &Cache, user: u32, day: u32) -> u64 {
     let _ = day;
     u64::from(user)
+}
+
+#[cache_aside::cached(ns = "inner_flight", ttl = "1m", cache = cache, skip(cache))]
+async fn inner_flight(cache: &Cache, id: u32) -> u64 {
+    u64::from(id)
+}
+
+/// Reads two namespaces (two slots, maybe two masters) and a tagged one.
+#[cache_aside::cached(ns = "outer_flight", ttl = "1m", cache = cache, skip(cache))]
+async fn outer(cache: &Cache, id: u32) -> u64 {
+    let a = inner_flight(cache, id).await;
+    let b = tagged(cache, id, 2).await;
+    a.min(b)
 }
 
 /// What the load saw.

@@ -74,6 +74,8 @@ pub struct AirlineStats {
     pub routes: i64,
     /// The airport it serves most (departures and arrivals), if it flies.
     pub busiest_airport: Option<String>,
+    /// That airport's name (through the cached [`Queries::airport`]).
+    pub busiest_airport_name: Option<String>,
     /// Its flights from and to that airport.
     pub busiest_airport_flights: i64,
 }
@@ -300,7 +302,10 @@ impl Queries {
         Ok(routes.len())
     }
 
-    /// Top destinations from an airport (a GROUP BY over its departures).
+    /// Top destinations from an airport (a GROUP BY over its departures),
+    /// with each destination's name, city and country through the cached
+    /// [`Queries::airport`]: nested caching, so renaming an airport makes
+    /// the lists that show it misses, with no `#[invalidates]` here.
     #[cached(ns = "top_routes", ttl = "5m", cache = &self.cache)]
     pub async fn top_routes(&self, from: &str, limit: i64) -> Result<Vec<RouteCount>, sqlx::Error> {
         let rows = sqlx::query(TOP_ROUTES_SQL)
@@ -308,18 +313,27 @@ impl Queries {
             .bind(limit)
             .fetch_all(&self.db.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RouteCount {
-                    to: r.try_get("iata")?,
-                    name: r.try_get("name")?,
-                    city: r.try_get("city")?,
-                    country: r.try_get("country")?,
-                    flights: r.try_get("flights")?,
-                    seats: r.try_get("seats")?,
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let to: String = r.try_get("iata")?;
+            let (name, city, country) = match self.airport(&to).await? {
+                Some(a) => (a.name, a.city, a.country),
+                None => (
+                    r.try_get("name")?,
+                    r.try_get("city")?,
+                    r.try_get("country")?,
+                ),
+            };
+            out.push(RouteCount {
+                to,
+                name,
+                city,
+                country,
+                flights: r.try_get("flights")?,
+                seats: r.try_get("seats")?,
+            });
+        }
+        Ok(out)
     }
 
     /// Flights, routes and busiest airport of an airline (`None`: unknown
@@ -338,12 +352,20 @@ impl Queries {
             .bind(iata)
             .fetch_optional(&self.db.pool)
             .await?;
+        let busiest_iata: Option<String> =
+            busiest.as_ref().map(|r| r.try_get("iata")).transpose()?;
+        // Through the cached `airport`: a rename reaches these statistics.
+        let busiest_airport_name = match &busiest_iata {
+            Some(code) => self.airport(code).await?.map(|a| a.name),
+            None => None,
+        };
         Ok(Some(AirlineStats {
             airline: row.try_get("iata")?,
             name: row.try_get("name")?,
             flights: row.try_get("flights")?,
             routes: row.try_get("routes")?,
-            busiest_airport: busiest.as_ref().map(|r| r.try_get("iata")).transpose()?,
+            busiest_airport: busiest_iata,
+            busiest_airport_name,
             busiest_airport_flights: busiest.as_ref().map_or(Ok(0), |r| r.try_get("n"))?,
         }))
     }

@@ -50,6 +50,13 @@ impl Map {
         self.set(key, bytes, Some(ttl.max(left)), now);
     }
 
+    /// `SET key token XX KEEPTTL`: a token that exists gets a new value.
+    fn bump(&mut self, key: &str, token: &[u8], now: Instant) {
+        if let Some(v) = self.values.get_mut(key).filter(|v| v.live(now)) {
+            v.bytes = token.to_vec();
+        }
+    }
+
     fn set(&mut self, key: &str, bytes: Vec<u8>, ttl: Option<Duration>, now: Instant) {
         self.writes_since_sweep += 1;
         if self.writes_since_sweep > 1024 && self.writes_since_sweep > self.values.len() / 2 {
@@ -218,6 +225,9 @@ impl Backend for MemoryBackend {
         let replaced_read = matches!(c.expect, Expect::Prefix(_)) && c.expect.matches(cur);
         let lease = entry::lease(&c.nonce, now_ms.saturating_add(lease_ms), c.others_wait);
         map.replace(c.entry_key, lease.clone(), c.hold, now);
+        if let (Some(_), Some(bucket)) = (c.writer, c.bucket_key) {
+            map.bump(bucket, &c.nonce, now);
+        }
         Ok(Claimed::Taken {
             generation,
             lease,
@@ -238,12 +248,19 @@ impl Backend for MemoryBackend {
         let bytes = if s.restore {
             s.tail.to_vec()
         } else {
-            entry::assemble(
+            let mut e = entry::assemble(
                 &s.generation.token,
                 &entry::stamp_expiry(s.tail, entry::unix_ms()),
-            )
+            );
+            if s.deps {
+                e[0] = entry::DEPS_MAGIC;
+            }
+            e
         };
         map.replace(s.entry_key, bytes, s.ttl, now);
+        if let Some((bucket, token)) = s.bump {
+            map.bump(bucket, &token, now);
+        }
         Ok(true)
     }
 
@@ -294,12 +311,16 @@ impl Backend for MemoryBackend {
         &self,
         entry_key: &str,
         generation_key: &str,
+        bucket_key: &str,
         c: Change<'_>,
         ttl: Duration,
         _notice: Notice<'_>,
     ) -> Result<KeyChanged> {
         let mut map = self.lock();
         let now = Instant::now();
+        if !matches!(c, Change::Renew { .. }) {
+            map.bump(bucket_key, &entry::token(), now);
+        }
         let generation = map.get(generation_key, now).map(<[u8]>::to_vec);
         let cur = map.get(entry_key, now);
         let mut out = KeyChanged {
@@ -350,6 +371,20 @@ impl Backend for MemoryBackend {
 
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+
+    async fn values(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        let map = self.lock();
+        let now = Instant::now();
+        Ok(keys
+            .iter()
+            .map(|k| {
+                std::str::from_utf8(k)
+                    .ok()
+                    .and_then(|k| map.get(k, now))
+                    .map(<[u8]>::to_vec)
+            })
+            .collect())
     }
 
     async fn fetch_tagged(

@@ -150,6 +150,9 @@ pub(crate) struct Claim<'a> {
     /// lease is waited for), and its notice published (local tiers drop
     /// the old value).
     pub writer: Option<Notice<'a>>,
+    /// A writer's claim also bumps the key's bucket token (see
+    /// `cache/track.rs`).
+    pub bucket_key: Option<&'a str>,
 }
 
 /// What a claim got.
@@ -195,6 +198,10 @@ pub(crate) struct Store<'a> {
     pub tail: &'a [u8],
     /// A fail-safe restore: the entry the lease replaced goes back.
     pub restore: bool,
+    /// An entry with deps (magic `0xCE`, see `entry/mod.rs`).
+    pub deps: bool,
+    /// A put's store also bumps the key's bucket token to this value.
+    pub bump: Option<(&'a str, Token)>,
 }
 
 /// A change of a namespace's generation or of one entry (see
@@ -346,10 +353,13 @@ pub(crate) trait Backend: Send + Sync {
         &self,
         entry_key: &str,
         generation_key: &str,
+        bucket_key: &str,
         change: Change<'_>,
         ttl: Duration,
         notice: Notice<'_>,
     ) -> impl Future<Output = Result<KeyChanged>> + Send;
+    /// The values under `keys` (an entry's deps), in one round trip.
+    fn values(&self, keys: &[&[u8]]) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send;
     /// One round trip that touches no key (health check).
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
     /// The entry, the generation and the tokens of the entry's tags
@@ -441,11 +451,16 @@ impl Backend for AnyBackend {
         &self,
         entry_key: &str,
         generation_key: &str,
+        bucket_key: &str,
         change: Change<'_>,
         ttl: Duration,
         notice: Notice<'_>,
     ) -> Result<KeyChanged> {
-        forward!(self.change_key(entry_key, generation_key, change, ttl, notice))
+        forward!(self.change_key(entry_key, generation_key, bucket_key, change, ttl, notice))
+    }
+
+    async fn values(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        forward!(self.values(keys))
     }
 
     async fn ping(&self) -> Result<()> {

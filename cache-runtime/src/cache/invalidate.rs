@@ -144,9 +144,17 @@ impl Cache {
                 .await
                 .map(|()| KeyChanged::default()),
             Some(key) => {
+                let bucket = super::track::bucket_key(state, key);
                 inner
                     .backend
-                    .change_key(key, &state.generation_key, change, inner.guard_ttl, notice)
+                    .change_key(
+                        key,
+                        &state.generation_key,
+                        &bucket,
+                        change,
+                        inner.guard_ttl,
+                        notice,
+                    )
                     .await
             }
         };

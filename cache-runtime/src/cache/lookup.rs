@@ -33,7 +33,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::options::{CallOptions, Filter};
 use super::registry::{NsSlot, NsState};
 use super::tags::Tags;
+use super::track::{self, Track};
 use super::{Cache, Site, bypass};
+use crate::backend::Fetched;
 use crate::backend::{Backend, BackendError, Expect, GenValue, Generation};
 use crate::control::{self, Mode};
 use crate::entry::{self, Found, HEADER_LEN, IDENTITY_LEN, Meta, Why};
@@ -300,6 +302,7 @@ where
             // A refresh serves nothing from this process's tier either.
             inner.hub.local_key_invalidated(&state.coherence, &self.key);
         } else if !self.policy.local.is_zero()
+            && track::current().is_none()
             && let Some(flushes) = inner.hub.local_epoch()
         {
             // The ticket is taken before the local lookup and the Redis read.
@@ -345,7 +348,7 @@ where
                 return Box::pin(self.miss(fut, seen)).await;
             }
         };
-        let payload = entry.get(self.payload_at()..).unwrap_or_default();
+        let payload = entry.get(self.payload_at(&entry)..).unwrap_or_default();
         let identity = entry.get(..IDENTITY_LEN).unwrap_or_default();
         let now = entry::unix_ms();
         let policy = &self.policy;
@@ -386,8 +389,13 @@ where
             }
             match inner.codec.decode::<T>(payload) {
                 Ok(value) => {
-                    if fresh {
+                    if fresh && entry::deps_len(&entry) == 0 {
                         self.local_insert(payload, meta.expires_at_ms);
+                    }
+                    if !fresh && let Some(t) = track::current() {
+                        // A stale value: what it was computed from may
+                        // have changed.
+                        t.unknown();
                     }
                     let (counter, status) = if fresh {
                         (&state.counters.hits, Status::Hit)
@@ -433,28 +441,137 @@ where
         }
     }
 
-    /// Where the codec payload starts in this call's entries: after the
-    /// header and, with tags, their tokens.
-    pub(super) fn payload_at(&self) -> usize {
-        HEADER_LEN + self.tags.as_ref().map_or(0, |t| t.section_len())
+    /// The read itself: the entry and the generation, with the tags'
+    /// tokens and `bucket`'s when there are.
+    async fn fetch(
+        &self,
+        bucket: Option<&str>,
+    ) -> Result<(Fetched, Option<entry::Token>), BackendError> {
+        let inner = &*self.cache.inner;
+        let state = self.state;
+        match (&self.tags, bucket) {
+            (None, None) => inner
+                .backend
+                .fetch(&self.key, &state.generation_key, &state.coherence.views)
+                .await
+                .map(|f| (f, None)),
+            (Some(tags), b) => tags.read(inner, &self.key, &state.generation_key, b).await,
+            (None, Some(b)) => {
+                Tags::new(Vec::new())
+                    .read(inner, &self.key, &state.generation_key, Some(b))
+                    .await
+            }
+        }
+    }
+
+    /// Where the codec payload starts in `entry`: after the header, the
+    /// deps and, with tags, their tokens.
+    pub(super) fn payload_at(&self, entry: &[u8]) -> usize {
+        HEADER_LEN + entry::deps_len(entry) + self.tags.as_ref().map_or(0, |t| t.section_len())
+    }
+
+    /// An entry with deps: are they all current? `Ok(Some(deps))` if so
+    /// (empty for an entry without), `Ok(None)` if one changed. One more
+    /// round trip for such an entry.
+    async fn check_deps(
+        &self,
+        inner: &super::Inner,
+        entry: Option<&[u8]>,
+    ) -> Result<Option<Vec<(String, Vec<u8>)>>, BackendError> {
+        let Some(list) = entry.and_then(entry::deps) else {
+            return Ok(Some(Vec::new()));
+        };
+        if list.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let keys: Vec<&[u8]> = list.iter().map(|(k, _)| *k).collect();
+        let now = inner.backend.values(&keys).await?;
+        let current = list
+            .iter()
+            .zip(&now)
+            .all(|((_, v), n)| n.as_deref() == Some(*v));
+        Ok(current.then(|| {
+            list.iter()
+                .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.to_vec()))
+                .collect()
+        }))
+    }
+
+    /// Inside another cached body: records what this read depends on (the
+    /// namespace's generation, the key's bucket, the entry's tags and
+    /// deps), or that it cannot be known.
+    async fn record(
+        &self,
+        t: &Track,
+        fetched: &Fetched,
+        bucket: Option<&str>,
+        bucket_token: Option<entry::Token>,
+        deps: Option<&[(String, Vec<u8>)]>,
+    ) {
+        let state = self.state;
+        match fetched.generation {
+            Generation::Current(g) => t.record(&state.generation_key, &g.bytes()),
+            // Made by this call's claim, which records it (`compute`).
+            Generation::Absent => t.pending(&state.generation_key),
+            Generation::Fenced(_) => t.unknown(),
+        }
+        match (bucket, bucket_token) {
+            (Some(b), Some(token)) => t.record(b, &token),
+            (Some(_), None) => t.unknown(),
+            (None, _) => {}
+        }
+        if let Some(tags) = &self.tags {
+            for (k, token) in tags.seen() {
+                t.record(&k, &token);
+            }
+        }
+        for (k, v) in deps.unwrap_or_default() {
+            t.record(k, v);
+        }
     }
 
     /// One read of the entry (and, without a view, the generation; with
-    /// tags, their tokens too).
+    /// tags, their tokens too; inside another cached body, the key's
+    /// bucket token too, and what it read is recorded there).
     pub(super) async fn read(&self) -> Result<Snapshot, BackendError> {
         let inner = &*self.cache.inner;
         let state = self.state;
-        let fetched = match &self.tags {
-            None => {
-                inner
-                    .backend
-                    .fetch(&self.key, &state.generation_key, &state.coherence.views)
-                    .await
+        let tracking = track::current();
+        let bucket = tracking
+            .as_ref()
+            .map(|_| track::bucket_key(state, &self.key));
+        let mut fetched = self.fetch(bucket.as_deref()).await;
+        if let (Ok((_, None)), Some(b)) = (&fetched, &bucket) {
+            // The key's bucket token is missing: made, then the entry read
+            // again, so that what is read is no older than the token.
+            let keys = [b.clone()];
+            fetched = match inner
+                .backend
+                .tokens(&keys, &[entry::token()], inner.generation_ttl)
+                .await
+            {
+                Ok(_) => self.fetch(Some(b)).await,
+                Err(e) => Err(e),
+            };
+        }
+        let fetched = match fetched {
+            Ok((fetched, bucket_token)) => {
+                match self.check_deps(inner, fetched.entry.as_deref()).await {
+                    Ok(deps) => {
+                        if let Some(t) = &tracking {
+                            let b = bucket.as_deref();
+                            self.record(t, &fetched, b, bucket_token, deps.as_deref())
+                                .await;
+                        }
+                        Ok((fetched, deps))
+                    }
+                    Err(e) => Err(e),
+                }
             }
-            Some(tags) => tags.read(inner, &self.key, &state.generation_key).await,
+            Err(e) => Err(e),
         };
         match fetched {
-            Ok(fetched) => {
+            Ok((fetched, deps)) => {
                 inner.breaker.success();
                 let generation = fetched.generation;
                 let mut found = entry::classify(
@@ -462,11 +579,15 @@ where
                     generation.current().map(|g| &g.token[..]),
                     self.schema,
                 );
-                if let (Found::Live { .. }, Some(tags), Some(e)) =
-                    (&found, &self.tags, fetched.entry.as_deref())
-                    && !tags.carried_by(e)
+                let tags_ok = match (&self.tags, fetched.entry.as_deref()) {
+                    (Some(tags), Some(e)) => tags.carried_by(e),
+                    _ => true,
+                };
+                if let (Found::Live { .. }, Some(e)) = (&found, fetched.entry.as_deref())
+                    && !(tags_ok && deps.is_some())
                 {
-                    // A tag was invalidated since the entry was stored.
+                    // A tag, or something the entry was computed from, was
+                    // invalidated since the entry was stored.
                     found = Found::Miss {
                         expect: e.get(..IDENTITY_LEN),
                         why: Why::Dead,

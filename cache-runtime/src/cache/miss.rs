@@ -11,6 +11,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::lookup::{Lookup, Read, Seen, StoreAs};
 use super::options::Filter;
+use super::track::{self, Track};
 use super::{Cache, jitter};
 use crate::backend::{Backend, Claim, Claimed, Expect, GenValue, Generation, Store};
 use crate::entry::{self, IDENTITY_LEN, LEASE_MAGIC, Meta, Why};
@@ -41,6 +42,10 @@ where
             match inner.flights.join(&flight_key) {
                 Role::Leader(l) => break l,
                 Role::Follower(rx) => {
+                    if let Some(t) = track::current() {
+                        // The leader's deps are not known here.
+                        t.unknown();
+                    }
                     // The leader is in this process: wait for it as long as
                     // it computes (if it is dropped, a follower takes over).
                     // lock_wait bounds waits for other processes' leases.
@@ -113,6 +118,7 @@ where
                 fresh_generation: fresh,
                 generation_ttl: inner.generation_ttl,
                 writer: None,
+                bucket_key: None,
             };
             let changed = match inner.backend.claim(claim).await {
                 Ok(Claimed::Taken {
@@ -235,7 +241,7 @@ where
     /// value, also handed to this process's followers; or, if it does not
     /// decode, the leadership back.
     fn serve<'l>(&self, leader: flight::Leader<'l>, entry: &[u8]) -> Result<R, flight::Leader<'l>> {
-        let payload = entry.get(self.payload_at()..).unwrap_or_default();
+        let payload = entry.get(self.payload_at(entry)..).unwrap_or_default();
         match self.cache.inner.codec.decode::<T>(payload) {
             Ok(value) => {
                 if leader.has_followers() {
@@ -265,6 +271,16 @@ where
         let state = self.state;
         bump(&state.counters.misses);
         let started = Instant::now();
+        // What the body's own cached calls read (see `track.rs`); an outer
+        // body's tracking, if this call is inside one.
+        let parent = track::current();
+        if let (Some(p), Some(to)) = (&parent, &to) {
+            // The generation this value is computed under (which a claim
+            // may just have made).
+            p.record(&state.generation_key, &to.generation.bytes());
+        }
+        let tracked = Arc::new(Track::default());
+        let fut = track::scope(Arc::clone(&tracked), fut);
         let mut fut = std::pin::pin!(fut);
         let first = match self.policy.timeout.filter(|_| fallback.is_some()) {
             Some(t) => tokio::time::timeout(t, fut.as_mut()).await.ok(),
@@ -277,6 +293,9 @@ where
             && let (Some(f), Some(l), Some(to)) = (fallback, lease, to.as_ref())
             && let Some((value, payload)) = self.fail_safe(f, l, to.generation).await
         {
+            if let Some(p) = &parent {
+                p.unknown();
+            }
             if let Some(leader) = leader {
                 leader.finish(Outcome::FailSafe(payload));
             }
@@ -291,6 +310,12 @@ where
         if (self.shape.value_of)(&out).is_some() {
             state.fail_safe_logged.store(false, Relaxed);
         }
+        if let Some(p) = &parent {
+            // The outer value depends on what this one was computed from.
+            p.merge(&tracked);
+        }
+        let deps = tracked.deps();
+        let with_deps = deps.as_ref().is_some_and(|d| !d.is_empty());
         let mut stored = false;
         let mut outcome = Outcome::Abandoned;
         if let Some(value) = (self.shape.value_of)(&out) {
@@ -307,8 +332,14 @@ where
                 schema: self.schema,
             };
             let mut tail = entry::entry_tail(meta, 64);
-            // With tags, the tokens read before the body ran (none read:
-            // nothing stored).
+            // What the body's cached calls read (a dep not known: nothing
+            // stored), then, with tags, the tokens read before the body ran
+            // (none read: nothing stored).
+            let to = match &deps {
+                None => None,
+                Some(d) if !d.is_empty() => to.filter(|_| entry::write_deps(&mut tail, d)),
+                Some(_) => to,
+            };
             let to = match &self.tags {
                 Some(tags) => to.filter(|_| tags.write_section(&mut tail)),
                 None => to,
@@ -324,16 +355,24 @@ where
                         let linger_ms = u64::try_from(linger.as_millis()).unwrap_or(u64::MAX);
                         state.reader_linger_ms.store(linger_ms, Relaxed);
                         let px = ttl + linger;
-                        stored = self.store(to, px, elapsed, &tail).await;
+                        stored = self.store(to, px, elapsed, &tail, with_deps).await;
                         if stored && self.policy.force {
                             // Readers that read the replaced entry must not
                             // put it in the local tier after this store.
                             inner.hub.local_key_invalidated(&state.coherence, &self.key);
-                        } else if stored {
+                        } else if stored && !with_deps {
+                            // (An entry with deps is checked on every read:
+                            // never in the local tier.)
                             self.local_insert(&tail[payload_at..], expires_at_ms);
                         }
                     }
-                    if leader.as_ref().is_some_and(flight::Leader::has_followers) {
+                    // A value computed from other entries is not handed to
+                    // the callers that joined meanwhile: one of them may have
+                    // started after an invalidation of what this body read
+                    // (which does not touch this key). They read the stored
+                    // entry instead, which checks its deps.
+                    let from_entries = deps.as_ref().is_none_or(|d| !d.is_empty());
+                    if !from_entries && leader.as_ref().is_some_and(flight::Leader::has_followers) {
                         outcome = Outcome::Value(Arc::from(&tail[payload_at..]));
                     }
                 }
@@ -383,7 +422,7 @@ where
         else {
             return None;
         };
-        let payload = entry.get(self.payload_at()..)?;
+        let payload = entry.get(self.payload_at(entry)..)?;
         let ends = meta
             .expires_at_ms
             .saturating_add(self.policy.stale.as_millis() as u64)
@@ -398,6 +437,8 @@ where
             ttl: Duration::from_millis(left),
             tail: entry,
             restore: true,
+            deps: false,
+            bump: None,
         };
         match inner.backend.store(store).await {
             Ok(true) => lease.disarm(),
@@ -419,7 +460,14 @@ where
     }
 
     /// Stores `tail` under the entry key if the guards allow; true if stored.
-    async fn store(&self, to: StoreAs<'_>, px: Duration, elapsed: Duration, tail: &[u8]) -> bool {
+    async fn store(
+        &self,
+        to: StoreAs<'_>,
+        px: Duration,
+        elapsed: Duration,
+        tail: &[u8],
+        deps: bool,
+    ) -> bool {
         let inner = &*self.cache.inner;
         let state = self.state;
         if elapsed >= inner.guard_ttl {
@@ -451,6 +499,8 @@ where
             ttl: px,
             tail,
             restore: false,
+            deps,
+            bump: None,
         };
         match inner.backend.store(store).await {
             Ok(true) => {

@@ -44,6 +44,7 @@ mod refresh;
 mod registry;
 pub(crate) mod scope;
 mod tags;
+mod track;
 
 pub use builder::CacheBuilder;
 pub use invalidate::Invalidation;
@@ -248,6 +249,10 @@ impl fmt::Debug for Cache {
 async fn bypass<R>(state: Option<&NsState>, fut: impl Future<Output = R>) -> R {
     if let Some(s) = state {
         bump(&s.counters.bypasses);
+    }
+    if let Some(t) = track::current() {
+        // What the body reads here has no token to depend on.
+        t.unknown();
     }
     let out = fut.await;
     stats::report(Status::Bypass);

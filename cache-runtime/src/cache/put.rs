@@ -30,7 +30,7 @@ use super::lookup::{Shape, Target};
 use super::options::{CallOptions, Filter};
 use super::registry::NsState;
 use super::scope::{self, PendingPut};
-use super::{Cache, jitter};
+use super::{Cache, jitter, track};
 use crate::backend::{Backend, Claim, Claimed, Expect, GenValue, Notice, Store};
 use crate::control::{self, Mode};
 use crate::entry::{self, Meta};
@@ -209,6 +209,7 @@ impl Cache {
             .lease
             .unwrap_or(inner.max_lease)
             .max(Duration::from_millis(1));
+        let bucket = track::bucket_key(state, key);
         let claim = Claim {
             entry_key: key,
             generation_key: &state.generation_key,
@@ -223,6 +224,7 @@ impl Cache {
                 channel: inner.hub.channel(),
                 namespace: &state.name,
             }),
+            bucket_key: Some(&bucket),
         };
         match inner.backend.claim(claim).await {
             Ok(Claimed::Taken {
@@ -311,6 +313,7 @@ impl Cache {
         e: &Encoded,
     ) -> bool {
         let inner = &*self.inner;
+        let bucket = track::bucket_key(state, key);
         let store = Store {
             entry_key: key,
             generation_key: &state.generation_key,
@@ -319,6 +322,8 @@ impl Cache {
             ttl: e.px,
             tail: &e.tail,
             restore: false,
+            deps: false,
+            bump: Some((&bucket, entry::token())),
         };
         match inner.backend.store(store).await {
             Ok(true) => true,

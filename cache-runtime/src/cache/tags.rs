@@ -63,18 +63,29 @@ impl Tags {
         1 + TOKEN_LEN * self.keys.len()
     }
 
-    /// Reads the entry, the generation and the tokens in one round trip;
-    /// makes the missing tokens (one more), before the body can run.
+    /// Reads the entry, the generation and the tokens in one round trip
+    /// (and the token under `extra`, a tracked read's key bucket); makes
+    /// the missing tokens (one more), before the body can run.
     pub(super) async fn read(
         &self,
         inner: &Inner,
         entry_key: &str,
         generation_key: &str,
-    ) -> Result<Fetched, BackendError> {
-        let got = inner
+        extra: Option<&str>,
+    ) -> Result<(Fetched, Option<Token>), BackendError> {
+        let mut keys = self.keys.clone();
+        keys.extend(extra.map(str::to_owned));
+        let mut got = inner
             .backend
-            .fetch_tagged(entry_key, generation_key, &self.keys)
+            .fetch_tagged(entry_key, generation_key, &keys)
             .await?;
+        let extra = match extra {
+            Some(_) => got.tokens.pop().flatten(),
+            None => None,
+        };
+        if self.keys.is_empty() {
+            return Ok((got.fetched, extra));
+        }
         let tokens = match got.tokens.iter().copied().collect::<Option<Vec<Token>>>() {
             Some(all) => all,
             None => {
@@ -86,13 +97,25 @@ impl Tags {
             }
         };
         *lock(&self.seen) = tokens;
-        Ok(got.fetched)
+        Ok((got.fetched, extra))
     }
 
-    /// Does `entry` carry exactly the tokens the last read saw?
+    /// The keys and the tokens the last read saw.
+    pub(super) fn seen(&self) -> Vec<(String, Token)> {
+        let seen = lock(&self.seen);
+        self.keys
+            .iter()
+            .cloned()
+            .zip(seen.iter().copied())
+            .collect()
+    }
+
+    /// Does `entry` carry exactly the tokens the last read saw? (Their
+    /// section follows the header and the deps.)
     pub(super) fn carried_by(&self, entry: &[u8]) -> bool {
         let seen = lock(&self.seen);
-        let Some(section) = entry.get(HEADER_LEN..HEADER_LEN + self.section_len()) else {
+        let at = HEADER_LEN + entry::deps_len(entry);
+        let Some(section) = entry.get(at..at + self.section_len()) else {
             return false;
         };
         usize::from(section[0]) == self.keys.len()

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! entry       0xCA | generation (16 hex) | nonce (16 hex) | expires_at_ms (u64 BE) | compute_ms (u32 BE) | schema (u64 BE) | codec payload
+//! with deps   0xCE | the same header | deps length (u16 BE) | deps | codec payload
 //! tombstone   0xCB | nonce (16 hex)
 //! lease       0xCC | nonce (16 hex) | expires_at_ms (16 decimal digits, server clock) | 'w' (others wait) or 'n' (they do not)
 //! key fence   0xCD | token (16 hex) | holders: "<holder, 16 hex>:<expires_at_ms, server clock>;" each
@@ -29,6 +30,12 @@
 //!   (their scopes died), the next claim replaces it.
 //! * `schema` identifies the value's type (its serde shape, the codec, the
 //!   `version`; see `schema.rs`): an entry of another schema is a miss.
+//! * An entry with deps (`0xCE`, see `cache/track.rs`) was computed from
+//!   other cached entries: `deps` lists, as `key length (u8) | key | value
+//!   length (u8) | value` each, the tokens (inner generations, key buckets,
+//!   tags) as they were when the body read them; the entry is live only
+//!   while each key still holds its value. (With tags, their section comes
+//!   after the deps.)
 //! * `expires_at_ms` is the end of the TTL, stamped by the store on its
 //!   clock (Redis's, in `store.lua`), so a writer whose clock is off does
 //!   not move it; readers compare it with their own clock to tell fresh
@@ -46,6 +53,7 @@ pub(crate) const ENTRY_MAGIC: u8 = 0xCA;
 pub(crate) const TOMBSTONE_MAGIC: u8 = 0xCB;
 pub(crate) const LEASE_MAGIC: u8 = 0xCC;
 pub(crate) const FENCE_MAGIC: u8 = 0xCD;
+pub(crate) const DEPS_MAGIC: u8 = 0xCE;
 /// magic, nonce, 16 expiry digits, kind.
 pub(crate) const LEASE_LEN: usize = 1 + TOKEN_LEN + 16 + 1;
 /// magic + generation + nonce: what identifies one stored entry.
@@ -116,7 +124,8 @@ pub(crate) fn classify<'a>(
     let expect = Some(&bytes[..bytes.len().min(IDENTITY_LEN)]);
     let miss = |why| Found::Miss { expect, why };
     match bytes.first() {
-        Some(&ENTRY_MAGIC) if bytes.len() >= HEADER_LEN => {
+        Some(&DEPS_MAGIC) if deps(bytes).is_none() => miss(Why::Corrupt),
+        Some(&ENTRY_MAGIC | &DEPS_MAGIC) if bytes.len() >= HEADER_LEN => {
             if generation.is_none_or(|g| g != &bytes[1..1 + TOKEN_LEN]) {
                 return miss(Why::Dead);
             }
@@ -155,9 +164,60 @@ pub(crate) fn classify<'a>(
 /// The generation an entry was stored under (`None`: not an entry).
 pub(crate) fn generation_of(bytes: &[u8]) -> Option<&[u8]> {
     match bytes.first() {
-        Some(&ENTRY_MAGIC) if bytes.len() >= HEADER_LEN => Some(&bytes[1..1 + TOKEN_LEN]),
+        Some(&ENTRY_MAGIC | &DEPS_MAGIC) if bytes.len() >= HEADER_LEN => {
+            Some(&bytes[1..1 + TOKEN_LEN])
+        }
         _ => None,
     }
+}
+
+/// The bytes an entry's deps take after its header (0 without deps).
+pub(crate) fn deps_len(bytes: &[u8]) -> usize {
+    match (bytes.first(), bytes.get(HEADER_LEN..HEADER_LEN + 2)) {
+        (Some(&DEPS_MAGIC), Some(n)) => 2 + usize::from(u16::from_be_bytes([n[0], n[1]])),
+        _ => 0,
+    }
+}
+
+/// An entry's deps: (token key, value) each; `None` for an entry with
+/// deps that do not parse, empty for an entry without.
+pub(crate) fn deps(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    if bytes.first() != Some(&DEPS_MAGIC) {
+        return Some(Vec::new());
+    }
+    let len = deps_len(bytes);
+    let mut rest = bytes.get(HEADER_LEN + 2..HEADER_LEN + len)?;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (k, r) = rest.split_first()?;
+        let (key, r) = r.split_at_checked(usize::from(*k))?;
+        let (v, r) = r.split_first()?;
+        let (value, r) = r.split_at_checked(usize::from(*v))?;
+        out.push((key, value));
+        rest = r;
+    }
+    Some(out)
+}
+
+/// Appends the deps section (its length, then each dep) to a tail; `false`
+/// when a key or value is longer than 255 bytes or all are longer than
+/// 65535 (nothing appended: such an entry is not stored).
+pub(crate) fn write_deps(tail: &mut Vec<u8>, deps: &[(String, Vec<u8>)]) -> bool {
+    let total: usize = deps.iter().map(|(k, v)| 2 + k.len() + v.len()).sum();
+    let (Ok(total), true) = (
+        u16::try_from(total),
+        deps.iter().all(|(k, v)| k.len() <= 255 && v.len() <= 255),
+    ) else {
+        return false;
+    };
+    tail.extend_from_slice(&total.to_be_bytes());
+    for (k, v) in deps {
+        tail.push(k.len() as u8);
+        tail.extend_from_slice(k.as_bytes());
+        tail.push(v.len() as u8);
+        tail.extend_from_slice(v);
+    }
+    true
 }
 
 /// The part of an entry after magic and generation, as a store sends it:
@@ -238,6 +298,39 @@ mod tests {
             compute_ms: 41,
             schema: 7,
         }
+    }
+
+    #[test]
+    fn deps_round_trip_and_bad_deps_are_corrupt() {
+        let g = token();
+        let mut tail = entry_tail(meta(), 3);
+        let list = vec![
+            ("p:{airport}:#gen".to_owned(), token().to_vec()),
+            ("p:{airport}:#k:7".to_owned(), b"x".to_vec()),
+        ];
+        assert!(write_deps(&mut tail, &list));
+        tail.extend_from_slice(b"abc");
+        let mut e = assemble(&g, &tail);
+        e[0] = DEPS_MAGIC;
+        let parsed = deps(&e).unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[1], (&b"p:{airport}:#k:7"[..], &b"x"[..]));
+        assert_eq!(&e[HEADER_LEN + deps_len(&e)..], b"abc");
+        assert!(matches!(
+            classify(Some(&e), Some(&g), 7),
+            Found::Live { .. }
+        ));
+        // A length that runs past the entry: corrupt, not a panic.
+        let mut bad = e.clone();
+        bad[HEADER_LEN] = 0xff;
+        assert!(matches!(
+            classify(Some(&bad), Some(&g), 7),
+            Found::Miss {
+                why: Why::Corrupt,
+                ..
+            }
+        ));
+        assert!(!write_deps(&mut Vec::new(), &[("k".repeat(300), vec![])]));
     }
 
     #[test]

@@ -95,7 +95,9 @@ const SCHEMA: u64 = 0x0123_4567_89ab_cdef;
 /// from the right bytes; for anything else a miss that expects exactly the
 /// identity (a lease's or a fence's: magic and nonce) and says why.
 fn check_classify(bytes: &[u8], generation: Option<&[u8]>) -> Result<(), TestCaseError> {
-    let valid_entry = bytes.first() == Some(&ENTRY_MAGIC) && bytes.len() >= HEADER_LEN;
+    let valid_entry = (bytes.first() == Some(&ENTRY_MAGIC)
+        || (bytes.first() == Some(&super::DEPS_MAGIC) && super::deps(bytes).is_some()))
+        && bytes.len() >= HEADER_LEN;
     let current = valid_entry && generation == bytes.get(1..1 + TOKEN_LEN);
     let schema = valid_entry && be_u64(&bytes[IDENTITY_LEN + 12..HEADER_LEN]) == SCHEMA;
     let live_expected = current && schema;

@@ -74,6 +74,7 @@ async fn scenarios(db: Db) {
     a_new_flight_invalidates_exactly_what_it_changes(&db).await;
     bad_input_gets_a_json_4xx_and_writes_nothing(&db).await;
     renaming_an_airport_writes_through_that_airport_only(&db).await;
+    a_rename_recomputes_the_outer_entries_that_show_it(&db).await;
     no_cache_bypasses_and_warming_refreshes(&db).await;
     stats_and_metrics(&db).await;
     the_tutorial_demo_behaves_as_the_story_says(&db).await;
@@ -403,6 +404,19 @@ async fn renaming_an_airport_writes_through_that_airport_only(db: &Db) {
     let (_, before) = get(&app, "/airports/MUC").await;
     get(&app, "/airports/MUC").await;
     get(&app, "/airports/LHR").await;
+    // Top routes show their destinations' names through the cached
+    // `airport` (nested): from FRA, MUC is among them.
+    let top = "/routes/top?from=FRA&limit=50";
+    let (_, t0) = get(&app, top).await;
+    let shows_muc = |t: &Value| {
+        t["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["to"] == "MUC")
+    };
+    assert!(shows_muc(&t0), "{t0}");
+    assert_eq!(get(&app, top).await.1["from_cache"], true);
     let (s, v, _) = call(
         &app,
         "PATCH",
@@ -420,6 +434,18 @@ async fn renaming_an_airport_writes_through_that_airport_only(db: &Db) {
     assert_eq!(after["name"], "Munich Franz Josef Strauss");
     assert_eq!(after["from_cache"], true);
     assert_eq!(get(&app, "/airports/LHR").await.1["from_cache"], true);
+    // The top routes that show MUC follow the rename, without an
+    // invalidation of their own.
+    let (_, t1) = get(&app, top).await;
+    assert_eq!(t1["from_cache"], false, "an outer entry that read MUC");
+    let muc = t1["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["to"] == "MUC")
+        .cloned();
+    assert_eq!(muc.unwrap()["name"], "Munich Franz Josef Strauss");
+    assert_eq!(get(&app, top).await.1["from_cache"], true, "stored again");
     let (s, _, _) = call(
         &app,
         "PATCH",
@@ -436,6 +462,51 @@ async fn renaming_an_airport_writes_through_that_airport_only(db: &Db) {
         Some(json!({"name": before["name"]})),
     )
     .await;
+}
+
+/// Nested caching, measured: the top routes of 100 origins (10
+/// destinations each, their names through the cached `airport`); renaming
+/// one destination recomputes every list that shows it, and some that do
+/// not (their airports share a key bucket with it: see `cache/track.rs`).
+async fn a_rename_recomputes_the_outer_entries_that_show_it(db: &Db) {
+    let (_, q) = app(db, "nested").await;
+    let origins: Vec<String> = sqlx::query(
+        "SELECT s.iata FROM flight f JOIN airport s ON s.airport_id = f.src
+          GROUP BY s.iata ORDER BY count(*) DESC, s.iata LIMIT 100",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    for o in &origins {
+        q.top_routes(o, 10).await.unwrap();
+    }
+    let renamed = "JFK";
+    let before = q.airport(renamed).await.unwrap().expect("JFK").name;
+    q.rename_airport(renamed, "Idlewild").await.unwrap();
+    let (mut showing, mut needless, mut stale) = (0, 0, 0);
+    for o in &origins {
+        let (routes, status) = cache_aside::with_status(q.top_routes(o, 10)).await;
+        let routes = routes.unwrap();
+        let shows = routes.iter().find(|r| r.to == renamed);
+        match (shows, status) {
+            (Some(r), _) if r.name != "Idlewild" => stale += 1,
+            (Some(_), cache_aside::Status::Miss) => showing += 1,
+            (Some(_), _) => stale += 1,
+            (None, cache_aside::Status::Miss) => needless += 1,
+            (None, _) => {}
+        }
+    }
+    q.rename_airport(renamed, &before).await.unwrap();
+    eprintln!(
+        "renaming {renamed}: {showing} of {} top-routes entries show it and were recomputed; \
+         {needless} others recomputed needlessly (a key bucket shared with it); {stale} stale",
+        origins.len()
+    );
+    assert_eq!(stale, 0);
+    assert!(showing > 0, "some lists show {renamed}");
 }
 
 async fn stats_and_metrics(db: &Db) {

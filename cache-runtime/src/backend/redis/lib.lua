@@ -43,8 +43,9 @@ end
 -- An entry's bytes from the generation it is stored under and its tail,
 -- whose expiry field (bytes 17 to 24) holds the TTL in ms: the entry gets
 -- its end on the server's clock, so a writer's clock does not decide when
--- its entries expire.
-local function entry_bytes(g, tail)
+-- its entries expire. `magic`: '\206' for an entry with deps (see
+-- `entry/mod.rs`), else '\202'.
+local function entry_bytes(g, tail, magic)
   local ttl = 0
   for i = 17, 24 do ttl = ttl * 256 + string.byte(tail, i) end
   local ends = now_ms() + ttl
@@ -53,5 +54,5 @@ local function entry_bytes(g, tail)
     be[i] = string.char(ends % 256)
     ends = math.floor(ends / 256)
   end
-  return '\202' .. string.sub(g, 1, 16) .. string.sub(tail, 1, 16) .. table.concat(be) .. string.sub(tail, 25)
+  return (magic or '\202') .. string.sub(g, 1, 16) .. string.sub(tail, 1, 16) .. table.concat(be) .. string.sub(tail, 25)
 end

@@ -205,6 +205,9 @@ impl Backend for RedisBackend {
             if let Some(n) = c.writer {
                 inv.arg(n.channel).arg(n.namespace);
             }
+            if let Some(bucket) = c.bucket_key {
+                inv.key(bucket);
+            }
             let reply: (i64, Vec<u8>, Vec<u8>, i64) = inv.invoke_async(&mut conn).await?;
             if let (4, Some(n)) = (reply.0, c.writer) {
                 self.notice_refused(0, n);
@@ -231,17 +234,22 @@ impl Backend for RedisBackend {
         let script = &self.scripts.store;
         self.run(|mut c| async move {
             let (mode, expect) = s.expect.script_args();
-            let stored: i64 = script
-                .key(s.entry_key)
-                .key(s.generation_key)
+            let mut inv = script.key(s.entry_key);
+            inv.key(s.generation_key)
                 .arg(mode)
                 .arg(expect)
                 .arg(s.generation.bytes())
                 .arg(px)
                 .arg(s.tail)
-                .arg(if s.restore { "r" } else { "" })
-                .invoke_async(&mut c)
-                .await?;
+                .arg(match (s.restore, s.deps) {
+                    (true, _) => "r",
+                    (false, true) => "d",
+                    (false, false) => "",
+                });
+            if let Some((bucket, token)) = s.bump {
+                inv.key(bucket).arg(&token[..]);
+            }
+            let stored: i64 = inv.invoke_async(&mut c).await?;
             Ok(stored == 1)
         })
         .await
@@ -308,6 +316,7 @@ impl Backend for RedisBackend {
         &self,
         entry_key: &str,
         generation_key: &str,
+        bucket_key: &str,
         change: Change<'_>,
         ttl: Duration,
         notice: Notice<'_>,
@@ -316,7 +325,7 @@ impl Backend for RedisBackend {
         let (published, head, generation, stored): (i64, Vec<u8>, Vec<u8>, i64) = self
             .run(|mut c| async move {
                 let mut inv = change_script(script, entry_key, change, ttl, notice, None);
-                inv.key(generation_key);
+                inv.key(generation_key).key(bucket_key);
                 if let Change::EndPut { put, .. } = change {
                     inv.arg(put.head)
                         .arg(put.generation)
@@ -338,6 +347,17 @@ impl Backend for RedisBackend {
     async fn ping(&self) -> Result<()> {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
             .await
+    }
+
+    async fn values(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.run(|mut c| async move {
+            let mut mget = redis::cmd("MGET");
+            for k in keys {
+                mget.arg(*k);
+            }
+            mget.query_async(&mut c).await
+        })
+        .await
     }
 
     async fn fetch_tagged(
