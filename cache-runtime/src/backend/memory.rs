@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use super::{
-    Backend, Change, Claim, Claimed, Expect, Fetched, FetchedTagged, GenValue, Generation,
+    Backend, Buckets, Change, Claim, Claimed, Expect, Fetched, FetchedTagged, GenValue, Generation,
     KeyChanged, Notice, Result, Store,
 };
 use crate::entry::{self, FENCE_MAGIC, LEASE_LEN, LEASE_MAGIC, TOKEN_LEN, Token};
@@ -225,8 +225,9 @@ impl Backend for MemoryBackend {
         let replaced_read = matches!(c.expect, Expect::Prefix(_)) && c.expect.matches(cur);
         let lease = entry::lease(&c.nonce, now_ms.saturating_add(lease_ms), c.others_wait);
         map.replace(c.entry_key, lease.clone(), c.hold, now);
-        if let (Some(_), Some(bucket)) = (c.writer, c.bucket_key) {
-            map.bump(bucket, &c.nonce, now);
+        if let (Some(_), Some(b)) = (c.writer, c.buckets) {
+            map.bump(b.key, &c.nonce, now);
+            map.bump(b.any, &c.nonce, now);
         }
         Ok(Claimed::Taken {
             generation,
@@ -258,8 +259,9 @@ impl Backend for MemoryBackend {
             e
         };
         map.replace(s.entry_key, bytes, s.ttl, now);
-        if let Some((bucket, token)) = s.bump {
-            map.bump(bucket, &token, now);
+        if let Some((b, token)) = s.bump {
+            map.bump(b.key, &token, now);
+            map.bump(b.any, &token, now);
         }
         Ok(true)
     }
@@ -311,7 +313,7 @@ impl Backend for MemoryBackend {
         &self,
         entry_key: &str,
         generation_key: &str,
-        bucket_key: &str,
+        buckets: Buckets<'_>,
         c: Change<'_>,
         ttl: Duration,
         _notice: Notice<'_>,
@@ -319,7 +321,9 @@ impl Backend for MemoryBackend {
         let mut map = self.lock();
         let now = Instant::now();
         if !matches!(c, Change::Renew { .. }) {
-            map.bump(bucket_key, &entry::token(), now);
+            let t = entry::token();
+            map.bump(buckets.key, &t, now);
+            map.bump(buckets.any, &t, now);
         }
         let generation = map.get(generation_key, now).map(<[u8]>::to_vec);
         let cur = map.get(entry_key, now);

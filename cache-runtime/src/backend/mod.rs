@@ -150,9 +150,17 @@ pub(crate) struct Claim<'a> {
     /// lease is waited for), and its notice published (local tiers drop
     /// the old value).
     pub writer: Option<Notice<'a>>,
-    /// A writer's claim also bumps the key's bucket token (see
+    /// A writer's claim also bumps the key's bucket tokens (see
     /// `cache/track.rs`).
-    pub bucket_key: Option<&'a str>,
+    pub buckets: Option<Buckets<'a>>,
+}
+
+/// The tokens a change of one key bumps (see `cache/track.rs`): its
+/// bucket's and its namespace's any-key token.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Buckets<'a> {
+    pub key: &'a str,
+    pub any: &'a str,
 }
 
 /// What a claim got.
@@ -200,8 +208,8 @@ pub(crate) struct Store<'a> {
     pub restore: bool,
     /// An entry with deps (magic `0xCE`, see `entry/mod.rs`).
     pub deps: bool,
-    /// A put's store also bumps the key's bucket token to this value.
-    pub bump: Option<(&'a str, Token)>,
+    /// A put's store also bumps the key's bucket tokens to this value.
+    pub bump: Option<(Buckets<'a>, Token)>,
 }
 
 /// A change of a namespace's generation or of one entry (see
@@ -353,7 +361,7 @@ pub(crate) trait Backend: Send + Sync {
         &self,
         entry_key: &str,
         generation_key: &str,
-        bucket_key: &str,
+        buckets: Buckets<'_>,
         change: Change<'_>,
         ttl: Duration,
         notice: Notice<'_>,
@@ -451,12 +459,12 @@ impl Backend for AnyBackend {
         &self,
         entry_key: &str,
         generation_key: &str,
-        bucket_key: &str,
+        buckets: Buckets<'_>,
         change: Change<'_>,
         ttl: Duration,
         notice: Notice<'_>,
     ) -> Result<KeyChanged> {
-        forward!(self.change_key(entry_key, generation_key, bucket_key, change, ttl, notice))
+        forward!(self.change_key(entry_key, generation_key, buckets, change, ttl, notice))
     }
 
     async fn values(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {

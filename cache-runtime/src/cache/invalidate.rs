@@ -144,13 +144,13 @@ impl Cache {
                 .await
                 .map(|()| KeyChanged::default()),
             Some(key) => {
-                let bucket = super::track::bucket_key(state, key);
+                let tokens = super::track::KeyTokens::of(state, key);
                 inner
                     .backend
                     .change_key(
                         key,
                         &state.generation_key,
-                        &bucket,
+                        tokens.buckets(),
                         change,
                         inner.guard_ttl,
                         notice,

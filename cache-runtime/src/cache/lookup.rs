@@ -33,7 +33,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::options::{CallOptions, Filter};
 use super::registry::{NsSlot, NsState};
 use super::tags::Tags;
-use super::track::{self, Track};
+use super::track::{self, KeyTokens, Track};
 use super::{Cache, Site, bypass};
 use crate::backend::Fetched;
 use crate::backend::{Backend, BackendError, Expect, GenValue, Generation};
@@ -445,20 +445,23 @@ where
     /// tokens and `bucket`'s when there are.
     async fn fetch(
         &self,
-        bucket: Option<&str>,
-    ) -> Result<(Fetched, Option<entry::Token>), BackendError> {
+        extra: &[&str],
+    ) -> Result<(Fetched, Vec<Option<entry::Token>>), BackendError> {
         let inner = &*self.cache.inner;
         let state = self.state;
-        match (&self.tags, bucket) {
-            (None, None) => inner
+        match &self.tags {
+            None if extra.is_empty() => inner
                 .backend
                 .fetch(&self.key, &state.generation_key, &state.coherence.views)
                 .await
-                .map(|f| (f, None)),
-            (Some(tags), b) => tags.read(inner, &self.key, &state.generation_key, b).await,
-            (None, Some(b)) => {
+                .map(|f| (f, Vec::new())),
+            Some(tags) => {
+                tags.read(inner, &self.key, &state.generation_key, extra)
+                    .await
+            }
+            None => {
                 Tags::new(Vec::new())
-                    .read(inner, &self.key, &state.generation_key, Some(b))
+                    .read(inner, &self.key, &state.generation_key, extra)
                     .await
             }
         }
@@ -500,12 +503,12 @@ where
     /// Inside another cached body: records what this read depends on (the
     /// namespace's generation, the key's bucket, the entry's tags and
     /// deps), or that it cannot be known.
-    async fn record(
+    fn record(
         &self,
         t: &Track,
         fetched: &Fetched,
-        bucket: Option<&str>,
-        bucket_token: Option<entry::Token>,
+        keys: &KeyTokens,
+        tokens: &[Option<entry::Token>],
         deps: Option<&[(String, Vec<u8>)]>,
     ) {
         let state = self.state;
@@ -515,10 +518,12 @@ where
             Generation::Absent => t.pending(&state.generation_key),
             Generation::Fenced(_) => t.unknown(),
         }
-        match (bucket, bucket_token) {
-            (Some(b), Some(token)) => t.record(b, &token),
-            (Some(_), None) => t.unknown(),
-            (None, _) => {}
+        match tokens {
+            [Some(bucket), Some(any)] => {
+                t.note_any(&keys.any, any);
+                t.record(&keys.bucket, bucket);
+            }
+            _ => t.unknown(),
         }
         if let Some(tags) = &self.tags {
             for (k, token) in tags.seen() {
@@ -537,37 +542,38 @@ where
         let inner = &*self.cache.inner;
         let state = self.state;
         let tracking = track::current();
-        let bucket = tracking
-            .as_ref()
-            .map(|_| track::bucket_key(state, &self.key));
-        let mut fetched = self.fetch(bucket.as_deref()).await;
-        if let (Ok((_, None)), Some(b)) = (&fetched, &bucket) {
-            // The key's bucket token is missing: made, then the entry read
-            // again, so that what is read is no older than the token.
-            let keys = [b.clone()];
+        let key_tokens = tracking.as_ref().map(|_| KeyTokens::of(state, &self.key));
+        let extra: Vec<&str> = match &key_tokens {
+            Some(k) => vec![&k.bucket, &k.any],
+            None => Vec::new(),
+        };
+        let mut fetched = self.fetch(&extra).await;
+        if let Ok((_, got)) = &fetched
+            && got.iter().any(Option::is_none)
+        {
+            // A key token is missing: made, then the entry read again, so
+            // that what is read is no older than the tokens.
+            let keys: Vec<String> = extra.iter().map(|k| (*k).to_owned()).collect();
+            let fresh: Vec<entry::Token> = keys.iter().map(|_| entry::token()).collect();
             fetched = match inner
                 .backend
-                .tokens(&keys, &[entry::token()], inner.generation_ttl)
+                .tokens(&keys, &fresh, inner.generation_ttl)
                 .await
             {
-                Ok(_) => self.fetch(Some(b)).await,
+                Ok(_) => self.fetch(&extra).await,
                 Err(e) => Err(e),
             };
         }
         let fetched = match fetched {
-            Ok((fetched, bucket_token)) => {
-                match self.check_deps(inner, fetched.entry.as_deref()).await {
-                    Ok(deps) => {
-                        if let Some(t) = &tracking {
-                            let b = bucket.as_deref();
-                            self.record(t, &fetched, b, bucket_token, deps.as_deref())
-                                .await;
-                        }
-                        Ok((fetched, deps))
+            Ok((fetched, tokens)) => match self.check_deps(inner, fetched.entry.as_deref()).await {
+                Ok(deps) => {
+                    if let (Some(t), Some(k)) = (&tracking, &key_tokens) {
+                        self.record(t, &fetched, k, &tokens, deps.as_deref());
                     }
-                    Err(e) => Err(e),
+                    Ok((fetched, deps))
                 }
-            }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match fetched {

@@ -118,7 +118,7 @@ where
                 fresh_generation: fresh,
                 generation_ttl: inner.generation_ttl,
                 writer: None,
-                bucket_key: None,
+                buckets: None,
             };
             let changed = match inner.backend.claim(claim).await {
                 Ok(Claimed::Taken {

@@ -209,7 +209,7 @@ impl Cache {
             .lease
             .unwrap_or(inner.max_lease)
             .max(Duration::from_millis(1));
-        let bucket = track::bucket_key(state, key);
+        let tokens = track::KeyTokens::of(state, key);
         let claim = Claim {
             entry_key: key,
             generation_key: &state.generation_key,
@@ -224,7 +224,7 @@ impl Cache {
                 channel: inner.hub.channel(),
                 namespace: &state.name,
             }),
-            bucket_key: Some(&bucket),
+            buckets: Some(tokens.buckets()),
         };
         match inner.backend.claim(claim).await {
             Ok(Claimed::Taken {
@@ -313,7 +313,7 @@ impl Cache {
         e: &Encoded,
     ) -> bool {
         let inner = &*self.inner;
-        let bucket = track::bucket_key(state, key);
+        let tokens = track::KeyTokens::of(state, key);
         let store = Store {
             entry_key: key,
             generation_key: &state.generation_key,
@@ -323,7 +323,7 @@ impl Cache {
             tail: &e.tail,
             restore: false,
             deps: false,
-            bump: Some((&bucket, entry::token())),
+            bump: Some((tokens.buckets(), entry::token())),
         };
         match inner.backend.store(store).await {
             Ok(true) => true,

@@ -64,25 +64,22 @@ impl Tags {
     }
 
     /// Reads the entry, the generation and the tokens in one round trip
-    /// (and the token under `extra`, a tracked read's key bucket); makes
-    /// the missing tokens (one more), before the body can run.
+    /// (and the tokens under `extra`, a tracked read's key tokens); makes
+    /// the missing tags' tokens (one more), before the body can run.
     pub(super) async fn read(
         &self,
         inner: &Inner,
         entry_key: &str,
         generation_key: &str,
-        extra: Option<&str>,
-    ) -> Result<(Fetched, Option<Token>), BackendError> {
+        extra: &[&str],
+    ) -> Result<(Fetched, Vec<Option<Token>>), BackendError> {
         let mut keys = self.keys.clone();
-        keys.extend(extra.map(str::to_owned));
+        keys.extend(extra.iter().map(|k| (*k).to_owned()));
         let mut got = inner
             .backend
             .fetch_tagged(entry_key, generation_key, &keys)
             .await?;
-        let extra = match extra {
-            Some(_) => got.tokens.pop().flatten(),
-            None => None,
-        };
+        let extra = got.tokens.split_off(self.keys.len().min(got.tokens.len()));
         if self.keys.is_empty() {
             return Ok((got.fetched, extra));
         }

@@ -9,9 +9,10 @@
 -- generation PX ms, the connection's life token ('' for none: see
 -- life.rs), the lease key's PX ms, and for a writer's claim (mode '3': a
 -- put, which takes the key whatever it holds but a live fence, and
--- publishes the key's notice) the channel and the namespace, and KEYS[3],
--- the key's bucket token (see `cache/track.rs`), which a writer's claim
--- gives a fresh value where there is one. A generation of another life counts as
+-- publishes the key's notice) the channel and the namespace, and KEYS[3]
+-- and KEYS[4], the key's bucket token and the namespace's any-key token
+-- (see `cache/track.rs`), which a writer's claim gives a fresh value where
+-- there is one. A generation of another life counts as
 -- absent. The lease's end (inside it) is when others may take it over;
 -- the key itself lives longer, so that an owner whose computation outlasts
 -- its lease can still store over it if nobody did take it over.
@@ -58,7 +59,10 @@ local exact = (ARGV[1] == '1' and cur and string.sub(cur, 1, string.len(ARGV[2])
 local lease = '\204' .. ARGV[3] .. string.format('%016d', now + tonumber(ARGV[4])) .. ARGV[5]
 local px = math.max(tonumber(ARGV[9]), redis.call('PTTL', KEYS[1]))
 redis.call('SET', KEYS[1], lease, 'PX', px)
-if ARGV[1] == '3' and KEYS[3] then redis.call('SET', KEYS[3], ARGV[3], 'XX', 'KEEPTTL') end
+if ARGV[1] == '3' and KEYS[4] then
+  redis.call('SET', KEYS[3], ARGV[3], 'XX', 'KEEPTTL')
+  redis.call('SET', KEYS[4], ARGV[3], 'XX', 'KEEPTTL')
+end
 if ARGV[1] == '3' and not publish(ARGV[10], 'k ' .. ARGV[11] .. ' ' .. KEYS[1]) then
   return {4, g, lease, exact}
 end

@@ -32,8 +32,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqC
 use std::time::Duration;
 
 use super::{
-    Backend, BackendError, Change, Claim, Claimed, Fetched, FetchedTagged, GenValue, Generation,
-    KeyChanged, Notice, Result, Store,
+    Backend, BackendError, Buckets, Change, Claim, Claimed, Fetched, FetchedTagged, GenValue,
+    Generation, KeyChanged, Notice, Result, Store,
 };
 use crate::coherence::Hub;
 use crate::entry::{self, Token, token_bytes, token_value};
@@ -205,8 +205,8 @@ impl Backend for RedisBackend {
             if let Some(n) = c.writer {
                 inv.arg(n.channel).arg(n.namespace);
             }
-            if let Some(bucket) = c.bucket_key {
-                inv.key(bucket);
+            if let Some(b) = c.buckets {
+                inv.key(b.key).key(b.any);
             }
             let reply: (i64, Vec<u8>, Vec<u8>, i64) = inv.invoke_async(&mut conn).await?;
             if let (4, Some(n)) = (reply.0, c.writer) {
@@ -246,8 +246,8 @@ impl Backend for RedisBackend {
                     (false, true) => "d",
                     (false, false) => "",
                 });
-            if let Some((bucket, token)) = s.bump {
-                inv.key(bucket).arg(&token[..]);
+            if let Some((b, token)) = s.bump {
+                inv.key(b.key).key(b.any).arg(&token[..]);
             }
             let stored: i64 = inv.invoke_async(&mut c).await?;
             Ok(stored == 1)
@@ -316,7 +316,7 @@ impl Backend for RedisBackend {
         &self,
         entry_key: &str,
         generation_key: &str,
-        bucket_key: &str,
+        buckets: Buckets<'_>,
         change: Change<'_>,
         ttl: Duration,
         notice: Notice<'_>,
@@ -325,7 +325,7 @@ impl Backend for RedisBackend {
         let (published, head, generation, stored): (i64, Vec<u8>, Vec<u8>, i64) = self
             .run(|mut c| async move {
                 let mut inv = change_script(script, entry_key, change, ttl, notice, None);
-                inv.key(generation_key).key(bucket_key);
+                inv.key(generation_key).key(buckets.key).key(buckets.any);
                 if let Change::EndPut { put, .. } = change {
                     inv.arg(put.head)
                         .arg(put.generation)

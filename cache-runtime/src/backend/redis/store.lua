@@ -6,8 +6,9 @@
 -- (with its life token), PX ms, entry tail (see `entry_bytes` in lib.lua),
 -- and 'r' to store the tail as the whole entry, as it is (a fail-safe
 -- restore of the entry the lease replaced; its expiry stays), or 'd' for
--- an entry with deps; for a put, KEYS[3] is the key's bucket token (see
--- `cache/track.rs`), given the fresh value ARGV[7] when the put stores.
+-- an entry with deps; for a put, KEYS[3] and KEYS[4] are the key's bucket
+-- token and the namespace's any-key token (see `cache/track.rs`), given
+-- the fresh value ARGV[7] when the put stores.
 -- The entry carries the generation's token. Returns 1 when stored, 0 when
 -- refused. The key keeps at least its remaining life.
 local g = redis.call('GET', KEYS[2])
@@ -22,5 +23,8 @@ end
 local px = math.max(tonumber(ARGV[4]), redis.call('PTTL', KEYS[1]))
 local v = ARGV[6] == 'r' and ARGV[5] or entry_bytes(g, ARGV[5], ARGV[6] == 'd' and '\206' or nil)
 redis.call('SET', KEYS[1], v, 'PX', px)
-if KEYS[3] then redis.call('SET', KEYS[3], ARGV[7], 'XX', 'KEEPTTL') end
+if KEYS[4] then
+  redis.call('SET', KEYS[3], ARGV[7], 'XX', 'KEEPTTL')
+  redis.call('SET', KEYS[4], ARGV[7], 'XX', 'KEEPTTL')
+end
 return 1

@@ -11,11 +11,12 @@
 -- live, and the namespace's generation is still the one 'f' returned.
 -- Otherwise 'p' is 'e': a tombstone.
 --
--- Every change but a renewal also gives the key's bucket token (KEYS[3],
--- see `cache/track.rs`) a fresh value where there is one: entries computed
--- from this key's old value read as misses.
+-- Every change but a renewal also gives the key's bucket token and the
+-- namespace's any-key token (KEYS[3], KEYS[4], see `cache/track.rs`) a
+-- fresh value where there is one: entries computed from this key's old
+-- value read as misses.
 --
--- KEYS: entry, generation, bucket. ARGV: op, nonce, holder, fence ms, tombstone PX
+-- KEYS: entry, generation, bucket, any key. ARGV: op, nonce, holder, fence ms, tombstone PX
 -- ms, channel, namespace, '' (the place of generation.lua's life token);
 -- for 'p' also the head and generation 'f'
 -- returned, the entry tail (see `entry_bytes` in lib.lua) and its PX ms.
@@ -59,7 +60,10 @@ else
   end
 end
 redis.call('SET', KEYS[1], v, 'PX', math.max(px, redis.call('PTTL', KEYS[1])))
-if op ~= 'r' then redis.call('SET', KEYS[3], ARGV[2], 'XX', 'KEEPTTL') end
+if op ~= 'r' then
+  redis.call('SET', KEYS[3], ARGV[2], 'XX', 'KEEPTTL')
+  redis.call('SET', KEYS[4], ARGV[2], 'XX', 'KEEPTTL')
+end
 local out_head = string.byte(v, 1) == 205 and string.sub(v, 1, 17) or ''
 if op == 'r' and up then return {1, out_head, g, 0} end
 if not publish(ARGV[6], 'k ' .. ARGV[7] .. ' ' .. KEYS[1]) then return {0, out_head, g, stored} end
