@@ -377,6 +377,35 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    async fn fetch_deps(
+        &self,
+        entry_key: &str,
+        generation_key: &str,
+    ) -> Result<(Fetched, Vec<Option<Vec<u8>>>)> {
+        let map = self.lock();
+        let now = Instant::now();
+        let entry = map.get(entry_key, now).map(<[u8]>::to_vec);
+        let values = entry
+            .as_deref()
+            .and_then(entry::deps)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, _)| {
+                std::str::from_utf8(k)
+                    .ok()
+                    .and_then(|k| map.get(k, now))
+                    .map(<[u8]>::to_vec)
+            })
+            .collect();
+        Ok((
+            Fetched {
+                entry,
+                generation: Generation::parse(map.get(generation_key, now), None),
+            },
+            values,
+        ))
+    }
+
     async fn values(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
         let map = self.lock();
         let now = Instant::now();

@@ -366,6 +366,14 @@ pub(crate) trait Backend: Send + Sync {
         ttl: Duration,
         notice: Notice<'_>,
     ) -> impl Future<Output = Result<KeyChanged>> + Send;
+    /// The entry, the generation and the current values of the entry's
+    /// deps (none for an entry without), in one round trip where the deps
+    /// share the server (not in Cluster mode: two).
+    fn fetch_deps(
+        &self,
+        entry_key: &str,
+        generation_key: &str,
+    ) -> impl Future<Output = Result<(Fetched, Vec<Option<Vec<u8>>>)>> + Send;
     /// The values under `keys` (an entry's deps), in one round trip.
     fn values(&self, keys: &[&[u8]]) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send;
     /// One round trip that touches no key (health check).
@@ -469,6 +477,14 @@ impl Backend for AnyBackend {
 
     async fn values(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
         forward!(self.values(keys))
+    }
+
+    async fn fetch_deps(
+        &self,
+        entry_key: &str,
+        generation_key: &str,
+    ) -> Result<(Fetched, Vec<Option<Vec<u8>>>)> {
+        forward!(self.fetch_deps(entry_key, generation_key))
     }
 
     async fn ping(&self) -> Result<()> {

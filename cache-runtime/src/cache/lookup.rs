@@ -44,6 +44,14 @@ use crate::local::Ticket;
 use crate::schema;
 use crate::stats::{self, Status, bump};
 
+/// A read: the entry and generation, the extra tokens asked for, and the
+/// values of the entry's deps when they were read with it.
+type ReadTokens = (
+    Fetched,
+    Vec<Option<entry::Token>>,
+    Option<Vec<Option<Vec<u8>>>>,
+);
+
 /// How an output relates to its cacheable value.
 pub(crate) struct Shape<T, R> {
     pub(super) value_of: fn(&R) -> Option<&T>,
@@ -443,27 +451,30 @@ where
 
     /// The read itself: the entry and the generation, with the tags'
     /// tokens and `bucket`'s when there are.
-    async fn fetch(
-        &self,
-        extra: &[&str],
-    ) -> Result<(Fetched, Vec<Option<entry::Token>>), BackendError> {
+    /// (With the current values of the entry's deps, in a namespace whose
+    /// entries have them.)
+    async fn fetch(&self, extra: &[&str]) -> Result<ReadTokens, BackendError> {
         let inner = &*self.cache.inner;
         let state = self.state;
         match &self.tags {
+            None if extra.is_empty() && state.has_deps.load(Relaxed) => inner
+                .backend
+                .fetch_deps(&self.key, &state.generation_key)
+                .await
+                .map(|(f, values)| (f, Vec::new(), Some(values))),
             None if extra.is_empty() => inner
                 .backend
                 .fetch(&self.key, &state.generation_key, &state.coherence.views)
                 .await
-                .map(|f| (f, Vec::new())),
-            Some(tags) => {
-                tags.read(inner, &self.key, &state.generation_key, extra)
-                    .await
-            }
-            None => {
-                Tags::new(Vec::new())
-                    .read(inner, &self.key, &state.generation_key, extra)
-                    .await
-            }
+                .map(|f| (f, Vec::new(), None)),
+            Some(tags) => tags
+                .read(inner, &self.key, &state.generation_key, extra)
+                .await
+                .map(|(f, t)| (f, t, None)),
+            None => Tags::new(Vec::new())
+                .read(inner, &self.key, &state.generation_key, extra)
+                .await
+                .map(|(f, t)| (f, t, None)),
         }
     }
 
@@ -480,6 +491,7 @@ where
         &self,
         inner: &super::Inner,
         entry: Option<&[u8]>,
+        values: Option<Vec<Option<Vec<u8>>>>,
     ) -> Result<Option<Vec<(String, Vec<u8>)>>, BackendError> {
         let Some(list) = entry.and_then(entry::deps) else {
             return Ok(Some(Vec::new()));
@@ -487,8 +499,15 @@ where
         if list.is_empty() {
             return Ok(Some(Vec::new()));
         }
-        let keys: Vec<&[u8]> = list.iter().map(|(k, _)| *k).collect();
-        let now = inner.backend.values(&keys).await?;
+        // From now on this namespace's reads fetch the deps' values too.
+        self.state.has_deps.store(true, Relaxed);
+        let now = match values {
+            Some(v) if v.len() == list.len() => v,
+            _ => {
+                let keys: Vec<&[u8]> = list.iter().map(|(k, _)| *k).collect();
+                inner.backend.values(&keys).await?
+            }
+        };
         let current = list
             .iter()
             .zip(&now)
@@ -548,7 +567,7 @@ where
             None => Vec::new(),
         };
         let mut fetched = self.fetch(&extra).await;
-        if let Ok((_, got)) = &fetched
+        if let Ok((_, got, _)) = &fetched
             && got.iter().any(Option::is_none)
         {
             // A key token is missing: made, then the entry read again, so
@@ -565,7 +584,10 @@ where
             };
         }
         let fetched = match fetched {
-            Ok((fetched, tokens)) => match self.check_deps(inner, fetched.entry.as_deref()).await {
+            Ok((fetched, tokens, values)) => match self
+                .check_deps(inner, fetched.entry.as_deref(), values)
+                .await
+            {
                 Ok(deps) => {
                     if let (Some(t), Some(k)) = (&tracking, &key_tokens) {
                         self.record(t, &fetched, k, &tokens, deps.as_deref());

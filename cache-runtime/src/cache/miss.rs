@@ -356,6 +356,9 @@ where
                         state.reader_linger_ms.store(linger_ms, Relaxed);
                         let px = ttl + linger;
                         stored = self.store(to, px, elapsed, &tail, with_deps).await;
+                        if stored && with_deps {
+                            state.has_deps.store(true, Relaxed);
+                        }
                         if stored && self.policy.force {
                             // Readers that read the replaced entry must not
                             // put it in the local tier after this store.

@@ -33,6 +33,9 @@ pub(crate) struct NsState {
     /// The stale and fail-safe windows of that reader, in ms: a put's
     /// entry stays in Redis for its TTL plus these, as a reader's does.
     pub(crate) reader_linger_ms: AtomicU64,
+    /// Entries of this namespace have deps (nested caching): its reads
+    /// fetch the deps' values with the entry (`deps.lua`).
+    pub(crate) has_deps: AtomicBool,
     /// A put of another schema was logged.
     pub(crate) put_mismatch_logged: AtomicBool,
     /// A fail-safe value was served since the body last succeeded (logged).
@@ -177,6 +180,7 @@ impl Cache {
                 coherence: inner.hub.register(ns),
                 reader_schema: AtomicU64::new(0),
                 reader_linger_ms: AtomicU64::new(0),
+                has_deps: AtomicBool::new(false),
                 put_mismatch_logged: AtomicBool::new(false),
                 fail_safe_logged: AtomicBool::new(false),
             })

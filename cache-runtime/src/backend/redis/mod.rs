@@ -349,6 +349,50 @@ impl Backend for RedisBackend {
             .await
     }
 
+    async fn fetch_deps(
+        &self,
+        entry_key: &str,
+        generation_key: &str,
+    ) -> Result<(Fetched, Vec<Option<Vec<u8>>>)> {
+        if self.conns.is_cluster() {
+            let got = self.fetch_tagged(entry_key, generation_key, &[]).await?;
+            let keys: Vec<&[u8]> = got
+                .fetched
+                .entry
+                .as_deref()
+                .and_then(entry::deps)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            let values = match keys.is_empty() {
+                true => Vec::new(),
+                false => self.values(&keys).await?,
+            };
+            return Ok((got.fetched, values));
+        }
+        let script = &self.scripts.deps;
+        self.run(|mut c| async move {
+            let mut got: Vec<Option<Vec<u8>>> = script
+                .key(entry_key)
+                .key(generation_key)
+                .invoke_async(&mut c)
+                .await?;
+            let life = c.life;
+            let values = got.split_off(2.min(got.len()));
+            let mut both = got.into_iter();
+            let (entry, generation) = (both.next().flatten(), both.next().flatten());
+            Ok((
+                Fetched {
+                    entry,
+                    generation: Generation::parse(generation.as_deref(), life.as_ref()),
+                },
+                values,
+            ))
+        })
+        .await
+    }
+
     async fn values(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
         self.run(|mut c| async move {
             let mut mget = redis::cmd("MGET");

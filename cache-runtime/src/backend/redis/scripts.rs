@@ -24,6 +24,8 @@ pub(super) struct Scripts {
     pub tokens: Script,
     /// A tag's invalidation (`tag.lua`).
     pub tag: Script,
+    /// A read of an entry and its deps' values (`deps.lua`).
+    pub deps: Script,
 }
 
 impl Scripts {
@@ -42,6 +44,7 @@ impl Scripts {
             )),
             tokens: Script::new(include_str!("tokens.lua")),
             tag: Script::new(include_str!("tag.lua")),
+            deps: Script::new(include_str!("deps.lua")),
         }
     }
 }
