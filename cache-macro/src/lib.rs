@@ -101,7 +101,10 @@ fn run(
 /// `Serialize`. Keys are injective over the *values* of the key arguments
 /// as serde sees them: `1i64`, `1u32` and `"1"` give one key, and struct
 /// field names are not part of it. A cache that is unavailable never fails
-/// the call: the body runs uncached.
+/// the call: the body runs uncached. A body that calls other `#[cached]`
+/// fns (in its own task) depends on what they read: an invalidation of an
+/// inner entry, key, tag or namespace makes the outer entry a miss too (the
+/// README's "Nested caching" says how, and its bounds).
 #[proc_macro_attribute]
 pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
     run(attr, item, "cached", |attr, func| {
