@@ -244,7 +244,7 @@ async fn an_invalidation_during_a_refresh_wins(b: Backend) {
 /// what the other reads next, and a bypass on one changes nothing for either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_reaches_another_instance() {
-    let (a, b) = two_instances("refresh_two").await;
+    let (a, b) = support::two_instances("refresh_two").await;
     let (db, calls) = (Db::default(), Calls::default());
     db.set(10);
     assert_eq!(value(&a, &db, &calls, 1).await, Ok(11));
@@ -329,7 +329,7 @@ async fn a_refresh_does_not_join_an_older_computation(b: Backend) {
 /// it and releasing would leave a tombstone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_that_waited_for_a_lease_and_failed_keeps_the_entry() {
-    let (a, b) = two_instances("refresh_lease").await;
+    let (a, b) = support::two_instances("refresh_lease").await;
     let (db_a, db_b) = (
         std::sync::Arc::new(Db::default()),
         std::sync::Arc::new(Db::default()),
@@ -361,21 +361,4 @@ async fn a_refresh_that_waited_for_a_lease_and_failed_keeps_the_entry() {
         with_status(gated(&a, &db_b, None)).await,
         (Ok(7), Status::Hit)
     );
-}
-
-/// Two `Cache` instances on the machine's Redis under one prefix: two
-/// processes, as far as the protocol can tell.
-async fn two_instances(name: &str) -> (Cache, Cache) {
-    let prefix = support::unique_prefix(name);
-    let make = || {
-        Cache::builder()
-            .prefix(prefix.clone())
-            .redis_url(support::redis_url())
-            .build()
-            .expect("valid test config")
-    };
-    let (a, b) = (make(), make());
-    support::connected(&a).await;
-    support::connected(&b).await;
-    (a, b)
 }

@@ -23,6 +23,7 @@ on_every_backend!(
     a_put_and_a_tag_reach_the_outer_entry,
     an_inner_write_inside_a_transaction,
     a_wide_outer_fn_is_bounded,
+    a_bypass_inside_an_outer_body_is_not_stored,
 );
 
 /// Airports: a name and a version per code.
@@ -242,25 +243,9 @@ async fn a_wide_outer_fn_is_bounded(b: Backend) {
     assert_eq!(with_status(wide(&c, &db, 200)).await.1, Status::Hit);
 }
 
-/// Two `Cache` instances on the shared Redis under one prefix.
-async fn two_instances(name: &str) -> (Cache, Cache) {
-    let prefix = support::unique_prefix(name);
-    let make = || {
-        Cache::builder()
-            .prefix(prefix.clone())
-            .redis_url(support::redis_url())
-            .build()
-            .expect("valid test config")
-    };
-    let (a, b) = (make(), make());
-    support::connected(&a).await;
-    support::connected(&b).await;
-    (a, b)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_inner_invalidation_on_another_instance() {
-    let (a, b) = two_instances("nested-two").await;
+    let (a, b) = support::two_instances("nested-two").await;
     let db = Db::default();
     route(&a, &db, 1, 2).await.unwrap();
     assert_eq!(st(&b, &db, 1, 2).await.1, Status::Hit);
@@ -279,7 +264,7 @@ async fn an_inner_invalidation_on_another_instance() {
 /// must show that airport's new version or a later one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_finds_no_stale_outer_read() {
-    let (a, b) = two_instances("nested-checker").await;
+    let (a, b) = support::two_instances("nested-checker").await;
     const AIRPORTS: u32 = 8;
     let db = Arc::new(Db::default());
     let floor: Arc<Vec<AtomicU64>> = Arc::new((0..AIRPORTS).map(|_| AtomicU64::new(0)).collect());
@@ -366,4 +351,23 @@ async fn the_checker_finds_no_stale_outer_read() {
         hits > reads / 20,
         "the cache served hits: {hits} of {reads}"
     );
+}
+
+/// An inner call in a `bypass` scope reads the source with no token the
+/// outer entry could depend on: the outer value is returned, not stored.
+#[cached(ns = "n_through_bypass", ttl = "5m", cache = cache, skip(cache, db))]
+async fn through_bypass(cache: &Cache, db: &Db, code: u32) -> Result<String, String> {
+    cache_aside::bypass(airport(cache, db, code)).await
+}
+
+async fn a_bypass_inside_an_outer_body_is_not_stored(b: Backend) {
+    let c = cache(b, "nested-bypass").await;
+    let db = Db::default();
+    assert_eq!(through_bypass(&c, &db, 3).await, Ok("3v0".into()));
+    assert_eq!(
+        with_status(through_bypass(&c, &db, 3)).await.1,
+        Status::Miss
+    );
+    rename(&c, &db, 3).await.unwrap();
+    assert_eq!(through_bypass(&c, &db, 3).await, Ok("3v1".into()));
 }

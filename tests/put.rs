@@ -365,22 +365,6 @@ async fn a_late_fence_renewal_leaves_the_put_stored() {
     assert_eq!(refenced, 0, "puts fenced again after their scope ended");
 }
 
-/// Two `Cache` instances on the shared Redis under one prefix.
-async fn two_instances(name: &str) -> (Cache, Cache) {
-    let prefix = support::unique_prefix(name);
-    let make = || {
-        Cache::builder()
-            .prefix(prefix.clone())
-            .redis_url(support::redis_url())
-            .build()
-            .expect("valid test config")
-    };
-    let (a, b) = (make(), make());
-    support::connected(&a).await;
-    support::connected(&b).await;
-    (a, b)
-}
-
 /// The randomized checker: in each round, writers on two instances put
 /// one key with random pauses around their commits (so their puts land in
 /// any order relative to their commits), while slow readers read it. Once
@@ -388,7 +372,7 @@ async fn two_instances(name: &str) -> (Cache, Cache) {
 /// last committed value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_puts_leave_the_last_committed_value() {
-    let (a, b) = two_instances("put-race").await;
+    let (a, b) = support::two_instances("put-race").await;
     let seed = std::env::var("PUT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -452,7 +436,7 @@ async fn concurrent_puts_leave_the_last_committed_value() {
 /// put: refused, the put's value stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_does_not_overwrite_a_put() {
-    let (a, b) = two_instances("put-slow-reader").await;
+    let (a, b) = support::two_instances("put-slow-reader").await;
     let db = std::sync::Arc::new(Db::default());
     db.set(1, 10);
     let slow = {

@@ -195,27 +195,11 @@ async fn a_key_invalidation_still_reaches_a_tagged_entry(b: Backend) {
     assert_eq!((t.errors, t.decode_errors), (0, 0), "{t:?}");
 }
 
-/// Two `Cache` instances on the shared Redis under one prefix.
-async fn two_instances(name: &str) -> (Cache, Cache) {
-    let prefix = support::unique_prefix(name);
-    let make = || {
-        Cache::builder()
-            .prefix(prefix.clone())
-            .redis_url(support::redis_url())
-            .build()
-            .expect("valid test config")
-    };
-    let (a, b) = (make(), make());
-    support::connected(&a).await;
-    support::connected(&b).await;
-    (a, b)
-}
-
 /// A tag invalidation on one instance reaches the entries on both, and
 /// only that value's; in Redis it is one token per tag value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_invalidation_reaches_every_instance() {
-    let (a, b) = two_instances("tags-two-instances").await;
+    let (a, b) = support::two_instances("tags-two-instances").await;
     let db = Db::default();
     for c in [&a, &b] {
         for user in [7, 8] {
@@ -249,7 +233,7 @@ async fn a_tag_invalidation_reaches_every_instance() {
 /// later one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_finds_no_stale_read_after_a_tag_invalidation() {
-    let (a, b) = two_instances("tags-checker").await;
+    let (a, b) = support::two_instances("tags-checker").await;
     const USERS: u32 = 6;
     let db = Arc::new(Db::default());
     let floor: Arc<Vec<AtomicU64>> = Arc::new((0..USERS).map(|_| AtomicU64::new(0)).collect());

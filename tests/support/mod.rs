@@ -198,6 +198,23 @@ pub enum Backend {
     Memory,
 }
 
+/// Two `Cache` instances on the machine's Redis under one prefix: two
+/// processes, as far as the protocol can tell.
+pub async fn two_instances(name: &str) -> (Cache, Cache) {
+    let prefix = unique_prefix(name);
+    let make = || {
+        Cache::builder()
+            .prefix(prefix.clone())
+            .redis_url(redis_url())
+            .build()
+            .expect("valid test config")
+    };
+    let (a, b) = (make(), make());
+    connected(&a).await;
+    connected(&b).await;
+    (a, b)
+}
+
 /// A cache with its own prefix on the given backend, connected.
 pub async fn cache(backend: Backend, name: &str) -> Cache {
     let b = Cache::builder().prefix(unique_prefix(name));

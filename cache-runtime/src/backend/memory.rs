@@ -50,6 +50,12 @@ impl Map {
         self.set(key, bytes, Some(ttl.max(left)), now);
     }
 
+    /// The value under a key given as bytes (an entry's dep), owned.
+    fn get_bytes(&self, key: &[u8], now: Instant) -> Option<Vec<u8>> {
+        let key = std::str::from_utf8(key).ok()?;
+        self.get(key, now).map(<[u8]>::to_vec)
+    }
+
     /// `SET key token XX KEEPTTL`: a token that exists gets a new value.
     fn bump(&mut self, key: &str, token: &[u8], now: Instant) {
         if let Some(v) = self.values.get_mut(key).filter(|v| v.live(now)) {
@@ -390,12 +396,7 @@ impl Backend for MemoryBackend {
             .and_then(entry::deps)
             .unwrap_or_default()
             .into_iter()
-            .map(|(k, _)| {
-                std::str::from_utf8(k)
-                    .ok()
-                    .and_then(|k| map.get(k, now))
-                    .map(<[u8]>::to_vec)
-            })
+            .map(|(k, _)| map.get_bytes(k, now))
             .collect();
         Ok((
             Fetched {
@@ -409,15 +410,7 @@ impl Backend for MemoryBackend {
     async fn values(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>> {
         let map = self.lock();
         let now = Instant::now();
-        Ok(keys
-            .iter()
-            .map(|k| {
-                std::str::from_utf8(k)
-                    .ok()
-                    .and_then(|k| map.get(k, now))
-                    .map(<[u8]>::to_vec)
-            })
-            .collect())
+        Ok(keys.iter().map(|k| map.get_bytes(k, now)).collect())
     }
 
     async fn fetch_tagged(

@@ -250,6 +250,10 @@ impl Cache {
         if mode == Mode::Bypass {
             // Asked for by the caller: not an outage, not in `bypasses`.
             bump(&state.counters.skipped);
+            if let Some(t) = track::current() {
+                // Read from the source with no token to depend on.
+                t.unknown();
+            }
             let out = fut.await;
             stats::report(Status::Bypass);
             return out;

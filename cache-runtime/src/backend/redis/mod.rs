@@ -373,22 +373,12 @@ impl Backend for RedisBackend {
         }
         let script = &self.scripts.deps;
         self.run(|mut c| async move {
-            let mut got: Vec<Option<Vec<u8>>> = script
+            let got: Vec<Option<Vec<u8>>> = script
                 .key(entry_key)
                 .key(generation_key)
                 .invoke_async(&mut c)
                 .await?;
-            let life = c.life;
-            let values = got.split_off(2.min(got.len()));
-            let mut both = got.into_iter();
-            let (entry, generation) = (both.next().flatten(), both.next().flatten());
-            Ok((
-                Fetched {
-                    entry,
-                    generation: Generation::parse(generation.as_deref(), life.as_ref()),
-                },
-                values,
-            ))
+            Ok(split_read(got, c.life.as_ref()))
         })
         .await
     }
@@ -413,16 +403,10 @@ impl Backend for RedisBackend {
         self.run(|mut c| async move {
             let mut mget = redis::cmd("MGET");
             mget.arg(entry_key).arg(generation_key).arg(tag_keys);
-            let mut got: Vec<Option<Vec<u8>>> = mget.query_async(&mut c).await?;
-            let life = c.life;
-            let rest = got.split_off(2.min(got.len()));
-            let mut both = got.into_iter();
-            let (entry, generation) = (both.next().flatten(), both.next().flatten());
+            let got: Vec<Option<Vec<u8>>> = mget.query_async(&mut c).await?;
+            let (fetched, rest) = split_read(got, c.life.as_ref());
             Ok(FetchedTagged {
-                fetched: Fetched {
-                    entry,
-                    generation: Generation::parse(generation.as_deref(), life.as_ref()),
-                },
+                fetched,
                 tokens: rest
                     .into_iter()
                     .map(|t| t.and_then(|t| Token::try_from(&t[..]).ok()))
@@ -472,6 +456,22 @@ impl Backend for RedisBackend {
         self.notice_refused(published, notice);
         Ok(())
     }
+}
+
+/// A reply of entry, generation, then more values (an `MGET` with tag
+/// tokens, `deps.lua`): the read, and the rest.
+fn split_read(
+    mut got: Vec<Option<Vec<u8>>>,
+    life: Option<&Token>,
+) -> (Fetched, Vec<Option<Vec<u8>>>) {
+    let rest = got.split_off(2.min(got.len()));
+    let mut both = got.into_iter();
+    let (entry, generation) = (both.next().flatten(), both.next().flatten());
+    let fetched = Fetched {
+        entry,
+        generation: Generation::parse(generation.as_deref(), life),
+    };
+    (fetched, rest)
 }
 
 /// The invocation of `generation.lua` or `tombstone.lua` for a change of
