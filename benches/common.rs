@@ -96,6 +96,18 @@ pub async fn cache_aside_flight(cache: &Cache, id: i64) -> Flight {
     flight(id)
 }
 
+/// The same with the local tier: what a local hit costs users.
+#[cached(ns = "bench_flight_local", ttl = "1h", local = "1h", cache = cache, skip(cache))]
+pub async fn cache_aside_local_flight(cache: &Cache, id: i64) -> Flight {
+    flight(id)
+}
+
+/// The same, keeping the decoded record in the local tier.
+#[cached(ns = "bench_flight_kept", ttl = "1h", local = "1h", keep_decoded, cache = cache, skip(cache))]
+pub async fn cache_aside_kept_flight(cache: &Cache, id: i64) -> Flight {
+    flight(id)
+}
+
 /// The `cached` crate's Redis-backed `#[concurrent_cached]`.
 #[concurrent_cached(
     ty = "cached::AsyncRedisCache<i64, Flight>",
@@ -127,4 +139,34 @@ pub fn write_section(name: &str, body: &str) -> std::io::Result<()> {
         _ => format!("{}\n{section}\n", text.trim_end()),
     };
     std::fs::write(path, new)
+}
+
+/// An interleaved bench's set-up: `None` when cargo only lists or tests
+/// the bench target (nothing to measure); else the count from `$var`
+/// (default `default`) and a 2-worker tokio runtime.
+pub fn interleaved(var: &str, default: usize) -> Option<(usize, tokio::runtime::Runtime)> {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return None;
+    }
+    let n = std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    Some((n, rt))
+}
+
+/// The median of `v` (sorted in place).
+pub fn p50(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Microseconds, for tables.
+pub fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
 }

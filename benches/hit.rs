@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use cache_aside::Cache;
 use common::{
-    RAW_KEY, cache_aside_flight, cached_crate_flight, deadpool_hit, flight, raw_connection,
-    raw_hit, redis_url,
+    RAW_KEY, cache_aside_flight, cache_aside_kept_flight, cache_aside_local_flight,
+    cached_crate_flight, deadpool_hit, flight, raw_connection, raw_hit, redis_url,
 };
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
@@ -95,6 +95,24 @@ fn benches(c: &mut Criterion) {
     g.bench_function("cache-aside local hit (L1)", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(local_flight(&local, Duration::from_secs(3600)).await) })
+    });
+    rt.block_on(async {
+        for _ in 0..2 {
+            assert_eq!(cache_aside_local_flight(&local, 7).await, flight(7));
+        }
+    });
+    g.bench_function("cache-aside #[cached(local)] hit", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(cache_aside_local_flight(&local, 7).await) })
+    });
+    rt.block_on(async {
+        for _ in 0..2 {
+            assert_eq!(cache_aside_kept_flight(&local, 7).await, flight(7));
+        }
+    });
+    g.bench_function("cache-aside #[cached(local, keep_decoded)] hit", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(cache_aside_kept_flight(&local, 7).await) })
     });
     g.finish();
 

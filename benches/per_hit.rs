@@ -3,14 +3,17 @@
 //! twice with different counts and divide the difference, so that start-up
 //! and connection set-up cancel out. `benches/per_hit.sh` does that.
 //!
-//! `HITS=n MODE=redis|local|raw cargo bench --bench per_hit`
+//! `HITS=n MODE=redis|local|local-fn|kept-fn|raw cargo bench --bench per_hit`
 
 mod common;
 
 use std::time::Duration;
 
 use cache_aside::Cache;
-use common::{RAW_KEY, cache_aside_flight, flight, raw_connection, raw_hit, redis_url};
+use common::{
+    RAW_KEY, cache_aside_flight, cache_aside_kept_flight, cache_aside_local_flight, flight,
+    raw_connection, raw_hit, redis_url,
+};
 
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -49,11 +52,19 @@ fn main() {
             assert_eq!(call().await, flight(7));
         }
         assert_eq!(cache_aside_flight(&cache, 7).await, flight(7));
+        for _ in 0..3 {
+            assert_eq!(cache_aside_local_flight(&cache, 7).await, flight(7));
+            assert_eq!(cache_aside_kept_flight(&cache, 7).await, flight(7));
+        }
         for _ in 0..hits {
             let f = match mode.as_str() {
                 "raw" => raw_hit(&mut raw, raw_key).await,
                 // What users write: a `#[cached]` fn.
                 "redis" => cache_aside_flight(&cache, 7).await,
+                // A `#[cached(local = ..)]` fn's local hit.
+                "local-fn" => cache_aside_local_flight(&cache, 7).await,
+                // The same with `keep_decoded`.
+                "kept-fn" => cache_aside_kept_flight(&cache, 7).await,
                 _ => call().await,
             };
             std::hint::black_box(f);

@@ -29,7 +29,7 @@ count() { # tool mode hits -> number
 
 echo "| per hit (valgrind, 2000 hits) | allocations | instructions |"
 echo "|---|---|---|"
-for mode in raw redis local; do
+for mode in ${MODES:-raw redis local local-fn kept-fn}; do
   a1=$(count dhat "$mode" 1000); a3=$(count dhat "$mode" 3000)
   i1=$(count callgrind "$mode" 1000); i3=$(count callgrind "$mode" 3000)
   python3 -c "print(f'| $mode | {($a3 - $a1) / 2000:.1f} | {($i3 - $i1) / 2000:,.0f} |')"

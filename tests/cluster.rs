@@ -325,6 +325,20 @@ fn load(cache: &Cache, namespaces: &[String], stop: &Arc<AtomicBool>) -> Arc<Tal
     tally
 }
 
+/// Key 1 of `ns` (TTL 60 s), computed as `v` on a miss, and its status.
+fn key_one(cache: &Cache, ns: &str, v: u32) -> impl Future<Output = (u32, Status)> + use<> {
+    let (cache, ns) = (cache.clone(), ns.to_owned());
+    async move {
+        with_status(
+            cache
+                .namespace(&ns)
+                .ttl(Duration::from_secs(60))
+                .get_or_compute(&1, async move { v }),
+        )
+        .await
+    }
+}
+
 /// Polls `ns` until a call is a hit again (after an outage); returns how
 /// long that took.
 async fn until_hit(cache: &Cache, ns: &str, within: Duration) -> Duration {
@@ -427,19 +441,7 @@ async fn a_master_that_returns_is_used_again() {
         .unwrap();
     connected(&cache).await;
     let ns = namespaces_on_distinct_masters(&cluster, 1).remove(0).0;
-    let call = |v: u32| {
-        let cache = cache.clone();
-        let ns = ns.clone();
-        async move {
-            with_status(
-                cache
-                    .namespace(&ns)
-                    .ttl(Duration::from_secs(60))
-                    .get_or_compute(&1, async move { v }),
-            )
-            .await
-        }
-    };
+    let call = |v: u32| key_one(&cache, &ns, v);
     assert_eq!(call(1).await, (1, Status::Miss));
     assert_eq!(call(2).await, (1, Status::Hit));
 
@@ -552,4 +554,196 @@ async fn no_cluster_fails_open_and_hides_passwords() {
             .build()
             .is_err()
     );
+}
+
+/// One circuit breaker per namespace in Cluster mode (a namespace's keys
+/// live on one node): a node that fails opens the breaker of its own
+/// namespaces only, and the namespaces of the healthy nodes keep hitting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_node_pauses_only_its_own_namespaces() {
+    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .unwrap();
+    let cache = Cache::builder()
+        .cluster(cluster.urls())
+        .prefix(unique_prefix("breakers"))
+        .circuit_breaker(3, Duration::from_secs(5))
+        .build()
+        .unwrap();
+    connected(&cache).await;
+    let mut two = namespaces_on_distinct_masters(&cluster, 2);
+    let (healthy, _) = two.pop().unwrap();
+    let (down, frozen) = two.pop().unwrap();
+    let call = |ns: &str, v: u32| key_one(&cache, ns, v);
+    for ns in [&down, &healthy] {
+        assert_eq!(call(ns, 1).await, (1, Status::Miss));
+        assert_eq!(call(ns, 2).await, (1, Status::Hit));
+    }
+    // Frozen, the node times calls out: an outage (a killed node is
+    // answered for at once, by the others' MOVED).
+    cluster.freeze(frozen);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(800) {
+        let (v, s) = call(&down, 3).await;
+        assert_eq!((v, s), (3, Status::Bypass));
+    }
+    for _ in 0..20 {
+        assert_eq!(
+            call(&healthy, 4).await,
+            (1, Status::Hit),
+            "{:?}",
+            cache.stats().total
+        );
+        let t = Instant::now();
+        assert_eq!(call(&down, 5).await, (5, Status::Bypass));
+        assert!(
+            t.elapsed() < Duration::from_millis(50),
+            "its breaker is open: {:?}",
+            t.elapsed()
+        );
+    }
+    cluster.thaw(frozen);
+    drop(cluster);
+}
+
+/// Replication is asynchronous: a master killed right after it acknowledged
+/// an invalidation may take it along, and the replica promoted in its place
+/// still holds the old generation and entries. Freeze a master's replica,
+/// cut their link (`CLIENT KILL TYPE replica`), invalidate, kill the master:
+/// - without `durable_invalidations`, the invalidation returns `Done` at
+///   once and, after the failover, the old entry is served again;
+/// - with it, the invalidation returns once the replica (thawed 500 ms
+///   later) is back and has it, and after the failover the entry is a miss;
+/// - with the replica frozen for longer than its timeout, it returns
+///   `Queued`, and lands once the replica answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_invalidation_survives_a_failover_when_durable() {
+    let mut cluster = tokio::task::spawn_blocking(RedisCluster::start_with_replicas)
+        .await
+        .unwrap();
+    let prefix = unique_prefix("durable");
+    let durable_cache = |timeout| {
+        Cache::builder()
+            .cluster(cluster.urls())
+            .prefix(&prefix)
+            .durable_invalidations(1, timeout)
+            .build()
+            .unwrap()
+    };
+    let plain = cluster_cache(&cluster, &prefix);
+    let durable = durable_cache(Duration::from_secs(5));
+    let short = durable_cache(Duration::from_millis(300));
+    for c in [&plain, &durable, &short] {
+        connected(c).await;
+        // Durable invalidations' own connection, made before any freeze.
+        assert_eq!(c.namespace("warm").invalidate().await, Invalidation::Done);
+    }
+    // What a durable invalidation costs on a healthy cluster (interleaved).
+    let (mut plain_us, mut durable_us) = (Vec::new(), Vec::new());
+    for _ in 0..50 {
+        for (cache, out) in [(&plain, &mut plain_us), (&durable, &mut durable_us)] {
+            let t = Instant::now();
+            assert_eq!(
+                cache.namespace("cost").invalidate().await,
+                Invalidation::Done
+            );
+            out.push(t.elapsed().as_micros());
+        }
+    }
+    plain_us.sort_unstable();
+    durable_us.sort_unstable();
+    eprintln!(
+        "durable: invalidation p50 {} us plain, {} us durable (50 each, interleaved)",
+        plain_us[25], durable_us[25]
+    );
+    let three = namespaces_on_distinct_masters(&cluster, 3);
+    let read = |ns: &str, v: u32| key_one(&plain, ns, v);
+    // After a failover: the first read that reaches the new master (the
+    // cluster client learns the new slot map in the meantime).
+    let read_after = |ns: &str, v: u32| {
+        let ns = ns.to_owned();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let got = read(&ns, v).await;
+                if got.1 != Status::Bypass || Instant::now() > deadline {
+                    return got;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let failover = |mut cluster: RedisCluster, master: usize, replica: usize| {
+        tokio::task::spawn_blocking(move || {
+            cluster.kill(master);
+            cluster.thaw(replica);
+            cluster.wait_ok(Duration::from_secs(20));
+            cluster
+        })
+    };
+    let cut = |cluster: &mut RedisCluster, master: usize| {
+        let replica = cluster.replicas_of(master)[0];
+        cluster.freeze(replica);
+        cluster
+            .command(master, &["CLIENT", "KILL", "TYPE", "replica"])
+            .unwrap();
+        replica
+    };
+
+    // A replica frozen past the timeout: too few acknowledgements.
+    let (ns, master) = three[2].clone();
+    assert_eq!(read(&ns, 1).await, (1, Status::Miss));
+    let replica = cluster.replicas_of(master)[0];
+    cluster.freeze(replica);
+    let started = Instant::now();
+    assert_eq!(
+        short.namespace(&ns).invalidate().await,
+        Invalidation::Queued
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(short.has_queued_invalidations());
+
+    cluster.thaw(replica);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while short.has_queued_invalidations() {
+        assert!(
+            Instant::now() < deadline,
+            "the queued invalidation never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Without: the invalidation is lost with the master.
+    let (ns, master) = three[0].clone();
+    assert_eq!(read(&ns, 1).await, (1, Status::Miss));
+    assert_eq!(read(&ns, 2).await, (1, Status::Hit));
+    let replica = cut(&mut cluster, master);
+    assert_eq!(plain.namespace(&ns).invalidate().await, Invalidation::Done);
+    let cluster = failover(cluster, master, replica).await.unwrap();
+    assert_eq!(
+        read_after(&ns, 3).await,
+        (1, Status::Hit),
+        "the old entry came back with the promoted replica"
+    );
+
+    // With: the invalidation waits for the replica, and survives.
+    let (ns, master) = three[1].clone();
+    let mut cluster = cluster;
+    assert_eq!(read(&ns, 1).await, (1, Status::Miss));
+    assert_eq!(read(&ns, 2).await, (1, Status::Hit));
+    let replica = cut(&mut cluster, master);
+    let started = Instant::now();
+    let durable_ns = durable.namespace(&ns);
+    let (invalidated, ()) = tokio::join!(durable_ns.invalidate(), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cluster.thaw(replica);
+    });
+    let waited = started.elapsed();
+    assert_eq!(invalidated, Invalidation::Done);
+    assert!(waited >= Duration::from_millis(500), "{waited:?}");
+
+    let cluster = failover(cluster, master, replica).await.unwrap();
+    assert_eq!(read_after(&ns, 3).await, (3, Status::Miss));
+    eprintln!("durable: the invalidation returned after {waited:?} (replica thawed at 500 ms)");
+    drop(cluster);
 }

@@ -511,10 +511,22 @@ async fn checker_under_eviction(policy: &str) {
     let mut conn = raw(&server.url()).await;
     let evicted = info_field(&mut conn, "evicted_keys").await;
     println!(
-        "{policy}: {} reads checked, {} violations, {evicted} keys evicted",
-        got.reads, got.violations
+        "{policy}: {} reads checked, {} violations, {evicted} keys evicted, {} invalidations queued",
+        got.reads, got.violations, got.queued
     );
-    assert!(evicted > 1000, "memory pressure: {evicted} evictions");
+    if policy == "noeviction" {
+        // Nothing is evicted: writes past the limit fail (OOM), the
+        // cache's too, and the calls run uncached instead.
+        assert_eq!(evicted, 0, "noeviction evicted {evicted} keys");
+        let errors: String = redis::cmd("INFO")
+            .arg("errorstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(errors.contains("errorstat_OOM"), "never full: {errors}");
+    } else {
+        assert!(evicted > 1000, "memory pressure: {evicted} evictions");
+    }
     assert!(
         got.reads > 1000,
         "the checker checked something: {}",
@@ -535,6 +547,37 @@ async fn randomized_reads_under_allkeys_lru_never_see_an_older_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomized_reads_under_volatile_lru_never_see_an_older_write() {
     checker_under_eviction("volatile-lru").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_reads_under_allkeys_lfu_never_see_an_older_write() {
+    checker_under_eviction("allkeys-lfu").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_reads_under_allkeys_random_never_see_an_older_write() {
+    checker_under_eviction("allkeys-random").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_reads_under_volatile_lfu_never_see_an_older_write() {
+    checker_under_eviction("volatile-lfu").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_reads_under_volatile_ttl_never_see_an_older_write() {
+    checker_under_eviction("volatile-ttl").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_reads_under_volatile_random_never_see_an_older_write() {
+    checker_under_eviction("volatile-random").await;
+}
+
+/// Full and nothing to evict: every write fails with OOM, and no call does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_reads_under_noeviction_never_see_an_older_write() {
+    checker_under_eviction("noeviction").await;
 }
 
 /// The body of `skewed`, run by whoever holds the key's lease: counts its

@@ -8,9 +8,10 @@ mod support;
 
 use std::io::{BufRead, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use cache_aside::{Cache, Invalidation, Status, with_status};
+use cache_aside::{Cache, Invalidation, Status, cached, with_status};
 use redis::AsyncCommands;
 use support::{RedisServer, connected, raw, redis_url, unique_prefix};
 use tokio::sync::Notify;
@@ -107,6 +108,74 @@ async fn local_hits_take_no_round_trip() {
     .await;
     assert_eq!((v, s), (10, Status::Hit));
     assert_eq!(c.stats().total.local_hits, 1000);
+}
+
+static DECODES: AtomicUsize = AtomicUsize::new(0);
+
+/// A value whose decoding is counted.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+struct Counted(u64);
+
+impl<'de> serde::Deserialize<'de> for Counted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        DECODES.fetch_add(1, Relaxed);
+        u64::deserialize(d).map(Counted)
+    }
+}
+
+/// The same, but not `Clone`: local hits decode.
+#[derive(Debug, PartialEq, serde::Serialize)]
+struct Uncloned(u64);
+
+impl<'de> serde::Deserialize<'de> for Uncloned {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        DECODES.fetch_add(1, Relaxed);
+        u64::deserialize(d).map(Uncloned)
+    }
+}
+
+#[cached(ns = "kept", ttl = "1m", local = "1m", keep_decoded, cache = c, skip(c))]
+async fn kept(c: &Cache, id: u64) -> Counted {
+    Counted(id)
+}
+
+#[cached(ns = "uncloned", ttl = "1m", local = "1m", cache = c, skip(c))]
+async fn uncloned(c: &Cache, id: u64) -> Uncloned {
+    Uncloned(id)
+}
+
+/// A `Clone` value is decoded by the first local hit and kept: the hits
+/// after it clone it, and decode nothing. Other values decode per hit.
+#[tokio::test]
+async fn local_hits_of_a_clone_value_do_not_decode() {
+    let server = RedisServer::start();
+    let c = cache_at(&server.url(), "kept", None);
+    connected(&c).await;
+    for _ in 0..3 {
+        assert_eq!(kept(&c, 1).await, Counted(1));
+        assert_eq!(uncloned(&c, 1).await, Uncloned(1));
+    }
+    let local_before = c.stats().total.local_hits;
+    let before = DECODES.load(Relaxed);
+    for _ in 0..100 {
+        assert_eq!(with_status(kept(&c, 1)).await, (Counted(1), Status::Hit));
+    }
+    let kept_decodes = DECODES.load(Relaxed) - before;
+    for _ in 0..100 {
+        assert_eq!(uncloned(&c, 1).await, Uncloned(1));
+    }
+    let uncloned_decodes = DECODES.load(Relaxed) - before - kept_decodes;
+    assert_eq!(
+        c.stats().total.local_hits - local_before,
+        200,
+        "all local hits"
+    );
+    assert_eq!(kept_decodes, 0, "kept after the first local hit");
+    assert_eq!(uncloned_decodes, 100);
+    // An invalidation drops the kept value with its entry.
+    c.namespace("kept").invalidate().await;
+    let (v, s) = with_status(kept(&c, 2)).await;
+    assert_eq!((v, s), (Counted(2), Status::Miss));
 }
 
 #[tokio::test]

@@ -24,6 +24,9 @@ on_every_backend!(
     an_inner_write_inside_a_transaction,
     a_wide_outer_fn_is_bounded,
     a_bypass_inside_an_outer_body_is_not_stored,
+    a_collapse_after_a_concurrent_invalidation_is_not_stored,
+    a_fail_safe_outer_value_is_not_handed_on_after_an_inner_invalidation,
+    a_refreshed_inner_entry_reaches_the_outer_entry,
 );
 
 /// Airports: a name and a version per code.
@@ -370,4 +373,117 @@ async fn a_bypass_inside_an_outer_body_is_not_stored(b: Backend) {
     );
     rename(&c, &db, 3).await.unwrap();
     assert_eq!(through_bypass(&c, &db, 3).await, Ok("3v1".into()));
+}
+
+/// Reads a route (an entry whose deps hold two airport buckets), then, if
+/// `during` is set, lets a writer rename `from` (as a concurrent request
+/// would), then reads 40 other airports: past 16 buckets, the airport
+/// buckets collapse into the any-key token.
+#[cached(ns = "n_collapse", ttl = "5m", cache = cache, skip(cache, db, during))]
+async fn collapse(cache: &Cache, db: &Db, during: bool, from: u32) -> Result<String, String> {
+    let r = route(cache, db, from, from + 1).await?;
+    if during {
+        rename(cache, db, from).await?;
+    }
+    for code in 1000..1040 {
+        airport(cache, db, code).await?;
+    }
+    Ok(r)
+}
+
+/// The any-key value read after the rename is newer than the route's
+/// buckets: collapsing them into it would hide the rename, and the next
+/// call would serve the old route.
+async fn a_collapse_after_a_concurrent_invalidation_is_not_stored(b: Backend) {
+    let c = cache(b, "nested-collapse").await;
+    let db = Db::default();
+    route(&c, &db, 5, 6).await.unwrap();
+    assert_eq!(collapse(&c, &db, true, 5).await, Ok("5v0-6v0".into()));
+    assert_eq!(
+        collapse(&c, &db, false, 5).await,
+        Ok("5v1-6v0".into()),
+        "an outer entry served after an invalidation of what it read returned"
+    );
+    assert_eq!(
+        with_status(collapse(&c, &db, false, 5)).await,
+        (Ok("5v1-6v0".into()), Status::Hit),
+        "stored when nothing changed while it ran"
+    );
+}
+
+/// A route with a fail-safe window whose body, once armed, reads its
+/// airports, waits for `gate`, and fails.
+#[cached(ns = "n_safe_route", ttl = "200ms", fail_safe = "1h", cache = cache, skip(cache, db, gate))]
+async fn safe_route(
+    cache: &Cache,
+    db: &Db,
+    gate: &Gate,
+    from: u32,
+    to: u32,
+) -> Result<String, String> {
+    let r = route(cache, db, from, to).await?;
+    if gate.armed.swap(false, SeqCst) {
+        gate.entered.notify_one();
+        gate.open.notified().await;
+        return Err("the database is down".into());
+    }
+    Ok(r)
+}
+
+#[derive(Default)]
+struct Gate {
+    armed: std::sync::atomic::AtomicBool,
+    entered: tokio::sync::Notify,
+    open: tokio::sync::Notify,
+}
+
+/// The leader's body fails and it serves the expired outer entry
+/// (fail-safe) to its own caller, who started before the rename. A caller
+/// that joined its flight after the rename returned must not get it.
+async fn a_fail_safe_outer_value_is_not_handed_on_after_an_inner_invalidation(b: Backend) {
+    let c = cache(b, "nested-fail-safe").await;
+    let db = Arc::new(Db::default());
+    let gate = Arc::new(Gate::default());
+    assert_eq!(safe_route(&c, &db, &gate, 7, 8).await, Ok("7v0-8v0".into()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gate.armed.store(true, SeqCst);
+    let leader = {
+        let (c, db, gate) = (c.clone(), db.clone(), gate.clone());
+        tokio::spawn(async move { with_status(safe_route(&c, &db, &gate, 7, 8)).await })
+    };
+    gate.entered.notified().await;
+    rename(&c, &db, 8).await.unwrap();
+    let follower = {
+        let (c, db, gate) = (c.clone(), db.clone(), gate.clone());
+        tokio::spawn(async move { safe_route(&c, &db, &gate, 7, 8).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gate.open.notify_one();
+    assert_eq!(
+        leader.await.unwrap(),
+        (Ok("7v0-8v0".into()), Status::FailSafe)
+    );
+    assert_eq!(
+        follower.await.unwrap(),
+        Ok("7v0-8v1".into()),
+        "a caller that started after the rename returned got the old route"
+    );
+}
+
+/// `refresh` recomputes an inner entry whose source changed behind the
+/// cache's back: the outer entries built from the old value follow.
+async fn a_refreshed_inner_entry_reaches_the_outer_entry(b: Backend) {
+    let c = cache(b, "nested-refresh").await;
+    let db = Db::default();
+    assert_eq!(route(&c, &db, 1, 2).await, Ok("1v0-2v0".into()));
+    db.rename(2);
+    assert_eq!(
+        cache_aside::refresh(airport(&c, &db, 2)).await,
+        Ok("2v1".into())
+    );
+    assert_eq!(
+        st(&c, &db, 1, 2).await,
+        (Ok("1v0-2v1".into()), Status::Miss),
+        "the outer entry outlived a refresh of what it read"
+    );
 }

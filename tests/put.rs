@@ -23,6 +23,7 @@ on_every_backend!(
     overlapping_puts_in_one_scope_store_nothing,
     sequential_puts_in_one_scope_store_the_last,
     a_put_in_a_rolled_back_savepoint_stores_nothing,
+    a_failed_put_without_a_claim_invalidates,
 );
 
 /// A "database" of one value per id; a write may pause before and after
@@ -458,5 +459,32 @@ async fn a_slow_reader_does_not_overwrite_a_put() {
         a.stats().total.stores_rejected,
         1,
         "the slow reader's store"
+    );
+}
+
+/// Writes the row, then fails (as a write whose COMMIT landed and whose
+/// connection broke before the answer).
+#[cache_put(ns = "put_value", key(id), cache = cache)]
+async fn write_then_fail(cache: &Cache, db: &Db, id: u32, v: u64) -> Result<u64, String> {
+    db.set(id, v);
+    Err("connection reset".into())
+}
+
+/// A put that cannot claim its key (here: in a bypass scope) and fails
+/// after its write still invalidates the key.
+async fn a_failed_put_without_a_claim_invalidates(b: Backend) {
+    let c = cache(b, "put-err-unclaimed").await;
+    let db = Db::default();
+    db.set(1, 10);
+    assert_eq!(read(&c, &db, 1, 0).await, Ok(10));
+    assert!(
+        cache_aside::bypass(write_then_fail(&c, &db, 1, 11))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        with_status(read(&c, &db, 1, 0)).await,
+        (Ok(11), Status::Miss),
+        "the old value outlived a write that failed after it landed"
     );
 }

@@ -323,6 +323,55 @@ async fn invalidation_during_an_outage_is_queued_and_lands_later() {
     assert_eq!(s, Status::Miss);
 }
 
+#[cached(ns = "q_inner", cache = cache, skip(cache, calls))]
+async fn q_inner(cache: &Cache, calls: &Calls, id: u32) -> u32 {
+    calls.hit();
+    id
+}
+
+#[cached(ns = "q_outer", cache = cache, skip(cache, calls))]
+async fn q_outer(cache: &Cache, calls: &Calls, id: u32) -> u32 {
+    q_inner(cache, calls, id).await + 1000
+}
+
+/// An inner namespace's invalidation is queued during an outage: until it
+/// lands, this process does not serve the outer entries built from it
+/// either (and after it lands they are misses).
+#[tokio::test]
+async fn a_queued_inner_invalidation_reaches_outer_entries() {
+    let server = RedisServer::start();
+    let writer = Cache::builder()
+        .redis_url(server.url())
+        .prefix("queued-nested")
+        .op_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    connected(&writer).await;
+    let calls = Calls::default();
+    assert_eq!(
+        with_status(q_outer(&writer, &calls, 1)).await.1,
+        Status::Miss
+    );
+    assert_eq!(
+        with_status(q_outer(&writer, &calls, 1)).await.1,
+        Status::Hit
+    );
+    server.freeze();
+    assert_eq!(
+        writer.namespace("q_inner").invalidate().await,
+        Invalidation::Queued
+    );
+    server.thaw();
+    let queued = writer.has_queued_invalidations();
+    let (v, s) = with_status(q_outer(&writer, &calls, 1)).await;
+    assert_eq!(v, 1001);
+    assert_ne!(
+        s,
+        Status::Hit,
+        "an outer entry served while the invalidation of what it read was queued ({queued})"
+    );
+}
+
 #[tokio::test]
 async fn eviction_is_a_miss_never_an_error() {
     let server =
@@ -713,4 +762,65 @@ async fn shutdown_keeps_its_bound_when_redis_answers_nothing() {
     assert!(left > 0, "{left}");
     assert!(waited < Duration::from_millis(1500), "{waited:?}");
     proxy.hold_requests(false);
+}
+
+/// `durable_invalidations` on one server: with a replica attached an
+/// invalidation (its script and `WAIT` in one pipeline on one connection)
+/// is `Done`, also the first use of a script on the server (`NOSCRIPT`,
+/// loaded, sent again); with the replica frozen it is `Queued` after the
+/// timeout, and lands once the replica answers; hits go on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_invalidations_wait_for_a_replica() {
+    let master = RedisServer::start();
+    let port = master.port.to_string();
+    let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let mut admin = raw(&master.url()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        if info.contains("connected_slaves:1") && info.contains("state=online") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never synced: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = Cache::builder()
+        .redis_url(master.url())
+        .prefix(unique_prefix("durable"))
+        .durable_invalidations(1, Duration::from_millis(300))
+        .build()
+        .unwrap();
+    connected(&c).await;
+    let ns = c.namespace("durable").ttl(Duration::from_secs(60));
+    let read = |v: u32| with_status(ns.get_or_compute(&1u32, async move { v }));
+    assert_eq!(read(1).await, (1, Status::Miss));
+    // No script has run on this server yet: NOSCRIPT, then loaded.
+    assert_eq!(ns.invalidate_key(&1u32).await, Invalidation::Done);
+    assert_eq!(ns.invalidate().await, Invalidation::Done);
+    assert_eq!(read(2).await, (2, Status::Miss));
+
+    replica.freeze();
+    let started = Instant::now();
+    assert_eq!(ns.invalidate().await, Invalidation::Queued);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // Queued: this process reads the namespace from the source meanwhile.
+    assert_eq!(read(3).await, (3, Status::Bypass));
+    replica.thaw();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.has_queued_invalidations() {
+        assert!(
+            Instant::now() < deadline,
+            "the queued invalidation never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(read(4).await, (4, Status::Miss));
+    assert_eq!(read(5).await, (4, Status::Hit));
 }

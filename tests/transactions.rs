@@ -165,18 +165,83 @@ async fn a_dropped_scope_still_ends(b: Backend) {
     }
 }
 
-/// The database of the killed-writer test, in Redis (shared by the two
+/// The database of the killed-writer tests, in Redis (shared by the two
 /// processes): `txn:{prefix}:count` is the committed count.
-#[cached(ns = "proc_count", cache = cache, skip(cache, db))]
-async fn count_in(cache: &Cache, db: &str) -> i64 {
+async fn committed_in(db: &str) -> i64 {
     let mut conn = raw(&redis_url()).await;
     conn.get::<_, Option<i64>>(db).await.unwrap().unwrap_or(0)
+}
+
+#[cached(ns = "proc_count", cache = cache, skip(cache, db))]
+async fn count_in(cache: &Cache, db: &str) -> i64 {
+    committed_in(db).await
 }
 
 #[invalidates("proc_count", cache = cache)]
 async fn add_in(cache: &Cache) {}
 
+/// Entries of one user, invalidated by tag.
+#[cached(ns = "proc_orders", tags(user), cache = cache, skip(cache, db))]
+async fn orders_in(cache: &Cache, db: &str, user: u32) -> i64 {
+    committed_in(db).await
+}
+
+#[invalidates(ns = "proc_orders", tag(user), cache = cache)]
+async fn add_order_in(cache: &Cache, user: u32) {}
+
+/// An inner entry (invalidated by key) and an outer one built from it.
+#[cached(ns = "proc_airport", cache = cache, skip(cache, db))]
+async fn airport_in(cache: &Cache, db: &str, code: u32) -> i64 {
+    committed_in(db).await
+}
+
+#[cached(ns = "proc_board", cache = cache, skip(cache, db))]
+async fn board_in(cache: &Cache, db: &str, code: u32) -> i64 {
+    airport_in(cache, db, code).await
+}
+
+#[invalidates(ns = "proc_airport", key(code), cache = cache)]
+async fn rename_in(cache: &Cache, code: u32) {}
+
+/// What the killed writer invalidates, and what the reader reads.
+#[derive(Clone, Copy)]
+enum Killed {
+    /// The namespace (`count_in`).
+    Namespace,
+    /// A tag (`orders_in` of user 7).
+    Tag,
+    /// An inner key (`airport_in` 3), read through `board_in`.
+    Nested,
+}
+
+impl Killed {
+    fn name(self) -> &'static str {
+        match self {
+            Killed::Namespace => "ns",
+            Killed::Tag => "tag",
+            Killed::Nested => "nested",
+        }
+    }
+
+    async fn write(self, c: &Cache) {
+        match self {
+            Killed::Namespace => add_in(c).await,
+            Killed::Tag => add_order_in(c, 7).await,
+            Killed::Nested => rename_in(c, 3).await,
+        }
+    }
+
+    async fn read(self, c: &Cache, db: &str) -> (i64, Status) {
+        match self {
+            Killed::Namespace => with_status(count_in(c, db)).await,
+            Killed::Tag => with_status(orders_in(c, db, 7)).await,
+            Killed::Nested => with_status(board_in(c, db, 3)).await,
+        }
+    }
+}
+
 const CHILD: &str = "CACHE_ASIDE_TXN_CHILD";
+const CHILD_KIND: &str = "CACHE_ASIDE_TXN_KIND";
 
 async fn wait_for(conn: &mut redis::aio::MultiplexedConnection, key: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -190,13 +255,19 @@ async fn wait_for(conn: &mut redis::aio::MultiplexedConnection, key: &str, want:
     }
 }
 
-/// The writer (run only when re-executed by the test below): writes inside
+/// The writer (run only when re-executed by the tests below): writes inside
 /// a scope, waits for the reader, commits, and hangs inside the scope
 /// until it is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "child process of a_killed_writer_leaves_no_pre_commit_value"]
+#[ignore = "child process of the killed-writer tests"]
 async fn txn_child() {
-    let Ok(prefix) = std::env::var(CHILD) else {
+    let (Ok(prefix), Ok(kind)) = (std::env::var(CHILD), std::env::var(CHILD_KIND)) else {
+        return;
+    };
+    let Some(kind) = [Killed::Namespace, Killed::Tag, Killed::Nested]
+        .into_iter()
+        .find(|k| k.name() == kind)
+    else {
         return;
     };
     let c = Cache::builder()
@@ -209,7 +280,7 @@ async fn txn_child() {
     let mut conn = raw(&redis_url()).await;
     let phase = format!("txn:{prefix}:phase");
     transaction(async {
-        add_in(&c).await;
+        kind.write(&c).await;
         let _: () = conn.set(&phase, "written").await.unwrap();
         wait_for(&mut conn, &phase, "read").await;
         let _: () = conn.set(format!("txn:{prefix}:count"), 1).await.unwrap(); // COMMIT
@@ -221,9 +292,8 @@ async fn txn_child() {
 
 /// A writer process dies between its COMMIT and the end of its scope: the
 /// value a reader computed from the data before the commit is never served,
-/// and the namespace is cached again after the fence lapses (1.5 s here).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_writer_leaves_no_pre_commit_value() {
+/// and the entry is cached again after the fence lapses (1.5 s here).
+async fn killed_writer(kind: Killed) {
     let prefix = unique_prefix("txn_kill");
     let c = Cache::builder()
         .redis_url(redis_url())
@@ -234,18 +304,19 @@ async fn a_killed_writer_leaves_no_pre_commit_value() {
     let db = format!("txn:{prefix}:count");
     let phase = format!("txn:{prefix}:phase");
     let mut conn = raw(&redis_url()).await;
-    assert_eq!(with_status(count_in(&c, &db)).await, (0, Status::Miss));
-    assert_eq!(with_status(count_in(&c, &db)).await, (0, Status::Hit));
+    assert_eq!(kind.read(&c, &db).await, (0, Status::Miss));
+    assert_eq!(kind.read(&c, &db).await, (0, Status::Hit));
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["txn_child", "--exact", "--ignored", "--nocapture"])
         .env(CHILD, &prefix)
+        .env(CHILD_KIND, kind.name())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     wait_for(&mut conn, &phase, "written").await;
     // Between the write and its COMMIT: the old count, computed, not kept.
-    assert_eq!(with_status(count_in(&c, &db)).await, (0, Status::Miss));
+    assert_eq!(kind.read(&c, &db).await, (0, Status::Miss));
     let _: () = conn.set(&phase, "read").await.unwrap();
     wait_for(&mut conn, &phase, "committed").await;
     child.kill().unwrap();
@@ -253,7 +324,7 @@ async fn a_killed_writer_leaves_no_pre_commit_value() {
     let killed = Instant::now();
     // The scope never ends. Every read from now on sees the commit.
     loop {
-        let (v, s) = with_status(count_in(&c, &db)).await;
+        let (v, s) = kind.read(&c, &db).await;
         assert_eq!(v, 1, "a pre-commit value was served after the commit");
         if s == Status::Hit {
             break;
@@ -265,11 +336,29 @@ async fn a_killed_writer_leaves_no_pre_commit_value() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let lapsed = killed.elapsed();
-    eprintln!("cached again {lapsed:?} after the writer was killed (fence 1.5 s)");
+    eprintln!(
+        "{}: cached again {lapsed:?} after the writer was killed (fence 1.5 s)",
+        kind.name()
+    );
     assert!(
         lapsed >= Duration::from_millis(1000),
         "fenced until the lapse: {lapsed:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_writer_leaves_no_pre_commit_value() {
+    killed_writer(Killed::Namespace).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_writer_leaves_no_pre_commit_value_of_a_tag() {
+    killed_writer(Killed::Tag).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_writer_leaves_no_pre_commit_outer_value() {
+    killed_writer(Killed::Nested).await;
 }
 
 #[cached(ns = "checker", cache = cache, skip(cache, db))]

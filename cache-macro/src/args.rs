@@ -30,10 +30,16 @@ const CACHED_OPTIONS: &[&str] = &[
     "fail_safe",
     "timeout",
     "tags",
+    "compress",
+    "verify",
+    "batch",
+    "keep_decoded",
     "crate",
 ];
 const INVALIDATES_OPTIONS: &[&str] = &["ns", "key", "tag", "cache", "scoped", "crate"];
-const CACHE_PUT_OPTIONS: &[&str] = &["ns", "key", "ttl", "version", "lease", "cache", "crate"];
+const CACHE_PUT_OPTIONS: &[&str] = &[
+    "ns", "key", "ttl", "version", "lease", "compress", "cache", "crate",
+];
 
 /// `unknown option` error at `name`, with a "did you mean" when one option
 /// is close.
@@ -114,6 +120,14 @@ pub(crate) enum Local {
     True(Span),
 }
 
+/// `compress`, `compress = false`, `compress = "16KiB"` (or a number of bytes).
+#[derive(Clone, Copy)]
+pub(crate) enum Compress {
+    On,
+    Off,
+    Above(usize),
+}
+
 /// A namespace as written: a string, or the path of a `&str` constant
 /// (so that a reader and its writers can share one name).
 #[derive(Clone)]
@@ -156,6 +170,13 @@ pub(crate) struct CachedArgs {
     pub timeout: Option<Timed>,
     /// `tags(a, b = expr)`, with the span of `tags`.
     pub tags: Option<(Span, Vec<TagSpec>)>,
+    pub compress: Option<Compress>,
+    /// `verify = 0.001`: the share of hits the probe recomputes, with its span.
+    pub verify: Option<(f64, Span)>,
+    /// `batch`: the fn reads many keys at once (its span).
+    pub batch: Option<Span>,
+    /// `keep_decoded`: the local tier keeps the decoded value (its span).
+    pub keep_decoded: Option<Span>,
     pub krate: Option<Path>,
 }
 
@@ -183,6 +204,7 @@ pub(crate) struct CachePutArgs {
     pub ttl_of: Option<Expr>,
     pub version: Option<u32>,
     pub lease: Option<Timed>,
+    pub compress: Option<Compress>,
     pub cache: Option<Expr>,
     pub krate: Option<Path>,
 }
@@ -233,6 +255,10 @@ impl Parse for CachedArgs {
                 "fail_safe" => args.fail_safe = Some(parse_ttl(input, &name)?),
                 "timeout" => args.timeout = Some(parse_ttl(input, &name)?),
                 "tags" => args.tags = Some((name.span(), parse_tags(input, &name)?)),
+                "compress" => args.compress = Some(parse_compress(input)?),
+                "verify" => args.verify = Some(parse_share(input, &name)?),
+                "batch" => args.batch = Some(name.span()),
+                "keep_decoded" => args.keep_decoded = Some(name.span()),
                 "tag" => {
                     return Err(Error::new(
                         name.span(),
@@ -338,6 +364,7 @@ impl Parse for CachePutArgs {
                 },
                 "version" => args.version = Some(parse_version(input, &name)?),
                 "lease" => args.lease = Some(parse_ttl(input, &name)?),
+                "compress" => args.compress = Some(parse_compress(input)?),
                 "cache" => args.cache = Some(parse_value(input, &name)?),
                 "crate" => args.krate = Some(parse_crate(input, &name)?),
                 _ => return Err(unknown_option(&name, "cache_put", CACHE_PUT_OPTIONS, "")),
@@ -416,6 +443,54 @@ fn parse_local(input: ParseStream<'_>, name: &Ident) -> Result<Local> {
         });
     }
     parse_ttl(input, name).map(Local::Ttl)
+}
+
+/// `compress` alone (or `= true`): above the cache's threshold;
+/// `compress = false`: never; `compress = "16KiB"` or `compress = 16384`:
+/// encodings of at least that many bytes.
+fn parse_compress(input: ParseStream<'_>) -> Result<Compress> {
+    const HELP: &str = "write `compress` (above the cache's threshold), `compress = false`, or a \
+                        size: `compress = \"16KiB\"` (units B, KiB, MiB) or `compress = 16384` (bytes)";
+    if !input.peek(Token![=]) {
+        return Ok(Compress::On);
+    }
+    input.parse::<Token![=]>()?;
+    if input.peek(syn::LitBool) {
+        let lit: syn::LitBool = input.parse()?;
+        return Ok(if lit.value {
+            Compress::On
+        } else {
+            Compress::Off
+        });
+    }
+    if input.peek(LitInt) {
+        let lit: LitInt = input.parse()?;
+        return lit
+            .base10_parse::<usize>()
+            .map(Compress::Above)
+            .map_err(|_| Error::new(lit.span(), HELP));
+    }
+    let lit: LitStr = input.parse().map_err(|e| Error::new(e.span(), HELP))?;
+    parse_size(&lit.value())
+        .map(Compress::Above)
+        .ok_or_else(|| Error::new(lit.span(), format!("`{}` is no size: {HELP}", lit.value())))
+}
+
+/// "512B", "16KiB", "1MiB", "4096": a number of bytes.
+fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(digits);
+    let n: usize = n.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        _ => return None,
+    };
+    n.checked_mul(scale)
 }
 
 /// `refresh = "inline"` or `refresh = "background"`.
@@ -550,6 +625,24 @@ fn parse_beta(input: ParseStream<'_>, name: &Ident) -> Result<(f64, Span)> {
         ));
     };
     Ok((beta, span))
+}
+
+/// `verify = 0.001`: a number (checked to be a share in validate.rs).
+fn parse_share(input: ParseStream<'_>, name: &Ident) -> Result<(f64, Span)> {
+    const HELP: &str = "expected `verify = <share of hits>`, a number in (0, 1] such as 0.001";
+    if !input.peek(Token![=]) {
+        return Err(Error::new(name.span(), HELP));
+    }
+    input.parse::<Token![=]>()?;
+    if input.peek(syn::LitFloat) {
+        let lit: syn::LitFloat = input.parse()?;
+        return Ok((lit.base10_parse::<f64>()?, lit.span()));
+    }
+    if input.peek(LitInt) {
+        let lit: LitInt = input.parse()?;
+        return Ok((lit.base10_parse::<f64>()?, lit.span()));
+    }
+    Err(Error::new(input.span(), HELP))
 }
 
 /// The error for `-<number>`, spanning both tokens.

@@ -33,8 +33,10 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Expr, Ident};
 
-use crate::args::{NsName, TagSpec};
-use crate::validate::{CachePut, Cached, Copy, Invalidates, Key, Ns, Options, Refresh, Target};
+use crate::args::{Compress, NsName, TagSpec};
+use crate::validate::{
+    Batch, CachePut, Cached, Copy, Invalidates, Key, KeysForm, Ns, Options, Refresh, Target,
+};
 
 /// The `cache = <expr>` option: a statement binding the expression to a
 /// local (so that an owned `Cache` or `Arc<Cache>`, e.g. `self.cache.clone()`
@@ -116,7 +118,7 @@ fn filter_support(krate: &TokenStream) -> TokenStream {
 fn value_support(krate: &TokenStream) -> TokenStream {
     quote! {
         #[allow(unused_imports)]
-        use #krate::__private::{ValueErrDe as _, ValueErrSer as _, ValueOk as _};
+        use #krate::__private::{ValueBytes as _, ValueErrDe as _, ValueErrSer as _, ValueOk as _};
     }
 }
 
@@ -151,6 +153,12 @@ fn call_options(
     let version = option(version);
     let fail_safe = duration(o.fail_safe);
     let timeout = duration(o.timeout);
+    let verify = option(o.verify);
+    let compress = option(o.compress.map(|c| match c {
+        Compress::On => quote!(#krate::__private::Compress::On),
+        Compress::Off => quote!(#krate::__private::Compress::Never),
+        Compress::Above(n) => quote!(#krate::__private::Compress::Above(#n)),
+    }));
     quote!(#krate::__private::CallOptions {
         ttl: #ttl,
         stale: #stale,
@@ -163,6 +171,8 @@ fn call_options(
         fail_safe: #fail_safe,
         timeout: #timeout,
         tags: &[#(#tag_names),*],
+        compress: #compress,
+        verify: #verify,
     })
 }
 
@@ -267,7 +277,7 @@ fn refresher(c: &Cached, stored: &TokenStream) -> (TokenStream, TokenStream) {
                     #(#lazy)*
                     async move {
                         #(#binds)*
-                        let #out: #ret_ty = #body;
+                        let #out: #ret_ty = async move #body.await;
                         #stored
                     }
                 })
@@ -365,6 +375,7 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
     let into = Ident::new("__cache_aside_into", Span::mixed_site());
     let from = Ident::new("__cache_aside_from", Span::mixed_site());
     let filter = Ident::new("__cache_aside_unless", Span::mixed_site());
+    let keep = Ident::new("__cache_aside_keep", Span::mixed_site());
     // The value dispatcher reports a non-cacheable type at the return type
     // (for `Result<T, E>`, at `T`).
     let dispatch = Ident::new("__cache_aside_value", value_ty.span());
@@ -395,6 +406,15 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
             quote!(#from(#out)),
         )
     };
+    // `keep_decoded`: the local tier keeps the decoded value; the value
+    // type's bound (`Clone + Send + Sync + 'static`) is reported there.
+    let keeper = match c.keep_decoded {
+        Some(span) => {
+            let path = respan(quote!(#krate::__private::keeper), span);
+            quote!(#path(&#into))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let key_support = key_support(krate);
     let value_support = value_support(krate);
     let (refresh_binding, refresh) = refresher(c, &stored);
@@ -422,14 +442,17 @@ pub(crate) fn cached(c: &Cached) -> TokenStream {
                 #value_support
                 #filter_support
                 #ttl_support
-                (&&&#krate::__private::Value::<#value_ty>::NEW).#dispatch(#unless)
+                (&&&&#krate::__private::Value::<#value_ty>::NEW).#dispatch(#unless)
             };
             #refresh_binding
             // Pinned here, once: the runtime's layers pass a pointer down
             // instead of each holding (and moving) the whole body future,
             // which would multiply a nested cached call's size per layer.
-            let #out = #call.#method(#opts, #generics, #filter, #share #refresh, ::core::pin::pin!(async move {
-                let #out: #ret_ty = #block;
+            let #keep = #keeper;
+            let #out = #call.#method(#opts, #generics, #filter, #share #keep, #refresh, ::core::pin::pin!(async move {
+                // Its own async block: a `return` in the body leaves the body
+                // (with its type), not the conversion after it.
+                let #out: #ret_ty = async move #block.await;
                 #stored
             }))
             .await;
@@ -651,6 +674,8 @@ pub(crate) fn cache_put(p: &CachePut) -> TokenStream {
             local: None,
             fail_safe: None,
             timeout: None,
+            compress: p.compress,
+            verify: None,
         },
         p.version,
         &[],
@@ -704,14 +729,104 @@ pub(crate) fn cache_put(p: &CachePut) -> TokenStream {
             let (#into, #from, #filter) = {
                 #value_support
                 #ttl_support
-                (&&&#krate::__private::Value::<#value_ty>::NEW).#dispatch(#filter_expr)
+                (&&&&#krate::__private::Value::<#value_ty>::NEW).#dispatch(#filter_expr)
             };
             let #out = #call.#method(#opts, #filter, ::core::pin::pin!(async move {
-                let #out: #ret_ty = #block;
+                // Its own async block: a `return` in the body leaves the body
+                // (with its type), not the conversion after it.
+                let #out: #ret_ty = async move #block.await;
                 #stored
             }))
             .await;
             #returned
+        }
+    }
+}
+
+/// `#[cached(ns = .., batch)]`: the keys' entries read at once, the body
+/// run with the missing keys only (in the keys argument's own form), and
+/// the map it returns merged with the hits.
+pub(crate) fn batch(b: &Batch) -> TokenStream {
+    let krate = &b.krate;
+    let (attrs, vis, sig, block) = (
+        &b.func.item.attrs,
+        &b.func.item.vis,
+        &b.func.item.sig,
+        &b.func.item.block,
+    );
+    let (cache_binding, cache) = cache_expr(krate, b.cache.as_ref());
+    let ns = ns_tokens(krate, &b.ns);
+    let opts = call_options(krate, &b.options, b.version, &[]);
+    let site = site(krate, Some(&Key::Args(vec![b.keys.clone()])));
+    let (keys, key_ty, value_ty, ret_ty) = (&b.keys, &b.key_ty, &b.value_ty, &b.ret_ty);
+    let missing = Ident::new("__cache_aside_missing", Span::mixed_site());
+    let out = Ident::new("__cache_aside_out", Span::mixed_site());
+    let rebind = match b.keys_form {
+        KeysForm::Slice => quote!(let #keys: &[#key_ty] = &#missing[..];),
+        KeysForm::VecRef => quote!(let #keys: &::std::vec::Vec<#key_ty> = &#missing;),
+        KeysForm::Vec => quote!(let #keys: ::std::vec::Vec<#key_ty> = #missing;),
+    };
+    // Each value through the value dispatcher, as a single-key fn's: the
+    // same stored form (a `Vec<u8>` as bytes), and a type that cannot be
+    // cached reported once, at `V`.
+    let (into, from) = (
+        Ident::new("__cache_aside_into", Span::mixed_site()),
+        Ident::new("__cache_aside_from", Span::mixed_site()),
+    );
+    let dispatch = Ident::new("__cache_aside_value", value_ty.span());
+    let value_support = value_support(krate);
+    let stored = quote!(::core::result::Result::map(#out, |m| {
+        m.into_iter().map(|(k, v)| (k, #into(v))).collect::<::std::collections::HashMap<_, _>>()
+    }));
+    let returned = quote!(::core::result::Result::map(#out, |m| {
+        m.into_iter().map(|(k, v)| (k, #from(v))).collect::<::std::collections::HashMap<_, _>>()
+    }));
+    let (to_result, from_result) = if b.is_result {
+        (stored, returned)
+    } else {
+        (
+            quote!({
+                let #out = ::core::result::Result::<_, ::core::convert::Infallible>::Ok(#out);
+                #stored
+            }),
+            quote!(match #returned {
+                ::core::result::Result::Ok(map) => map,
+                ::core::result::Result::Err(never) => match never {},
+            }),
+        )
+    };
+    // The key type's bound, reported at it.
+    let key_check = respan(quote!(__cache_aside_batch_key::<#key_ty>), key_ty.span());
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            #cache_binding
+            {
+                use #krate::__private::batch_key as __cache_aside_batch_key;
+                #key_check();
+            }
+            let (#into, #from, _) = {
+                #value_support
+                (&&&&#krate::__private::Value::<#value_ty>::NEW).#dispatch(#krate::__private::NoFilter)
+            };
+            static __CACHE_ASIDE_SLOT: #krate::__private::NsSlot = #krate::__private::NsSlot::new();
+            let #out = #krate::__private::batch(
+                #cache,
+                &__CACHE_ASIDE_SLOT,
+                #site,
+                #ns,
+                #opts,
+                &(#keys)[..],
+                |#missing: ::std::vec::Vec<#key_ty>| async move {
+                    #rebind
+                    // Its own async block: a `return` in the body leaves the body
+                    // (with its type), not the conversion after it.
+                    let #out: #ret_ty = async move #block.await;
+                    #to_result
+                },
+            )
+            .await;
+            #from_result
         }
     }
 }

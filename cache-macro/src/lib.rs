@@ -109,6 +109,9 @@ fn run(
 pub fn cached(attr: TokenStream, item: TokenStream) -> TokenStream {
     run(attr, item, "cached", |attr, func| {
         let args = syn::parse2::<args::CachedArgs>(attr)?;
+        if args.batch.is_some() {
+            return Ok(expand::batch(&validate::batch(args, func)?));
+        }
         Ok(expand::cached(&validate::cached(args, func)?))
     })
 }

@@ -42,6 +42,10 @@ pub(crate) struct Options {
     /// `timeout = "2s"`: how long the body may run when a fail-safe value
     /// is at hand.
     pub timeout: Option<Duration>,
+    /// `compress`: whether large values are stored compressed.
+    pub compress: Option<crate::args::Compress>,
+    /// `verify`: the share of hits the consistency probe recomputes.
+    pub verify: Option<f64>,
 }
 
 /// How one argument gets into a refresh in the background, which owns
@@ -95,6 +99,9 @@ pub(crate) struct Cached {
     pub is_result: bool,
     /// `tags(..)`: each entry's tags.
     pub tags: Vec<TagSpec>,
+    /// `keep_decoded`: the local tier keeps decoded values (its span, for
+    /// the value type's bound).
+    pub keep_decoded: Option<Span>,
 }
 
 /// What a checked `#[invalidates]` invalidates.
@@ -160,6 +167,13 @@ pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
         Some(Local::Ttl(t)) => duration("local", Some(t))?,
         None => None,
     };
+    if let (Some(span), Some(Duration::ZERO)) = (args.keep_decoded, local) {
+        return Err(Error::new(
+            span,
+            "`keep_decoded` keeps values in the local tier, which `local = false` turns off: \
+             remove one of them",
+        ));
+    }
     let skip: &[Ident] = args.skip.as_ref().map_or(&[], |(_, names)| names);
     check_names(&func, skip, "skip", "")?;
     if let (Some(_), Some((span, _))) = (&args.key, &args.skip) {
@@ -169,6 +183,16 @@ pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
              remove `skip(..)`",
         ));
     }
+    let verify = match args.verify {
+        Some((share, span)) if !(share > 0.0 && share <= 1.0) => {
+            return Err(Error::new(
+                span,
+                "verify: the share of hits to recompute is a number in (0, 1], such as 0.001 \
+                 (one hit in a thousand)",
+            ));
+        }
+        other => other.map(|(share, _)| share),
+    };
     let refresh = refresh(&func, &args)?;
     let tags = match args.tags {
         Some((span, specs)) => {
@@ -237,6 +261,8 @@ pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
             local,
             fail_safe,
             timeout,
+            compress: args.compress,
+            verify,
         },
         key,
         cache: args.cache,
@@ -246,6 +272,7 @@ pub(crate) fn cached(args: CachedArgs, func: Func) -> Result<Cached> {
         ret_ty,
         is_result,
         tags,
+        keep_decoded: args.keep_decoded,
         func,
     })
 }
@@ -358,6 +385,7 @@ pub(crate) struct CachePut {
     /// `ttl = f`: the TTL from the value (zero: not stored, invalidated).
     pub ttl_of: Option<Expr>,
     pub lease: Option<Duration>,
+    pub compress: Option<crate::args::Compress>,
     pub version: Option<u32>,
     /// The stored type (`T` of `Result<T, E>`), and the declared return type.
     pub value_ty: Type,
@@ -413,6 +441,7 @@ pub(crate) fn cache_put(args: CachePutArgs, func: Func) -> Result<CachePut> {
         ttl,
         ttl_of: args.ttl_of,
         lease,
+        compress: args.compress,
         version: args.version,
         value_ty,
         ret_ty,
@@ -445,6 +474,17 @@ fn is_transaction(ty: &Type) -> bool {
 /// argument is copied (each must be a plain name, and none `&mut`).
 fn refresh(func: &Func, args: &CachedArgs) -> Result<Refresh> {
     let refreshes = args.stale.is_some() || args.early_refresh.is_some();
+    if let (Some(lit), Some(_)) = (&args.refresh, &args.verify)
+        && lit.value() == "inline"
+    {
+        return Err(Error::new(
+            lit.span(),
+            "`verify` recomputes sampled hits in a task of its own, from copies of the \
+             arguments, and so refreshes in the background too: remove `refresh = \"inline\"` \
+             (or `verify`)",
+        ));
+    }
+    let refreshes_in_background = refreshes || args.verify.is_some();
     match &args.refresh {
         Some(lit) if !refreshes => {
             return Err(Error::new(
@@ -453,7 +493,7 @@ fn refresh(func: &Func, args: &CachedArgs) -> Result<Refresh> {
             ));
         }
         Some(lit) if lit.value() == "inline" => return Ok(Refresh::Inline),
-        _ if !refreshes => return Ok(Refresh::Inline),
+        _ if !refreshes_in_background => return Ok(Refresh::Inline),
         _ => {}
     }
     let inline_hint = "or refresh inline with `refresh = \"inline\"` (the caller that wins a \
@@ -478,7 +518,7 @@ fn refresh(func: &Func, args: &CachedArgs) -> Result<Refresh> {
                     return Err(Error::new_spanned(
                         r,
                         format!(
-                            "a refresh in the background (`stale`, `early_refresh`) runs the body \
+                            "a refresh in the background (`stale`, `early_refresh`, `verify`) runs the body \
                              on a copy of `self` in a task of its own, and cannot copy a `&mut self`: \
                              take `&self`, {inline_hint}"
                         ),
@@ -491,7 +531,7 @@ fn refresh(func: &Func, args: &CachedArgs) -> Result<Refresh> {
                     return Err(Error::new_spanned(
                         &pt.pat,
                         format!(
-                            "a refresh in the background (`stale`, `early_refresh`) copies every \
+                            "a refresh in the background (`stale`, `early_refresh`, `verify`) copies every \
                              argument, and cannot copy a pattern: bind it to a name and destructure \
                              it in the body, {inline_hint}"
                         ),
@@ -502,7 +542,7 @@ fn refresh(func: &Func, args: &CachedArgs) -> Result<Refresh> {
                         return Err(Error::new_spanned(
                             &pt.ty,
                             format!(
-                                "a refresh in the background (`stale`, `early_refresh`) runs the \
+                                "a refresh in the background (`stale`, `early_refresh`, `verify`) runs the \
                                  body on copies of the arguments in a task of its own, and cannot \
                                  copy `{name}`, a `&mut`: take a shared reference, {inline_hint}"
                             ),
@@ -725,4 +765,236 @@ fn check_key_arg(name: &Ident, ty: &Type) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A checked `#[cached(batch)]`: one argument holds the keys, the body
+/// returns a map from key to value, each value is its own entry.
+pub(crate) struct Batch {
+    pub func: Func,
+    pub krate: TokenStream,
+    pub ns: NsName,
+    pub version: Option<u32>,
+    pub options: Options,
+    pub cache: Option<Expr>,
+    /// The argument with the keys, how it holds them, and the key type.
+    pub keys: Ident,
+    pub keys_form: KeysForm,
+    pub key_ty: Type,
+    /// The value type (`V` of `HashMap<K, V>`), the declared return type,
+    /// and whether it is a `Result`.
+    pub value_ty: Type,
+    pub ret_ty: Type,
+    pub is_result: bool,
+}
+
+/// How a batch fn takes its keys.
+pub(crate) enum KeysForm {
+    /// `&[K]`
+    Slice,
+    /// `&Vec<K>`
+    VecRef,
+    /// `Vec<K>`
+    Vec,
+}
+
+const BATCH_KEYS: &str = "a batch fn takes its keys in one argument: `&[K]`, `&Vec<K>` or `Vec<K>` \
+                          (the others are skipped with `skip(..)`), and each key is the key of \
+                          one entry";
+
+/// `Vec<T>` (or `std::vec::Vec<T>`): `T`.
+fn vec_elem(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = crate::model::strip(ty) else {
+        return None;
+    };
+    let last = p.path.segments.last()?;
+    if last.ident != "Vec" {
+        return None;
+    }
+    match &last.arguments {
+        syn::PathArguments::AngleBracketed(a) if a.args.len() == 1 => match a.args.first() {
+            Some(syn::GenericArgument::Type(t)) => Some(t),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `HashMap<K, V>` (any path ending in `HashMap`): `V`.
+fn map_value(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = crate::model::strip(ty) else {
+        return None;
+    };
+    let last = p.path.segments.last()?;
+    if last.ident != "HashMap" {
+        return None;
+    }
+    match &last.arguments {
+        syn::PathArguments::AngleBracketed(a) => {
+            let types: Vec<&Type> = a
+                .args
+                .iter()
+                .filter_map(|g| match g {
+                    syn::GenericArgument::Type(t) => Some(t),
+                    _ => None,
+                })
+                .collect();
+            (types.len() == 2).then(|| types[1])
+        }
+        _ => None,
+    }
+}
+
+pub(crate) fn batch(args: CachedArgs, func: Func) -> Result<Batch> {
+    check_fn(&func, "cached")?;
+    let batch_span = args.batch.unwrap_or_else(Span::call_site);
+    let Some(ns) = args.ns.clone() else {
+        return Err(Error::new(
+            batch_span,
+            "a batch fn shares its entries with the namespace's single-key fn: name the \
+             namespace, `#[cached(ns = \"airport\", batch)]`",
+        ));
+    };
+    check_ns(&ns)?;
+    // What a batch does not do (yet), each at its token where there is one.
+    let not_with = |what: &str, span: Option<Span>| -> Result<()> {
+        match span {
+            Some(s) => Err(Error::new(
+                s,
+                format!(
+                    "`{what}` cannot be used with `batch`: remove it (a batch reads and stores each key as a plain single-key call would)"
+                ),
+            )),
+            None => Ok(()),
+        }
+    };
+    not_with("key", args.key.as_ref().map(|(s, _)| *s))?;
+    not_with("tags", args.tags.as_ref().map(|(s, _)| *s))?;
+    not_with("stale", args.stale.map(|t| t.span))?;
+    not_with("early_refresh", args.early_refresh.map(|(_, s)| s))?;
+    not_with("refresh", args.refresh.as_ref().map(syn::LitStr::span))?;
+    not_with("fail_safe", args.fail_safe.map(|t| t.span))?;
+    not_with("timeout", args.timeout.map(|t| t.span))?;
+    not_with("verify", args.verify.map(|(_, s)| s))?;
+    not_with("keep_decoded", args.keep_decoded)?;
+    not_with(
+        "unless",
+        args.unless.as_ref().map(syn::spanned::Spanned::span),
+    )?;
+    not_with(
+        "ttl = f",
+        args.ttl_of.as_ref().map(syn::spanned::Spanned::span),
+    )?;
+    not_with(
+        "local",
+        args.local.as_ref().map(|l| match l {
+            Local::Ttl(t) => t.span,
+            Local::Off | Local::True(_) => batch_span,
+        }),
+    )?;
+    if let Some(g) = func.item.sig.generics.type_params().next() {
+        return Err(Error::new_spanned(
+            g,
+            "a batch fn cannot be generic yet: write one for each type",
+        ));
+    }
+    let skip: &[Ident] = args.skip.as_ref().map_or(&[], |(_, names)| names);
+    check_names(&func, skip, "skip", "")?;
+    // The receiver and every other argument are shared by each round of
+    // the body: references only.
+    let by_ref = "a batch fn's body may run more than once (once per round of missing keys), \
+                  so its other arguments are taken by shared reference: take `&T`";
+    if let Some(syn::FnArg::Receiver(r)) = func.item.sig.inputs.first() {
+        let shared = match &r.kind {
+            syn::ReceiverKind::Reference(_, _, None) => true,
+            syn::ReceiverKind::Typed(_, ty) => matches!(
+                crate::model::strip(ty),
+                Type::Reference(t) if t.mutability.is_none()
+            ),
+            _ => false,
+        };
+        if !shared {
+            return Err(Error::new_spanned(r, format!("{by_ref} (`&self`)")));
+        }
+    }
+    let mut keys = None;
+    for arg in &func.args {
+        let Some(name) = &arg.name else {
+            return Err(Error::new(arg.pat_span, BATCH_KEYS));
+        };
+        if skip.contains(name) {
+            match crate::model::strip(&arg.ty) {
+                Type::Reference(r) if r.mutability.is_none() => {}
+                _ => return Err(Error::new_spanned(&arg.ty, by_ref)),
+            }
+            continue;
+        }
+        if keys.is_some() {
+            return Err(Error::new(name.span(), BATCH_KEYS));
+        }
+        keys = Some((name.clone(), &arg.ty));
+    }
+    let Some((keys, keys_ty)) = keys else {
+        return Err(Error::new(
+            func.item.sig.paren_token.span.join(),
+            BATCH_KEYS,
+        ));
+    };
+    let (keys_form, key_ty) = match crate::model::strip(keys_ty) {
+        Type::Reference(r) if r.mutability.is_none() => match crate::model::strip(&r.elem) {
+            Type::Slice(s) => (KeysForm::Slice, (*s.elem).clone()),
+            t => match vec_elem(t) {
+                Some(k) => (KeysForm::VecRef, k.clone()),
+                None => return Err(Error::new_spanned(keys_ty, BATCH_KEYS)),
+            },
+        },
+        t => match vec_elem(t) {
+            Some(k) => (KeysForm::Vec, k.clone()),
+            None => return Err(Error::new_spanned(keys_ty, BATCH_KEYS)),
+        },
+    };
+    const BATCH_RET: &str = "a batch fn returns the values by key: `HashMap<K, V>` or \
+                             `Result<HashMap<K, V>, E>` (a key left out is not stored)";
+    let (map_ty, ret_ty, is_result) = match &func.ret {
+        Ret::Result { ok } => (ok.clone(), func.return_type(), true),
+        Ret::Value(t) => (t.clone(), t.clone(), false),
+        Ret::Opaque(t) => return Err(Error::new_spanned(t, BATCH_RET)),
+        Ret::Unit => {
+            return Err(Error::new(
+                func.item.sig.paren_token.span.close(),
+                BATCH_RET,
+            ));
+        }
+    };
+    let Some(value_ty) = map_value(&map_ty).cloned() else {
+        return Err(Error::new_spanned(&map_ty, BATCH_RET));
+    };
+    let ttl = duration("ttl", args.ttl)?;
+    let lock_wait = duration("lock_wait", args.lock_wait)?;
+    let lease = duration("lease", args.lease)?;
+    Ok(Batch {
+        krate: krate(args.krate),
+        ns,
+        version: args.version,
+        options: Options {
+            ttl,
+            stale: None,
+            lock: args.lock,
+            lock_wait,
+            lease,
+            early_refresh: None,
+            local: None,
+            fail_safe: None,
+            timeout: None,
+            compress: args.compress,
+            verify: None,
+        },
+        cache: args.cache,
+        keys,
+        keys_form,
+        key_ty,
+        value_ty,
+        ret_ty,
+        is_result,
+        func,
+    })
 }

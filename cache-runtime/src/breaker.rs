@@ -29,6 +29,11 @@ impl Breaker {
         }
     }
 
+    /// A closed breaker with the same threshold and cooldown.
+    pub(crate) fn like(&self) -> Self {
+        Breaker::new(self.threshold, Duration::from_millis(self.cooldown_ms))
+    }
+
     fn now_ms(&self) -> u64 {
         // +1 so that 0 keeps meaning "closed".
         self.epoch.elapsed().as_millis() as u64 + 1

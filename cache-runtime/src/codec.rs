@@ -17,6 +17,15 @@
 //! type's shape: bump `version` in `#[cached(version = N)]` when the return
 //! type changes. A value that fails to decode is a miss, is counted in
 //! [`Counts::decode_errors`](crate::Counts::decode_errors) and is overwritten.
+//!
+//! ## Compression
+//!
+//! Large values can be stored LZ4-compressed ([`CacheBuilder::compress_above`](crate::CacheBuilder::compress_above),
+//! `#[cached(compress)]`): the codec's bytes, compressed with
+//! [lz4_flex](https://docs.rs/lz4_flex) (pure, safe Rust; the LZ4 block
+//! format with the plain length in front). Whether an entry's payload is
+//! compressed is a flag in the entry's header, not a setting: a reader
+//! decodes both, whatever it would write.
 
 use serde::{Serialize, de::DeserializeOwned};
 use std::fmt;
@@ -44,6 +53,100 @@ impl fmt::Display for CodecError {
 }
 
 impl std::error::Error for CodecError {}
+
+/// A `Vec<u8>` as a `#[cached]` or `#[cache_put]` fn stores it: through
+/// the codec's bytes form (`serialize_bytes`: postcard and bincode write the
+/// length and copy the bytes) instead of serde's sequence of `u8`s, which
+/// every codec encodes and decodes one element at a time. The generated code
+/// wraps a `Vec<u8>` value in it (see BENCHMARKS.md, "Large values").
+///
+/// Its entries are not those of a `Vec<u8>` stored as a sequence (the
+/// by-hand [`Namespace`](crate::Namespace) API, a generic fn): their
+/// schemas differ, so each reads the other's entries as misses, never as
+/// wrong bytes. (`bytes::Bytes`, with its `serde` feature, already
+/// serializes as bytes.)
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawBytes(pub Vec<u8>);
+
+impl Serialize for RawBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawBytes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<RawBytes, E> {
+                Ok(RawBytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<RawBytes, E> {
+                Ok(RawBytes(v))
+            }
+            // JSON writes bytes as an array of numbers.
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawBytes, A::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+                while let Some(b) = seq.next_element()? {
+                    v.push(b);
+                }
+                Ok(RawBytes(v))
+            }
+        }
+        d.deserialize_byte_buf(Visitor)
+    }
+}
+
+/// The threshold `#[cached(compress)]` uses on a cache built without
+/// [`CacheBuilder::compress_above`](crate::CacheBuilder::compress_above): encodings of at least 1 KiB are compressed.
+pub const DEFAULT_COMPRESS_ABOVE: usize = 1024;
+
+/// LZ4 compresses at most about 255:1, so no entry that was stored under a
+/// limit of `max` bytes decompresses to more than this: a larger length in
+/// front of a payload is corruption, refused before anything is allocated.
+const LZ4_MAX_RATIO: usize = 256;
+
+/// `plain`, LZ4-compressed with its length in front (4 bytes, little
+/// endian); `None` when that would not be smaller, or `plain` does not fit
+/// a `u32` length.
+pub(crate) fn compress(plain: &[u8]) -> Option<Vec<u8>> {
+    u32::try_from(plain.len()).ok()?;
+    let packed = lz4_flex::block::compress_prepend_size(plain);
+    (packed.len() < plain.len()).then_some(packed)
+}
+
+/// The bytes [`compress`] packed; an error for a length over
+/// `max_stored * 256`, for bytes that do not decompress, or for a length
+/// that does not match.
+pub(crate) fn decompress(packed: &[u8], max_stored: usize) -> Result<Vec<u8>, CodecError> {
+    const NAME: &str = "lz4";
+    let Some((len, body)) = packed.split_first_chunk::<4>() else {
+        return Err(CodecError::new(NAME, "no length"));
+    };
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > max_stored.saturating_mul(LZ4_MAX_RATIO) {
+        return Err(CodecError::new(
+            NAME,
+            format_args!("length {len} too large"),
+        ));
+    }
+    let plain = lz4_flex::block::decompress(body, len).map_err(|e| CodecError::new(NAME, e))?;
+    if plain.len() != len {
+        return Err(CodecError::new(
+            NAME,
+            format_args!("{} bytes, not {len}", plain.len()),
+        ));
+    }
+    Ok(plain)
+}
 
 mod sealed {
     pub trait Sealed {}
@@ -292,6 +395,37 @@ mod tests {
                 "{codec:?} truncated"
             );
             assert!(codec.decode::<Flight>(b"\xff\xfe").is_err(), "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn compression_round_trips_and_refuses_what_it_did_not_write() {
+        let plain = "FRA-JFK LH 180 seats; ".repeat(200).into_bytes();
+        let packed = compress(&plain).unwrap();
+        assert!(packed.len() * 4 < plain.len(), "{}", packed.len());
+        assert_eq!(decompress(&packed, plain.len()).unwrap(), plain);
+        // Incompressible or tiny: not packed.
+        assert_eq!(compress(b"ab"), None);
+        // A length past the bound is refused before allocating.
+        let mut huge = packed.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decompress(&huge, 1024).is_err());
+        // A wrong length, a truncated body, nothing at all: errors, not panics.
+        let mut off = packed.clone();
+        off[..4].copy_from_slice(&(plain.len() as u32 + 1).to_le_bytes());
+        assert!(decompress(&off, plain.len()).is_err());
+        assert!(decompress(&packed[..packed.len() / 2], plain.len()).is_err());
+        assert!(decompress(b"\x01", 10).is_err());
+    }
+
+    #[test]
+    fn raw_bytes_round_trip_in_every_codec() {
+        let blob = RawBytes((0..=255u8).cycle().take(10_000).collect());
+        for codec in all() {
+            let mut out = vec![];
+            codec.encode(&blob, &mut out).unwrap();
+            assert_eq!(codec.decode::<RawBytes>(&out).unwrap(), blob, "{codec:?}");
+            assert!(codec.decode::<RawBytes>(&out[..out.len() - 1]).is_err());
         }
     }
 

@@ -30,6 +30,10 @@ pub(crate) enum Outcome {
     FailSafe(Arc<[u8]>),
     /// No result to share: a follower leads next.
     Abandoned,
+    /// A value that is not handed on (computed without a claim, or its
+    /// store refused: a follower may have read after a change): each
+    /// follower computes for itself, at once and without storing.
+    Recompute,
 }
 
 type Slot = Option<Arc<Outcome>>;

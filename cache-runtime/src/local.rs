@@ -1,5 +1,6 @@
-//! The local (L1) tier: a bounded moka cache of encoded values in front of
-//! Redis, opt-in per call (`#[cached(local = "10s")]`) or per cache
+//! The local (L1) tier: a bounded moka cache of encoded values (and, for
+//! `Clone` value types of `#[cached]` fns, the decoded value, kept by the
+//! first local hit) in front of Redis, opt-in per call (`#[cached(local = "10s")]`) or per cache
 //! ([`CacheBuilder::local`](crate::CacheBuilder::local)).
 //!
 //! An entry is served only while all of these hold:
@@ -17,7 +18,8 @@
 //! insert): the placeholder that keeps a miss in flight from inserting a
 //! value an invalidation already replaced.
 
-use std::sync::Arc;
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use moka::sync::Cache as Moka;
@@ -26,6 +28,11 @@ use moka::sync::Cache as Moka;
 pub(crate) struct LocalEntry {
     /// The codec payload.
     pub payload: Box<[u8]>,
+    /// The value decoded, kept by the first local hit of a `Clone` value
+    /// type (see `Keeper`): later hits clone it instead of decoding.
+    pub decoded: OnceLock<Arc<dyn Any + Send + Sync>>,
+    /// Inserted by a call that keeps decoded values (weighed for it).
+    kept: bool,
     /// The schema it was stored under (see `schema.rs`).
     pub schema: u64,
     epoch: u64,
@@ -66,7 +73,10 @@ impl Local {
             Moka::builder()
                 .max_capacity(max_bytes)
                 .weigher(|k: &String, v: &Arc<LocalEntry>| {
-                    u32::try_from(k.len() + v.payload.len() + 64).unwrap_or(u32::MAX)
+                    // An entry that keeps its decoded value (`kept`) counts
+                    // its payload twice: a rough guess at the value's size.
+                    let payload = v.payload.len() * if v.kept { 2 } else { 1 };
+                    u32::try_from(k.len() + payload + 64).unwrap_or(u32::MAX)
                 })
                 .expire_after(PerEntry)
                 .build()
@@ -87,6 +97,7 @@ impl Local {
         schema: u64,
         ticket: Ticket,
         ttl: Duration,
+        kept: bool,
     ) -> bool {
         let Some(map) = &self.map else {
             return false;
@@ -98,6 +109,8 @@ impl Local {
             key.to_owned(),
             Arc::new(LocalEntry {
                 payload: payload.into(),
+                decoded: OnceLock::new(),
+                kept,
                 schema,
                 epoch: ticket.epoch,
                 flushes: ticket.flushes,

@@ -127,7 +127,10 @@ pub(crate) struct Parts<'a> {
 
 /// The 64-bit identity stored in every entry (see the module docs).
 pub(crate) fn schema(p: &Parts<'_>) -> u64 {
+    // "2": the format with the compressed flag; the identities of builds
+    // from before it are other numbers, so neither reads the other's bytes.
     let mut text = String::with_capacity(64);
+    text.push_str("2:");
     let version = p.version.unwrap_or(1);
     match p.fingerprint {
         Fingerprint::Traced(h) => text.push_str(&format!("t{h:016x}")),
@@ -149,7 +152,8 @@ pub(crate) fn schema(p: &Parts<'_>) -> u64 {
             text.push_str(t);
         }
     }
-    hash(text.as_bytes())
+    // The top bit is the entry's compressed flag, no part of the identity.
+    hash(text.as_bytes()) & !crate::entry::COMPRESSED
 }
 
 #[cfg(test)]

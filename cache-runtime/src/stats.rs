@@ -1,5 +1,14 @@
 //! Counters per namespace, and [`Status`] / [`with_status`] for handlers
 //! that want to say whether an answer came from the cache.
+//!
+//! With the cargo feature `metrics`, every counter is also reported
+//! through the [`metrics`](https://docs.rs/metrics) facade as
+//! `cache_aside_<counter>_total{namespace}` (the names of [`Counts`]'
+//! fields), with two histograms per namespace: `cache_aside_compute_seconds`
+//! (a miss's body) and `cache_aside_value_bytes` (a stored value's
+//! encoding). Any exporter works (Prometheus, StatsD, OpenTelemetry);
+//! install its recorder before the first cached call, since a namespace
+//! takes its handles when it is first used.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -44,6 +53,19 @@ impl Status {
     pub fn is_hit(self) -> bool {
         matches!(self, Status::Hit | Status::Stale)
     }
+
+    /// Lowercase, for span fields and labels: `hit`, `miss`, `bypass`,
+    /// `stale`, `fail_safe`, `no_cache`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Status::Hit => "hit",
+            Status::Miss => "miss",
+            Status::Bypass => "bypass",
+            Status::Stale => "stale",
+            Status::FailSafe => "fail_safe",
+            Status::NoCache => "no_cache",
+        }
+    }
 }
 
 tokio::task_local! {
@@ -79,6 +101,22 @@ pub fn with_status<F: Future>(fut: F) -> impl Future<Output = (F::Output, Status
     })
 }
 
+/// Runs `fut` and returns the status of the cached call inside it, which
+/// it also reports on to an enclosing [`with_status`] (for a span that
+/// records it).
+pub(crate) async fn observed<F: Future>(fut: F) -> (F::Output, Option<Status>) {
+    let (out, status) = STATUS
+        .scope(Cell::new(None), async move {
+            let out = fut.await;
+            (out, STATUS.with(Cell::get))
+        })
+        .await;
+    if let Some(s) = status {
+        report(s);
+    }
+    (out, status)
+}
+
 #[inline]
 pub(crate) fn report(status: Status) {
     let _ = STATUS.try_with(|s| s.set(Some(status)));
@@ -112,13 +150,35 @@ pub(crate) struct Counters {
     pub forced_refreshes: Counter,
     pub puts: Counter,
     pub fail_safe_served: Counter,
+    pub verified: Counter,
+    pub stale_detected: Counter,
 }
 
 /// A counter sharded over a few cache lines: the hit path bumps one from
 /// every worker thread, and one shared atomic would bounce between cores.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Counter {
     shards: [Shard; SHARDS],
+    /// The same count, reported to the installed `metrics` recorder.
+    #[cfg(feature = "metrics")]
+    metric: Metric,
+}
+
+impl std::fmt::Debug for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Counter").field(&self.get()).finish()
+    }
+}
+
+/// A `metrics` handle, a no-op one until the namespace registers it.
+#[cfg(feature = "metrics")]
+struct Metric(metrics::Counter);
+
+#[cfg(feature = "metrics")]
+impl Default for Metric {
+    fn default() -> Self {
+        Metric(metrics::Counter::noop())
+    }
 }
 
 const SHARDS: usize = 8;
@@ -146,9 +206,200 @@ fn shard() -> usize {
 #[inline]
 pub(crate) fn bump(c: &Counter) {
     c.shards[shard()].0.fetch_add(1, Relaxed);
+    #[cfg(feature = "metrics")]
+    c.metric.0.increment(1);
+}
+
+/// The histograms of one namespace (no-ops without the `metrics` feature).
+#[derive(Default)]
+pub(crate) struct Histograms {
+    #[cfg(feature = "metrics")]
+    compute_seconds: Option<metrics::Histogram>,
+    #[cfg(feature = "metrics")]
+    value_bytes: Option<metrics::Histogram>,
+}
+
+impl Histograms {
+    /// A miss's body took `elapsed` and its value encoded to `bytes`.
+    #[inline]
+    pub(crate) fn miss(&self, elapsed: std::time::Duration, bytes: usize) {
+        #[cfg(feature = "metrics")]
+        {
+            if let Some(h) = &self.compute_seconds {
+                h.record(elapsed.as_secs_f64());
+            }
+            if let Some(h) = &self.value_bytes {
+                h.record(bytes as f64);
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (elapsed, bytes);
+    }
 }
 
 impl Counters {
+    /// The counters of namespace `ns`, registered with the `metrics`
+    /// recorder (with the feature).
+    pub(crate) fn new(ns: &str) -> (Counters, Histograms) {
+        #[allow(unused_mut)]
+        let mut c = Counters::default();
+        #[allow(unused_mut)]
+        let mut h = Histograms::default();
+        #[cfg(feature = "metrics")]
+        c.register(ns, &mut h);
+        #[cfg(not(feature = "metrics"))]
+        let _ = ns;
+        (c, h)
+    }
+
+    #[cfg(feature = "metrics")]
+    fn register(&mut self, ns: &str, h: &mut Histograms) {
+        let all: [(&mut Counter, &str, &str); 27] = [
+            (
+                &mut self.hits,
+                "hits",
+                "Calls answered from the cache (Redis or the local tier).",
+            ),
+            (
+                &mut self.misses,
+                "misses",
+                "Calls whose body ran to fill the cache.",
+            ),
+            (
+                &mut self.bypasses,
+                "bypasses",
+                "Calls that ran without the cache: Redis unavailable or slow, or a key that could not be built.",
+            ),
+            (
+                &mut self.errors,
+                "errors",
+                "Cache operations that failed or timed out.",
+            ),
+            (
+                &mut self.decode_errors,
+                "decode_errors",
+                "Stored values that did not decode (recomputed).",
+            ),
+            (&mut self.stores, "stores", "Values written to the cache."),
+            (
+                &mut self.stores_rejected,
+                "stores_rejected",
+                "Stores refused by a guard (invalidated meanwhile), the size limit or the compute-time limit.",
+            ),
+            (
+                &mut self.invalidations,
+                "invalidations",
+                "Invalidations that reached Redis.",
+            ),
+            (
+                &mut self.invalidations_queued,
+                "invalidations_queued",
+                "Invalidations queued for retry during an outage.",
+            ),
+            (
+                &mut self.invalidation_retries,
+                "invalidation_retries",
+                "Retries of queued invalidations.",
+            ),
+            (
+                &mut self.invalidations_dropped,
+                "invalidations_dropped",
+                "Queued invalidations given up after retry_for.",
+            ),
+            (
+                &mut self.coalesced,
+                "coalesced",
+                "Calls answered by another caller's computation in this process.",
+            ),
+            (
+                &mut self.lease_waits,
+                "lease_waits",
+                "Calls that waited for another process's lease.",
+            ),
+            (
+                &mut self.stale_served,
+                "stale_served",
+                "Calls answered with a value past its TTL, within `stale`.",
+            ),
+            (
+                &mut self.refreshes,
+                "refreshes",
+                "Background refreshes of stale values.",
+            ),
+            (
+                &mut self.early_refreshes,
+                "early_refreshes",
+                "Refreshes started before the TTL ended.",
+            ),
+            (
+                &mut self.local_hits,
+                "local_hits",
+                "Hits served from the local tier.",
+            ),
+            (
+                &mut self.too_large,
+                "too_large",
+                "Values larger than max_value_bytes (not stored).",
+            ),
+            (
+                &mut self.fenced,
+                "fenced",
+                "Misses computed under a transaction scope's fence (not stored).",
+            ),
+            (
+                &mut self.schema_mismatches,
+                "schema_mismatches",
+                "Entries of another schema (a type changed shape).",
+            ),
+            (
+                &mut self.refresh_errors,
+                "refresh_errors",
+                "Background refreshes whose body failed.",
+            ),
+            (&mut self.skipped, "skipped", "Calls inside a bypass scope."),
+            (
+                &mut self.forced_refreshes,
+                "forced_refreshes",
+                "Calls inside a refresh scope.",
+            ),
+            (&mut self.puts, "puts", "Values stored by #[cache_put]."),
+            (
+                &mut self.fail_safe_served,
+                "fail_safe_served",
+                "Calls answered with the last good value after the body failed.",
+            ),
+            (
+                &mut self.verified,
+                "verified",
+                "Hits recomputed by the consistency probe (`verify`).",
+            ),
+            (
+                &mut self.stale_detected,
+                "stale_detected",
+                "Probed hits whose recomputed value differed from the cached one.",
+            ),
+        ];
+        for (counter, name, help) in all {
+            let name = format!("cache_aside_{name}_total");
+            metrics::describe_counter!(name.clone(), help);
+            counter.metric = Metric(metrics::counter!(name, "namespace" => ns.to_owned()));
+        }
+        metrics::describe_histogram!(
+            "cache_aside_compute_seconds",
+            metrics::Unit::Seconds,
+            "How long a miss's body ran."
+        );
+        metrics::describe_histogram!(
+            "cache_aside_value_bytes",
+            metrics::Unit::Bytes,
+            "The encoded size of a computed value."
+        );
+        h.compute_seconds =
+            Some(metrics::histogram!("cache_aside_compute_seconds", "namespace" => ns.to_owned()));
+        h.value_bytes =
+            Some(metrics::histogram!("cache_aside_value_bytes", "namespace" => ns.to_owned()));
+    }
+
     pub(crate) fn snapshot(&self) -> Counts {
         Counts {
             hits: self.hits.get(),
@@ -176,6 +427,8 @@ impl Counters {
             forced_refreshes: self.forced_refreshes.get(),
             puts: self.puts.get(),
             fail_safe_served: self.fail_safe_served.get(),
+            verified: self.verified.get(),
+            stale_detected: self.stale_detected.get(),
         }
     }
 }
@@ -247,6 +500,14 @@ pub struct Counts {
     /// Calls whose body failed and that returned the last good value
     /// instead ([`Status::FailSafe`]; in `misses` too, as the body ran).
     pub fail_safe_served: u64,
+    /// Hits the consistency probe (`#[cached(verify = p)]`) recomputed in
+    /// the background and compared, while the entry was still the one served.
+    pub verified: u64,
+    /// Of the `verified`, hits whose recomputed value was not the cached
+    /// one: what the service served was stale (a write nobody invalidated,
+    /// or a race the cache's guarantees do not cover). `stale_detected /
+    /// verified` estimates the share of stale hits.
+    pub stale_detected: u64,
 }
 
 impl Counts {
@@ -288,6 +549,8 @@ impl Counts {
         self.forced_refreshes += o.forced_refreshes;
         self.puts += o.puts;
         self.fail_safe_served += o.fail_safe_served;
+        self.verified += o.verified;
+        self.stale_detected += o.stale_detected;
     }
 }
 

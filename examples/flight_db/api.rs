@@ -4,21 +4,24 @@
 //! structs below; every error is an [`ApiError`].
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cache_aside::{Counts, with_status};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::dashboard::{self, Dashboard, Served};
 use crate::data;
 use crate::queries::{
     AirlineStats, Airport, FlightCount, NewFlight, Queries, RouteCount, WriteScope,
@@ -149,14 +152,28 @@ pub struct Answer<T> {
     pub ms: f64,
 }
 
+/// What a handler of a cached answer returns: the answer, and (for the
+/// live page's request times) which namespace served it.
+type Answered<T> = Result<(Extension<Served>, Json<Answer<T>>), ApiError>;
+
 impl<T> Answer<T> {
-    fn new(value: T, from_cache: bool, started: Instant) -> Json<Self> {
+    fn new(
+        value: T,
+        ns: &'static str,
+        from_cache: bool,
+        started: Instant,
+    ) -> (Extension<Served>, Json<Self>) {
         let ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
-        Json(Answer {
+        let served = Served {
+            ns,
+            cached: from_cache,
+        };
+        let answer = Answer {
             value,
             from_cache,
             ms,
-        })
+        };
+        (Extension(served), Json(answer))
     }
 }
 
@@ -277,6 +294,12 @@ pub fn router(queries: Queries) -> Router {
 /// [`router`], with `POST /flights` writing in the given [`WriteScope`]
 /// (the consistency test's control run turns the scope off).
 pub fn router_with(queries: Queries, scope: WriteScope) -> Router {
+    prometheus();
+    let dashboard = Dashboard::start(queries.cache.clone());
+    let page = Router::new()
+        .route("/", get(dashboard::page))
+        .route("/dashboard.json", get(dashboard::data))
+        .with_state(dashboard.clone());
     Router::new()
         .route("/airports/{iata}", get(get_airport).patch(rename_airport))
         .route("/flights/count", get(count_flights))
@@ -287,6 +310,8 @@ pub fn router_with(queries: Queries, scope: WriteScope) -> Router {
         .route("/cache/stats", get(cache_stats))
         .route("/metrics", get(metrics))
         .with_state(queries)
+        .layer(middleware::from_fn_with_state(dashboard, dashboard::track))
+        .merge(page)
         .layer(Extension(scope))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -330,15 +355,12 @@ async fn known_airport(q: &Queries, field: &str, code: &str) -> Result<Airport, 
         .ok_or_else(|| ApiError::NotFound(format!("{field}: unknown airport \"{code}\"")))
 }
 
-async fn get_airport(
-    State(q): State<Queries>,
-    Path(iata): Path<String>,
-) -> ApiResult<Answer<Airport>> {
+async fn get_airport(State(q): State<Queries>, Path(iata): Path<String>) -> Answered<Airport> {
     let started = Instant::now();
     let code = airport_code("iata", &iata)?;
     let (airport, status) = with_status(q.airport(&code)).await;
     match airport? {
-        Some(a) => Ok(Answer::new(a, status.is_hit(), started)),
+        Some(a) => Ok(Answer::new(a, "airport", status.is_hit(), started)),
         None => Err(ApiError::NotFound(format!("unknown airport \"{code}\""))),
     }
 }
@@ -399,7 +421,7 @@ async fn count_flights(
     State(q): State<Queries>,
     headers: HeaderMap,
     params: Result<Query<RouteParams>, QueryRejection>,
-) -> ApiResult<Answer<RouteFlights>> {
+) -> Answered<RouteFlights> {
     let started = Instant::now();
     let (from, to) = route(&q, params).await?;
     let count = q.count_flights(&from, &to);
@@ -410,13 +432,13 @@ async fn count_flights(
     };
     let (count, from_cache) = (count?, status.is_hit());
     let body = RouteFlights { from, to, count };
-    Ok(Answer::new(body, from_cache, started))
+    Ok(Answer::new(body, "flight_count", from_cache, started))
 }
 
 async fn count_flights_ttl_only(
     State(q): State<Queries>,
     params: Result<Query<RouteParams>, QueryRejection>,
-) -> ApiResult<Answer<RouteFlights>> {
+) -> Answered<RouteFlights> {
     let started = Instant::now();
     let (from, to) = route(&q, params).await?;
     let (count, status) = with_status(q.count_flights_ttl_only(&from, &to)).await;
@@ -425,13 +447,18 @@ async fn count_flights_ttl_only(
         to,
         count: count?,
     };
-    Ok(Answer::new(body, status.is_hit(), started))
+    Ok(Answer::new(
+        body,
+        "flight_count_ttl",
+        status.is_hit(),
+        started,
+    ))
 }
 
 async fn top_routes(
     State(q): State<Queries>,
     params: Result<Query<TopRoutesParams>, QueryRejection>,
-) -> ApiResult<Answer<TopRoutes>> {
+) -> Answered<TopRoutes> {
     let started = Instant::now();
     let Query(p) = params?;
     let from = airport_code("from", &p.from)?;
@@ -448,18 +475,18 @@ async fn top_routes(
         limit,
         routes: routes?,
     };
-    Ok(Answer::new(body, status.is_hit(), started))
+    Ok(Answer::new(body, "top_routes", status.is_hit(), started))
 }
 
 async fn airline_stats(
     State(q): State<Queries>,
     Path(iata): Path<String>,
-) -> ApiResult<Answer<AirlineStats>> {
+) -> Answered<AirlineStats> {
     let started = Instant::now();
     let code = airline_code(&iata)?;
     let (stats, status) = with_status(q.airline_stats(&code)).await;
     match stats? {
-        Some(s) => Ok(Answer::new(s, status.is_hit(), started)),
+        Some(s) => Ok(Answer::new(s, "airline_stats", status.is_hit(), started)),
         None => Err(ApiError::NotFound(format!("unknown airline \"{code}\""))),
     }
 }
@@ -534,84 +561,32 @@ async fn cache_stats(State(q): State<Queries>) -> Json<CacheStats> {
     })
 }
 
-/// A metric: name, help text, and how to read it from the counters.
-type Series = (&'static str, &'static str, fn(&Counts) -> u64);
-
-/// The same counters in the Prometheus text format.
-async fn metrics(State(q): State<Queries>) -> Response {
-    let stats = q.cache.stats();
-    let mut out = String::new();
-    let series: [Series; 10] = [
-        ("hits", "Calls answered from the cache.", |c| c.hits),
-        (
-            "misses",
-            "Calls that ran the query and stored its answer.",
-            |c| c.misses,
-        ),
-        (
-            "bypasses",
-            "Calls that ran the query without the cache.",
-            |c| c.bypasses,
-        ),
-        (
-            "errors",
-            "Cache operations that failed or timed out.",
-            |c| c.errors,
-        ),
-        ("decode_errors", "Stored values that did not decode.", |c| {
-            c.decode_errors
-        }),
-        ("stores", "Values written to the cache.", |c| c.stores),
-        (
-            "stores_rejected",
-            "Stores refused by the stale-set guard or size limit.",
-            |c| c.stores_rejected,
-        ),
-        (
-            "invalidations",
-            "Invalidations that reached the cache.",
-            |c| c.invalidations,
-        ),
-        (
-            "invalidations_queued",
-            "Invalidations queued for retry.",
-            |c| c.invalidations_queued,
-        ),
-        (
-            "fenced",
-            "Misses computed while a transaction scope fenced the entry, not stored.",
-            |c| c.fenced,
-        ),
-    ];
-    for (name, help, get) in series {
-        let _ = writeln!(out, "# HELP cache_aside_{name}_total {help}");
-        let _ = writeln!(out, "# TYPE cache_aside_{name}_total counter");
-        for (ns, c) in &stats.namespaces {
-            let _ = writeln!(
-                out,
-                "cache_aside_{name}_total{{namespace=\"{ns}\"}} {}",
-                get(c)
-            );
+/// The process's Prometheus recorder, installed (as the `metrics`
+/// facade's global recorder) on first use. [`router`] calls it, so that it
+/// is in place before the first cached call: a namespace takes its metric
+/// handles when it is first used.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was installed before: /metrics shows nothing");
         }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP cache_aside_hit_ratio Hits over calls since start."
-    );
-    let _ = writeln!(out, "# TYPE cache_aside_hit_ratio gauge");
-    for (ns, c) in &stats.namespaces {
-        let _ = writeln!(
-            out,
-            "cache_aside_hit_ratio{{namespace=\"{ns}\"}} {:.4}",
-            c.hit_ratio()
-        );
-    }
+        handle
+    })
+}
+
+/// The cache's counters and histograms (the `metrics` feature of
+/// cache-aside), in the Prometheus text format, by
+/// `metrics-exporter-prometheus`.
+async fn metrics() -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        out,
+        prometheus().render(),
     )
         .into_response()
 }

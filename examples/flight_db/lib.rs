@@ -7,7 +7,7 @@
 //! scope keeps it right when the write is a database transaction (the
 //! flight and its audit row) that commits after the invalidation; and one
 //! attribute replaces the copy-pasted caching code. See `queries.rs` for the
-//! cached functions, `api.rs` for the HTTP API, `demo.rs` for the story,
+//! cached functions, `api.rs` for the HTTP API, `dashboard.rs` for the live page, `demo.rs` for the story,
 //! `config.rs` for the command line and `db.rs` for when data is generated.
 
 #![forbid(unsafe_code)]
@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod data;
 pub mod db;
 pub mod demo;

@@ -214,8 +214,10 @@ impl Queries {
     /// so a client asking for them again and again does not reach the database.
     /// Airports are read on most requests and change rarely: hits stay in
     /// this process for 30 s (the local tier), and a rename evicts them here
-    /// at once and in other replicas within milliseconds.
-    #[cached(ns = "airport", ttl = airport_ttl, local = "30s", cache = &self.cache)]
+    /// at once and in other replicas within milliseconds. The local tier
+    /// keeps the decoded airport (`keep_decoded`): a local hit is a lookup
+    /// and a clone.
+    #[cached(ns = "airport", ttl = airport_ttl, local = "30s", keep_decoded, cache = &self.cache)]
     pub async fn airport(&self, iata: &str) -> Result<Option<Airport>, sqlx::Error> {
         let row = sqlx::query("SELECT * FROM airport WHERE iata = $1")
             .bind(iata)

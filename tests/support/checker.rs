@@ -14,6 +14,8 @@ pub struct Checked {
     pub reads: u64,
     pub violations: u64,
     pub local_hits: u64,
+    /// The writer's invalidations that could not land at once (queued).
+    pub queued: u64,
 }
 
 /// 8 readers on `c` and 2 writers on `writer` (the same cache, or another
@@ -91,6 +93,7 @@ pub async fn run(c: Cache, writer: Cache, local: Option<Duration>) -> Checked {
         reads: reads.load(SeqCst),
         violations: violations.load(SeqCst),
         local_hits: c.stats().total.local_hits,
+        queued: writer.stats().total.invalidations_queued,
     }
 }
 

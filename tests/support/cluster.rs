@@ -25,12 +25,12 @@
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::scratch_dir;
+use super::{free_ports, scratch_dir};
 
 /// Number of hash slots of a Redis Cluster.
 pub const SLOTS: u16 = 16384;
@@ -93,7 +93,20 @@ impl RedisCluster {
             cluster.spawn(i);
         }
         for i in 0..n {
-            cluster.wait_listening(i);
+            // A port can still be taken between `free_ports` and the node's
+            // bind (by another test's server): such a node starts again on
+            // new ports, a few times, before the test gives up.
+            let mut attempts = 0;
+            while let Err(e) = cluster.try_wait_listening(i) {
+                attempts += 1;
+                if attempts == 5 || !e.contains("Address already in use") {
+                    panic!("{e}");
+                }
+                let ports = free_ports(2);
+                cluster.nodes[i].port = ports[0];
+                cluster.nodes[i].bus_port = ports[1];
+                cluster.spawn(i);
+            }
         }
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
@@ -181,6 +194,22 @@ impl RedisCluster {
             .collect();
         masters.sort_unstable();
         masters
+    }
+
+    /// Indexes of the replicas connected to master `i` right now (its
+    /// `INFO replication`).
+    pub fn replicas_of(&self, i: usize) -> Vec<usize> {
+        let info = self
+            .command(i, &["INFO", "replication"])
+            .expect("INFO replication");
+        info.lines()
+            .filter(|l| l.starts_with("slave") && l.contains(":ip="))
+            .filter_map(|l| {
+                let port = l.split(',').find_map(|f| f.strip_prefix("port="))?;
+                let port: u16 = port.parse().ok()?;
+                self.nodes.iter().position(|n| n.port == port)
+            })
+            .collect()
     }
 
     /// Kills (SIGKILL) the master of `slot` and returns its index.
@@ -370,6 +399,12 @@ impl RedisCluster {
     }
 
     fn wait_listening(&mut self, i: usize) {
+        if let Err(e) = self.try_wait_listening(i) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_wait_listening(&mut self, i: usize) -> Result<(), String> {
         let port = self.nodes[i].port;
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -377,20 +412,20 @@ impl RedisCluster {
                 && let Ok(Some(status)) = c.try_wait()
             {
                 self.nodes[i].child = None;
-                panic!(
+                return Err(format!(
                     "redis-server on port {port} exited: {status}\n{}",
                     log_tail(&self.dir, port)
-                );
+                ));
             }
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!(
+        Err(format!(
             "redis-server on port {port} did not start\n{}",
             log_tail(&self.dir, port)
-        );
+        ))
     }
 
     /// Every node's state, view of the cluster and log tail, for panics.
@@ -524,18 +559,6 @@ pub fn command(port: u16, args: &[&str]) -> io::Result<String> {
         }
         _ => Err(io::Error::other(format!("unexpected reply {line:?}"))),
     }
-}
-
-/// `count` distinct free loopback ports: all listeners are held until the
-/// last is bound, so no port is handed out twice.
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("bound address").port())
-        .collect()
 }
 
 fn log_tail(dir: &Path, port: u16) -> String {

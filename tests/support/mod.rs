@@ -89,6 +89,7 @@ fn session_server() -> Result<String, String> {
                     extra: vec![],
                     root: (root != std::process::id()).then_some(root),
                     file: Some(file.clone()),
+                    dir: scratch_dir("redis"),
                 };
                 let url = server.url();
                 let tmp = file.with_extension("tmp");
@@ -276,6 +277,9 @@ pub struct RedisServer {
     /// outlives the process that started it for, and its file.
     root: Option<u32>,
     file: Option<std::path::PathBuf>,
+    /// Its working dir (`--dir`), its own: a replica writes the RDB it
+    /// syncs there, and a server started where one lies would load it.
+    dir: std::path::PathBuf,
 }
 
 /// The watchdog, `sh -c WATCHDOG <root> <file> redis-server <args>`: it
@@ -296,10 +300,57 @@ wait "$!"
 
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    free_ports(1)[0]
+}
+
+/// `count` distinct loopback ports nothing listens on right now, all held
+/// until the last is bound so that none is handed out twice.
+///
+/// They are drawn at random from below the kernel's ephemeral range
+/// (`ip_local_port_range`, 32768-60999 by default): a port from inside it
+/// (what binding port 0 gives) can be taken as the local end of any
+/// process's outgoing connection between this check and the server's own
+/// bind, which made a cluster node fail with "Address already in use".
+pub fn free_ports(count: usize) -> Vec<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    const LOW: u32 = 10_000;
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    // Never the same port twice in one process (a port handed out is free
+    // again once its listener is dropped, until its server binds it).
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut held: Vec<TcpListener> = Vec::with_capacity(count);
+    let state = std::collections::hash_map::RandomState::new();
+    let mut tries = 0u64;
+    while held.len() < count {
+        tries += 1;
+        let listener = if high > LOW + 1_000 && tries < 10_000 {
+            let mut h = state.build_hasher();
+            h.write_u64(tries);
+            let port = LOW + (h.finish() % u64::from(high - LOW)) as u32;
+            if given.contains(&(port as u16)) {
+                continue;
+            }
+            match TcpListener::bind(("127.0.0.1", port as u16)) {
+                Ok(l) => l,
+                Err(_) => continue,
+            }
+        } else {
+            TcpListener::bind("127.0.0.1:0").expect("a free loopback port")
+        };
+        held.push(listener);
+    }
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().expect("bound address").port())
+        .collect();
+    given.extend(&ports);
+    ports
 }
 
 /// A new empty dir under the system temp dir.
@@ -331,6 +382,7 @@ impl RedisServer {
             extra: extra.iter().map(|x| x.to_string()).collect(),
             root: None,
             file: None,
+            dir: scratch_dir("redis"),
         };
         s.spawn();
         s
@@ -359,6 +411,8 @@ impl RedisServer {
             .args(["-c", WATCHDOG, &root, &file, "redis-server"])
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
             .args(&self.extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -422,6 +476,9 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill(); // SIGKILL ends a frozen server too
+        if self.root.is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -17,9 +17,10 @@ use std::sync::Arc;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::cache::Sharer;
+use crate::cache::{Keeper, Sharer};
+use crate::codec::RawBytes;
 use crate::key::KeyError;
-use crate::{Cache, NoFilter};
+use crate::{Cache, Filter, NoFilter};
 
 /// The bound of a key part: `Serialize`, with a message at the argument.
 #[diagnostic::on_unimplemented(
@@ -115,14 +116,14 @@ impl<T: ?Sized> KeyPartErr<T> for &KeyPart<'_, T> {
 /// and the `unless` filter, as [`Value`] hands them to the runtime.
 pub type ValueParts<T, S, U> = (fn(T) -> S, fn(S) -> T, U);
 
-/// The cached value type: `(&&&Value::<T>::NEW).__cache_aside_value(unless)`
-/// finds, in this order: [`ValueOk`] when `T` is `Serialize +
-/// DeserializeOwned` (identity conversions, `unless` unchanged);
-/// [`ValueErrDe`] when `T` is only `Serialize` (its [`Cacheable`] bound fails
-/// once, on `Deserialize`); [`ValueErrSer`] otherwise (its
-/// [`ValueSerialize`] bound fails once, on `Serialize`). The fallbacks
-/// convert the value to `()` and drop the filter, so the runtime calls stay
-/// well-typed.
+/// The cached value type: `(&&&&Value::<T>::NEW).__cache_aside_value(unless)`
+/// finds, in this order: [`ValueBytes`] for a `Vec<u8>` (stored as
+/// [`RawBytes`]); [`ValueOk`] when `T` is `Serialize + DeserializeOwned`
+/// (identity conversions, `unless` unchanged); [`ValueErrDe`] when `T` is
+/// only `Serialize` (its [`Cacheable`] bound fails once, on
+/// `Deserialize`); [`ValueErrSer`] otherwise (its [`ValueSerialize`] bound
+/// fails once, on `Serialize`). The fallbacks convert the value to `()`
+/// and drop the filter, so the runtime calls stay well-typed.
 pub struct Value<T>(PhantomData<fn() -> T>);
 
 impl<T> Value<T> {
@@ -140,6 +141,36 @@ impl<T: Cacheable> ValueOk<T> for &&Value<T> {
     #[inline(always)]
     fn __cache_aside_value<U>(&self, unless: U) -> ValueParts<T, T, U> {
         (identity, identity, unless)
+    }
+}
+
+/// See [`Value`]: a `Vec<u8>` is stored as [`RawBytes`] (chosen before
+/// [`ValueOk`]), with `unless` and `ttl = f` seeing the `Vec<u8>`.
+pub trait ValueBytes {
+    /// The conversions to and from [`RawBytes`], and the filter on them.
+    fn __cache_aside_value<U>(&self, unless: U) -> ValueParts<Vec<u8>, RawBytes, OnBytes<U>>;
+}
+
+impl ValueBytes for &&&Value<Vec<u8>> {
+    #[inline(always)]
+    fn __cache_aside_value<U>(&self, unless: U) -> ValueParts<Vec<u8>, RawBytes, OnBytes<U>> {
+        (RawBytes, |r| r.0, OnBytes(unless))
+    }
+}
+
+/// A filter on a `Vec<u8>` (`unless`, `ttl = f`) as one on its [`RawBytes`].
+#[derive(Clone)]
+pub struct OnBytes<U>(U);
+
+impl<U: Filter<Vec<u8>>> Filter<RawBytes> for OnBytes<U> {
+    #[inline]
+    fn skip(&self, value: &RawBytes) -> bool {
+        self.0.skip(&value.0)
+    }
+
+    #[inline]
+    fn ttl(&self, value: &RawBytes) -> Option<std::time::Duration> {
+        self.0.ttl(&value.0)
     }
 }
 
@@ -312,10 +343,31 @@ impl<E> ShareNone<E> for &ShareProbe<E> {
     }
 }
 
-/// What a refresh in the background (`stale`, `early_refresh`) copies of
+/// What `#[cached(keep_decoded)]` needs of the value type: a local-tier
+/// hit clones the kept value.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be kept decoded in the local tier (`keep_decoded`)",
+    label = "must be `Clone + Send + Sync + 'static`",
+    note = "remove `keep_decoded` (local hits then decode the stored bytes), or derive `Clone`"
+)]
+pub trait Keep: Clone + Send + Sync + 'static {}
+
+impl<T: Clone + Send + Sync + 'static> Keep for T {}
+
+/// `#[cached(keep_decoded)]`: the [`Keeper`] of what `into` (from
+/// [`Value`]) stores.
+#[inline]
+pub fn keeper<T, S: Keep>(_into: &fn(T) -> S) -> Option<Keeper<S>> {
+    Some(Keeper {
+        keep: |v| Arc::new(v.clone()) as Arc<dyn Any + Send + Sync>,
+        take: |any| any.downcast_ref::<S>().cloned(),
+    })
+}
+
+/// What a refresh in the background (`stale`, `early_refresh`, `verify`) copies of
 /// each argument: `ToOwned` (for a `Clone` type, its clone).
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be copied for a refresh in the background (`stale`, `early_refresh`)",
+    message = "`{Self}` cannot be copied for a refresh in the background (`stale`, `early_refresh`, `verify`)",
     label = "copied for the refresh",
     note = "implement or derive `Clone` for it, or refresh inline with `refresh = \"inline\"`"
 )]

@@ -5,7 +5,9 @@ use std::future::Future;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-pub use crate::cache::{Background, CallOptions, Inline, NsSlot, Refresh, Sharer, Site, WithTtl};
+pub use crate::cache::{
+    Background, CallOptions, Compress, Inline, Keeper, NsSlot, Refresh, Sharer, Site, WithTtl,
+};
 use crate::cache::{Shape, Target, scope};
 use crate::key::KeyError;
 use crate::{Cache, Filter, global};
@@ -129,6 +131,7 @@ impl Call<'_> {
         opts: CallOptions,
         generics: &[&'static str],
         unless: U,
+        keep: Option<Keeper<T>>,
         refresh: Rf,
         fut: Fut,
     ) -> T
@@ -141,8 +144,8 @@ impl Call<'_> {
         match self.cache {
             Some(c) => {
                 let target = self.target(generics);
-                c.run_key(target, &opts, &unless, fut, refresh, Shape::plain())
-                    .await
+                let shape = Shape::plain().kept(keep);
+                c.run_key(target, &opts, &unless, fut, refresh, shape).await
             }
             None => uncached(fut).await,
         }
@@ -152,12 +155,15 @@ impl Call<'_> {
     /// cached; with a `Clone` error, callers that waited for a failed
     /// computation get its error (`share`, from [`ShareProbe`]).
     #[inline]
+    // Called only by the expansion, which passes each part as it finds it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn result<T, E, U, Fut, Rf>(
         self,
         opts: CallOptions,
         generics: &[&'static str],
         unless: U,
         share: Option<Sharer<Result<T, E>>>,
+        keep: Option<Keeper<T>>,
         refresh: Rf,
         fut: Fut,
     ) -> Result<T, E>
@@ -170,7 +176,7 @@ impl Call<'_> {
         match self.cache {
             Some(c) => {
                 let target = self.target(generics);
-                let shape = Shape::result(share);
+                let shape = Shape::result(share).kept(keep);
                 c.run_key(target, &opts, &unless, fut, refresh, shape).await
             }
             None => uncached(fut).await,
@@ -233,6 +239,49 @@ impl Call<'_> {
         }
     }
 }
+
+/// `#[cached(ns = .., batch)]`: a batch read of `keys` (see `cache/batch.rs`).
+#[allow(clippy::too_many_arguments)]
+pub async fn batch<K, T, E, F, Fut>(
+    cache: Option<&Cache>,
+    slot: &'static NsSlot,
+    site: Site,
+    ns: &'static str,
+    opts: CallOptions,
+    keys: &[K],
+    compute: F,
+) -> Result<std::collections::HashMap<K, T>, E>
+where
+    K: Serialize + Eq + std::hash::Hash + Clone,
+    T: Serialize + DeserializeOwned,
+    F: Fn(Vec<K>) -> Fut,
+    Fut: Future<Output = Result<std::collections::HashMap<K, T>, E>>,
+{
+    match cache {
+        Some(c) => {
+            let target = crate::cache::BatchTarget {
+                ns,
+                slot: Some(slot),
+                site: Some(site),
+                one_arg: true,
+            };
+            c.run_many(target, &opts, keys, compute).await
+        }
+        None => uncached(compute(keys.to_vec())).await,
+    }
+}
+
+/// The bound of a batch fn's key type, reported at it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the key of a batch fn: it needs `Serialize + Eq + Hash + Clone`",
+    label = "the key type"
+)]
+pub trait BatchKey: Serialize + Eq + std::hash::Hash + Clone {}
+impl<K: Serialize + Eq + std::hash::Hash + Clone> BatchKey for K {}
+
+/// Checks [`BatchKey`] at the key type's span.
+#[inline(always)]
+pub fn batch_key<K: BatchKey>() {}
 
 async fn uncached<R>(fut: impl Future<Output = R>) -> R {
     let out = fut.await;

@@ -13,6 +13,9 @@ use super::{
 };
 use crate::entry::{self, FENCE_MAGIC, LEASE_LEN, LEASE_MAGIC, TOKEN_LEN, Token};
 
+/// The first byte of a fenced tag token (as of a fenced generation).
+const TAG_FENCE: u8 = b'F';
+
 struct Value {
     bytes: Vec<u8>,
     expires: Option<Instant>,
@@ -413,6 +416,23 @@ impl Backend for MemoryBackend {
         Ok(keys.iter().map(|k| map.get_bytes(k, now)).collect())
     }
 
+    async fn fetch_many(
+        &self,
+        entry_keys: &[String],
+        generation_key: &str,
+    ) -> Result<(Vec<Option<Vec<u8>>>, Generation)> {
+        let map = self.lock();
+        let now = Instant::now();
+        let entries = entry_keys
+            .iter()
+            .map(|k| map.get(k, now).map(<[u8]>::to_vec))
+            .collect();
+        Ok((
+            entries,
+            Generation::parse(map.get(generation_key, now), None),
+        ))
+    }
+
     async fn fetch_tagged(
         &self,
         entry_key: &str,
@@ -434,16 +454,28 @@ impl Backend for MemoryBackend {
     }
 
     /// `tokens.lua`.
-    async fn tokens(&self, keys: &[String], fresh: &[Token], ttl: Duration) -> Result<Vec<Token>> {
+    async fn tokens(
+        &self,
+        keys: &[String],
+        fresh: &[Token],
+        ttl: Duration,
+    ) -> Result<Vec<Option<Token>>> {
         let mut map = self.lock();
         let now = Instant::now();
         let mut out = Vec::with_capacity(keys.len());
         for (k, f) in keys.iter().zip(fresh) {
-            match map.get(k, now).and_then(|t| Token::try_from(t).ok()) {
-                Some(t) => out.push(t),
+            let cur = map.get(k, now);
+            if cur.is_some_and(|v| {
+                v.first() == Some(&TAG_FENCE) && live(&holders(v), entry::unix_ms())
+            }) {
+                out.push(None);
+                continue;
+            }
+            match cur.and_then(|t| Token::try_from(t).ok()) {
+                Some(t) => out.push(Some(t)),
                 None => {
                     map.set(k, f.to_vec(), Some(ttl), now);
-                    out.push(*f);
+                    out.push(Some(*f));
                 }
             }
         }
@@ -451,17 +483,22 @@ impl Backend for MemoryBackend {
     }
 
     /// `tag.lua`: the cache applies the invalidation to its local tier itself.
-    async fn bump_tag(
+    async fn change_tag(
         &self,
         tag_key: &str,
-        fresh: &Token,
+        c: Change<'_>,
         ttl: Duration,
         _notice: Notice<'_>,
     ) -> Result<()> {
         let mut map = self.lock();
         let now = Instant::now();
-        if map.get(tag_key, now).is_some() {
-            map.set(tag_key, fresh.to_vec(), Some(ttl), now);
+        let cur = map.get(tag_key, now);
+        // A missing token stays missing on an invalidation.
+        if cur.is_none() && matches!(c, Change::Invalidate) {
+            return Ok(());
+        }
+        if let Some(v) = change(cur, TAG_FENCE, c, entry::token().to_vec()) {
+            map.set(tag_key, v, Some(ttl), now);
         }
         Ok(())
     }

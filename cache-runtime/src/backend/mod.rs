@@ -284,6 +284,10 @@ pub(crate) enum BackendError {
     /// No connection (the reason, with the server's words if it gave any).
     #[error("{0}")]
     Unavailable(Cow<'static, str>),
+    /// A durable invalidation landed on the master, but fewer replicas than
+    /// asked for acknowledged it in time (`durable_invalidations`).
+    #[error("{acked} of {wanted} replicas acknowledged the invalidation in time")]
+    Unreplicated { acked: i64, wanted: u32 },
 }
 
 impl From<::redis::RedisError> for BackendError {
@@ -303,6 +307,8 @@ impl BackendError {
     pub(crate) fn is_outage(&self) -> bool {
         match self {
             BackendError::Timeout | BackendError::Unavailable(_) => true,
+            // The master answered: not an outage.
+            BackendError::Unreplicated { .. } => false,
             BackendError::Redis(e) => {
                 e.is_io_error()
                     || e.is_connection_dropped()
@@ -376,6 +382,13 @@ pub(crate) trait Backend: Send + Sync {
     ) -> impl Future<Output = Result<(Fetched, Vec<Option<Vec<u8>>>)>> + Send;
     /// The values under `keys` (an entry's deps), in one round trip.
     fn values(&self, keys: &[&[u8]]) -> impl Future<Output = Result<Vec<Option<Vec<u8>>>>> + Send;
+    /// Many entries of one namespace and its generation, read together
+    /// (one `MGET`: a namespace's keys share one Cluster slot).
+    fn fetch_many(
+        &self,
+        entry_keys: &[String],
+        generation_key: &str,
+    ) -> impl Future<Output = Result<(Vec<Option<Vec<u8>>>, Generation)>> + Send;
     /// One round trip that touches no key (health check).
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
     /// The entry, the generation and the tokens of the entry's tags
@@ -386,20 +399,20 @@ pub(crate) trait Backend: Send + Sync {
         generation_key: &str,
         tag_keys: &[String],
     ) -> impl Future<Output = Result<FetchedTagged>> + Send;
-    /// The tokens under `keys`, each made (from `fresh`) where there is none
-    /// (see `tokens.lua`).
+    /// The tokens under `keys`, each made (from `fresh`) where there is none;
+    /// `None` for a tag under a live fence (see `tokens.lua`).
     fn tokens(
         &self,
         keys: &[String],
         fresh: &[Token],
         ttl: Duration,
-    ) -> impl Future<Output = Result<Vec<Token>>> + Send;
-    /// A tag's invalidation: a fresh token where there is one, publishing
+    ) -> impl Future<Output = Result<Vec<Option<Token>>>> + Send;
+    /// Changes a tag's token (`Change::EndPut` is `End`), publishing
     /// `notice` (see `tag.lua`).
-    fn bump_tag(
+    fn change_tag(
         &self,
         tag_key: &str,
-        fresh: &Token,
+        change: Change<'_>,
         ttl: Duration,
         notice: Notice<'_>,
     ) -> impl Future<Output = Result<()>> + Send;
@@ -409,6 +422,25 @@ pub(crate) trait Backend: Send + Sync {
 pub(crate) enum AnyBackend {
     Redis(Box<redis::RedisBackend>),
     Memory(memory::MemoryBackend),
+}
+
+impl AnyBackend {
+    /// Redis Cluster: a namespace's keys live on one node of several.
+    pub(crate) fn is_cluster(&self) -> bool {
+        match self {
+            AnyBackend::Redis(b) => b.is_cluster(),
+            AnyBackend::Memory(_) => false,
+        }
+    }
+
+    /// OpenTelemetry's `db.system.name` of the backend: `redis` (Valkey
+    /// and Redis Cluster too), or `memory` for the in-process one.
+    pub(crate) fn system(&self) -> &'static str {
+        match self {
+            AnyBackend::Redis(_) => "redis",
+            AnyBackend::Memory(_) => "memory",
+        }
+    }
 }
 
 /// Forwards a call to the backend the cache was built with.
@@ -479,6 +511,14 @@ impl Backend for AnyBackend {
         forward!(self.values(keys))
     }
 
+    async fn fetch_many(
+        &self,
+        entry_keys: &[String],
+        generation_key: &str,
+    ) -> Result<(Vec<Option<Vec<u8>>>, Generation)> {
+        forward!(self.fetch_many(entry_keys, generation_key))
+    }
+
     async fn fetch_deps(
         &self,
         entry_key: &str,
@@ -500,17 +540,22 @@ impl Backend for AnyBackend {
         forward!(self.fetch_tagged(entry_key, generation_key, tag_keys))
     }
 
-    async fn tokens(&self, keys: &[String], fresh: &[Token], ttl: Duration) -> Result<Vec<Token>> {
+    async fn tokens(
+        &self,
+        keys: &[String],
+        fresh: &[Token],
+        ttl: Duration,
+    ) -> Result<Vec<Option<Token>>> {
         forward!(self.tokens(keys, fresh, ttl))
     }
 
-    async fn bump_tag(
+    async fn change_tag(
         &self,
         tag_key: &str,
-        fresh: &Token,
+        change: Change<'_>,
         ttl: Duration,
         notice: Notice<'_>,
     ) -> Result<()> {
-        forward!(self.bump_tag(tag_key, fresh, ttl, notice))
+        forward!(self.change_tag(tag_key, change, ttl, notice))
     }
 }

@@ -26,6 +26,7 @@ pub struct CacheBuilder {
     redis_url: Option<String>,
     cluster: Option<Vec<String>>,
     tls_root_cert: Option<Vec<u8>>,
+    durable: Option<(u32, Duration)>,
     memory: bool,
     prefix: String,
     default_ttl: Duration,
@@ -37,6 +38,8 @@ pub struct CacheBuilder {
     breaker_cooldown: Duration,
     guard_ttl: Duration,
     max_value_bytes: usize,
+    compress_above: Option<usize>,
+    trace_calls: bool,
     retry_for: Duration,
     lock_wait: Duration,
     max_lease: Duration,
@@ -52,6 +55,7 @@ impl Default for CacheBuilder {
             redis_url: None,
             cluster: None,
             tls_root_cert: None,
+            durable: None,
             memory: false,
             prefix: "cache-aside".into(),
             default_ttl: Duration::from_secs(300),
@@ -63,6 +67,8 @@ impl Default for CacheBuilder {
             breaker_cooldown: Duration::from_millis(500),
             guard_ttl: Duration::from_secs(300),
             max_value_bytes: 4 << 20,
+            compress_above: None,
+            trace_calls: false,
             retry_for: Duration::from_secs(600),
             lock_wait: Duration::from_secs(3),
             max_lease: Duration::from_secs(10),
@@ -86,6 +92,7 @@ impl fmt::Debug for CacheBuilder {
                     .map(|urls| urls.iter().map(|u| redact(u)).collect::<Vec<_>>()),
             )
             .field("tls_root_cert", &self.tls_root_cert.as_ref().map(|_| "set"))
+            .field("durable_invalidations", &self.durable)
             .field("memory", &self.memory)
             .field("prefix", &self.prefix)
             .field("default_ttl", &self.default_ttl)
@@ -153,6 +160,49 @@ impl CacheBuilder {
         self
     }
 
+    /// Invalidations return [`Done`](crate::Invalidation::Done) only once
+    /// `replicas` replicas of the master that took them have them too
+    /// (Redis's `WAIT`, at most `timeout`), so that a replica promoted in a
+    /// failover right after cannot bring back the entries they replaced:
+    /// replication is asynchronous, and a master killed a moment after
+    /// acknowledging a write may take it along. (A put's claim waits the
+    /// same way; when too few replicas answer, the put stores its value
+    /// without its claim, as it does when the claim fails.) Ask for as many
+    /// replicas as each master has: with fewer, the one promoted may be one
+    /// that did not acknowledge. For Redis Cluster,
+    /// where nothing else catches it. (One server with replicas behind an
+    /// address that moves to the promoted one does not need it: the
+    /// promoted replica is another run of the server, and its new life
+    /// token makes every entry a miss once. It works there too.) The memory
+    /// backend ignores it.
+    ///
+    /// When fewer replicas answer within `timeout` (one is down, or lags),
+    /// the invalidation is treated as not landed: it returns
+    /// [`Queued`](crate::Invalidation::Queued), is sent again in the
+    /// background, and this process reads the entries it covers from the
+    /// source until it lands. Invalidations run on a connection of their
+    /// own, one at a time, so a waiting `WAIT` never holds up a hit; each
+    /// script and its `WAIT` go in one pipeline on one connection (in a
+    /// cluster, to the master of the script's slot; redis-rs resends the
+    /// pipeline as a whole after a reconnect or a `MOVED`/`ASK` redirect),
+    /// so the `WAIT` counts exactly the connection that wrote. (A resend
+    /// may run a script twice: an invalidation twice, which is harmless.) The cost is the replicas' acknowledgement inside the
+    /// same round trip.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cache = cache_aside::Cache::builder()
+    ///     .cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+    ///     .durable_invalidations(1, Duration::from_millis(500))
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(cache);
+    /// ```
+    pub fn durable_invalidations(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.durable = Some((replicas, timeout));
+        self
+    }
+
     /// Use the in-process memory backend instead of Redis: same semantics
     /// (TTL, namespaces, invalidation, stats) within one process.
     pub fn memory(mut self) -> Self {
@@ -217,9 +267,49 @@ impl CacheBuilder {
         self
     }
 
-    /// Encoded values larger than this are not stored (default 4 MiB).
+    /// Entries larger than this (after compression, where it applies) are
+    /// not stored (default 4 MiB).
     pub fn max_value_bytes(mut self, bytes: usize) -> Self {
         self.max_value_bytes = bytes;
+        self
+    }
+
+    /// Stores values whose encoding is at least `bytes` long LZ4-compressed,
+    /// when that makes them smaller (default: no compression;
+    /// `#[cached(compress = false)]` opts one fn out, `#[cached(compress)]`
+    /// opts one in on a cache without it). Readers decode compressed and
+    /// plain entries alike, whatever their own setting, so the threshold
+    /// can change between deploys. See BENCHMARKS.md ("Compression") for
+    /// what it saves and costs.
+    ///
+    /// ```
+    /// # async fn demo() {
+    /// let cache = cache_aside::Cache::builder().memory().compress_above(16 << 10).build().unwrap();
+    /// let pages = cache.namespace("page");
+    /// let html: String = pages.get_or_compute(&"/", async { "<p>hello</p>".repeat(5000) }).await;
+    /// let again: String = pages.get_or_compute(&"/", async { unreachable!() }).await;
+    /// assert_eq!(html, again);
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo());
+    /// ```
+    pub fn compress_above(mut self, bytes: usize) -> Self {
+        self.compress_above = Some(bytes);
+        self
+    }
+
+    /// Puts every cached call, hits included, in a `tracing` span
+    /// `cache_aside.call` (target `cache_aside`, INFO) with its namespace,
+    /// key and the [`Status`](crate::Status) it ended with
+    /// (`cache_aside.status`). Off by default: misses and invalidations
+    /// have spans of their own (README, "Traces"), and a hit then pays
+    /// nothing for tracing.
+    ///
+    /// ```
+    /// let cache = cache_aside::Cache::builder().memory().trace_calls(true).build().unwrap();
+    /// # let _ = cache;
+    /// ```
+    pub fn trace_calls(mut self, on: bool) -> Self {
+        self.trace_calls = on;
         self
     }
 
@@ -304,6 +394,15 @@ impl CacheBuilder {
         at_least_1ms("op_timeout", self.op_timeout)?;
         at_least_1ms("transaction_fence", self.fence_ttl)?;
         at_least_1ms("generation_ttl", self.generation_ttl)?;
+        if let Some((replicas, timeout)) = self.durable {
+            if replicas == 0 {
+                return Err(Error::Setting {
+                    setting: "durable_invalidations",
+                    allowed: "at least 1 replica (0 waits for none: leave it unset)".into(),
+                });
+            }
+            at_least_1ms("durable_invalidations", timeout)?;
+        }
         if !(1..=64).contains(&self.connections) {
             return Err(Error::Setting {
                 setting: "connections",
@@ -359,6 +458,7 @@ impl CacheBuilder {
                 op_timeout: self.op_timeout,
                 connect_timeout: self.connect_timeout,
                 tls_root_cert: self.tls_root_cert.clone(),
+                durable: self.durable,
             };
             let backend = RedisBackend::new(config, Arc::clone(&hub))?;
             (AnyBackend::Redis(Box::new(backend)), description)
@@ -374,6 +474,8 @@ impl CacheBuilder {
                 codec: self.codec,
                 guard_ttl: self.guard_ttl,
                 max_value_bytes: self.max_value_bytes,
+                compress_above: self.compress_above,
+                trace_calls: self.trace_calls,
                 retry_for: self.retry_for,
                 description,
                 hub,
@@ -381,6 +483,7 @@ impl CacheBuilder {
                 links: Default::default(),
                 local_ttl: self.local_ttl,
                 retry: Mutex::new(RetryQueue::default()),
+                queued: Default::default(),
                 in_flight: Default::default(),
                 flights: Flights::default(),
                 lock_wait: self.lock_wait,
@@ -420,5 +523,15 @@ mod tests {
                 .is_err()
         );
         assert!(Cache::builder().redis_url("http://nope").build().is_err());
+        let durable = |n, t| Cache::builder().durable_invalidations(n, t).build();
+        assert!(matches!(
+            durable(0, Duration::from_secs(1)),
+            Err(Error::Setting {
+                setting: "durable_invalidations",
+                ..
+            })
+        ));
+        assert!(durable(1, Duration::ZERO).is_err());
+        assert!(durable(1, Duration::from_millis(200)).is_ok());
     }
 }

@@ -5,6 +5,7 @@
 //! source.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use crate::entry::Token;
 use crate::key::KeyError;
 use crate::stats::bump;
 use crate::sync::lock;
+use tracing::Instrument;
 
 /// What an invalidation did. It never fails the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +50,12 @@ pub(crate) struct RetryQueue {
     worker: bool,
 }
 
+impl RetryQueue {
+    fn len(&self) -> usize {
+        self.namespaces.len() + self.keys.len()
+    }
+}
+
 /// A queued invalidation. `seq` changes when the same target is queued
 /// again, so the worker never removes an invalidation queued while it was
 /// sending an older one; `since` bounds how long each one is retried.
@@ -75,6 +83,9 @@ impl Cache {
         state.pending_namespace.load(Relaxed)
             || (state.pending_keys.load(Relaxed) > 0
                 && lock(&self.inner.retry).keys.contains_key(entry_key))
+            // An entry of this namespace may be built from what a queued
+            // invalidation of another one has not reached yet.
+            || (state.has_deps.load(Relaxed) && self.inner.queued.load(Relaxed) > 0)
     }
 
     /// Invalidates the namespace; inside a transaction scope (`scope`), fences
@@ -84,12 +95,21 @@ impl Cache {
         state: &Arc<NsState>,
         scope: Option<&Scope>,
     ) -> Invalidation {
+        let span = self.invalidation_span(state, "namespace", None);
+        traced(span, self.invalidate_namespace_untraced(state, scope)).await
+    }
+
+    async fn invalidate_namespace_untraced(
+        &self,
+        state: &Arc<NsState>,
+        scope: Option<&Scope>,
+    ) -> Invalidation {
         let inner = &*self.inner;
         let change = match scope {
             Some(s) => s.hold(self, state, None),
             None => Change::Invalidate,
         };
-        let done = inner.breaker.allow() && self.send(state, None, change).await.is_some();
+        let done = inner.breaker(state).allow() && self.send(state, None, change).await.is_some();
         // Also when queued: this process must not serve what it invalidated.
         inner.hub.local_namespace_invalidated(&state.coherence);
         if done {
@@ -107,13 +127,27 @@ impl Cache {
         entry_key: String,
         scope: Option<&Scope>,
     ) -> Invalidation {
+        let span = self.invalidation_span(state, "key", Some(&entry_key));
+        traced(
+            span,
+            self.invalidate_entry_untraced(state, entry_key, scope),
+        )
+        .await
+    }
+
+    async fn invalidate_entry_untraced(
+        &self,
+        state: &Arc<NsState>,
+        entry_key: String,
+        scope: Option<&Scope>,
+    ) -> Invalidation {
         let inner = &*self.inner;
         let change = match scope {
             Some(s) => s.hold(self, state, Some(&entry_key)),
             None => Change::Invalidate,
         };
-        let done =
-            inner.breaker.allow() && self.send(state, Some(&entry_key), change).await.is_some();
+        let done = inner.breaker(state).allow()
+            && self.send(state, Some(&entry_key), change).await.is_some();
         inner
             .hub
             .local_key_invalidated(&state.coherence, &entry_key);
@@ -122,6 +156,32 @@ impl Cache {
             return Invalidation::Done;
         }
         self.enqueue(state, Some(entry_key))
+    }
+
+    /// The span of one invalidation (`target: "cache_aside"`, INFO), with
+    /// OpenTelemetry's attribute names where they exist (`otel.kind`,
+    /// `db.system.name`, `db.operation.name`, `error.type`) and ours for the
+    /// rest: `cache_aside.namespace`, `cache_aside.scope` (`namespace`,
+    /// `key` or `tag`), `cache_aside.target` (the entry or tag key) and
+    /// `cache_aside.outcome` (`done` or `queued`), recorded at its end.
+    pub(super) fn invalidation_span(
+        &self,
+        state: &NsState,
+        scope: &'static str,
+        target: Option<&str>,
+    ) -> tracing::Span {
+        tracing::info_span!(
+            target: "cache_aside",
+            "cache_aside.invalidate",
+            otel.kind = "client",
+            db.system.name = self.inner.backend.system(),
+            db.operation.name = "invalidate",
+            cache_aside.namespace = %state.name,
+            cache_aside.scope = scope,
+            cache_aside.target = target,
+            cache_aside.outcome = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        )
     }
 
     /// Applies `change` to the namespace's generation, or to one entry, and
@@ -160,11 +220,11 @@ impl Cache {
         };
         match sent {
             Ok(changed) => {
-                inner.breaker.success();
+                inner.breaker(state).success();
                 Some(changed)
             }
             Err(e) => {
-                inner.note_failure(&e);
+                inner.note_failure(state, &e);
                 bump(&state.counters.errors);
                 None
             }
@@ -190,7 +250,7 @@ impl Cache {
             },
             _ => Change::End { holder },
         };
-        let sent = match inner.breaker.allow() {
+        let sent = match inner.breaker(state).allow() {
             true => self.send(state, key.as_deref(), change).await,
             false => None,
         };
@@ -234,6 +294,7 @@ impl Cache {
                 q.namespaces.insert(state.name.clone(), pending(since));
             }
         }
+        self.inner.queued.store(q.len(), Relaxed);
         bump(&state.counters.invalidations_queued);
         if !q.worker {
             q.worker = true;
@@ -287,12 +348,14 @@ impl Cache {
                 tracing::info!(namespace = %name, "cache-aside: queued namespace invalidation landed");
                 if q.namespaces.get(&name).is_some_and(|cur| cur.seq == p.seq) {
                     q.namespaces.remove(&name);
+                    inner.queued.store(q.len(), Relaxed);
                     p.state.pending_namespace.store(false, Relaxed);
                 }
             } else if p.since.elapsed() >= inner.retry_for
                 && q.namespaces.get(&name).is_some_and(|cur| cur.seq == p.seq)
             {
                 q.namespaces.remove(&name);
+                inner.queued.store(q.len(), Relaxed);
                 p.state.pending_namespace.store(false, Relaxed);
                 bump(&p.state.counters.invalidations_dropped);
                 tracing::error!(namespace = %name, retry_for = ?inner.retry_for,
@@ -318,6 +381,7 @@ impl Cache {
             }
             if current {
                 q.keys.remove(&key);
+                inner.queued.store(q.len(), Relaxed);
                 p.state.pending_keys.fetch_sub(1, Relaxed);
             }
         }
@@ -327,7 +391,7 @@ impl Cache {
     /// still being sent by a writer's task.
     fn unlanded(&self) -> usize {
         let q = lock(&self.inner.retry);
-        q.namespaces.len() + q.keys.len() + self.inner.in_flight.load(Relaxed)
+        q.len() + self.inner.in_flight.load(Relaxed)
     }
 
     /// Waits, at most `within`, for the invalidations this process has not
@@ -405,4 +469,19 @@ impl Cache {
             }
         }
     }
+}
+
+/// Runs one invalidation in its span, and records how it ended.
+pub(super) async fn traced(
+    span: tracing::Span,
+    invalidation: impl Future<Output = Invalidation>,
+) -> Invalidation {
+    let out = invalidation.instrument(span.clone()).await;
+    match out {
+        Invalidation::Done => span.record("cache_aside.outcome", "done"),
+        Invalidation::Queued => span
+            .record("cache_aside.outcome", "queued")
+            .record("error.type", "queued"),
+    };
+    out
 }

@@ -30,7 +30,8 @@ use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::options::{CallOptions, Filter};
+use super::options::{CallOptions, Compress, Filter};
+use super::payload;
 use super::registry::{NsSlot, NsState};
 use super::tags::Tags;
 use super::track::{self, KeyTokens, Track};
@@ -40,9 +41,10 @@ use crate::backend::{Backend, BackendError, Expect, GenValue, Generation};
 use crate::control::{self, Mode};
 use crate::entry::{self, Found, HEADER_LEN, IDENTITY_LEN, Meta, Why};
 use crate::key::KeyError;
-use crate::local::Ticket;
+use crate::local::{LocalEntry, Ticket};
 use crate::schema;
 use crate::stats::{self, Status, bump};
+use tracing::Instrument;
 
 /// A read: the entry and generation, the extra tokens asked for, and the
 /// values of the entry's deps when they were read with it.
@@ -57,7 +59,34 @@ pub(crate) struct Shape<T, R> {
     pub(super) value_of: fn(&R) -> Option<&T>,
     pub(super) from_value: fn(T) -> R,
     pub(super) share: Option<Sharer<R>>,
+    /// Keeps decoded values in the local tier (a `Clone` value type).
+    pub(super) keep: Option<Keeper<T>>,
 }
+
+impl<T, R> Shape<T, R> {
+    /// With decoded values kept in the local tier (see [`Keeper`]).
+    pub(crate) fn kept(mut self, keep: Option<Keeper<T>>) -> Self {
+        self.keep = keep;
+        self
+    }
+}
+
+/// How a local-tier entry keeps its value decoded, for a value type that
+/// is `Clone + Send + Sync + 'static`: the first local hit decodes the
+/// bytes and keeps the value; later ones clone it (no decode).
+#[doc(hidden)]
+pub struct Keeper<T> {
+    pub keep: fn(&T) -> Arc<dyn Any + Send + Sync>,
+    pub take: fn(&(dyn Any + Send + Sync)) -> Option<T>,
+}
+
+impl<T> Clone for Keeper<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Keeper<T> {}
 
 impl<T, R> Clone for Shape<T, R> {
     fn clone(&self) -> Self {
@@ -73,6 +102,19 @@ impl<T> Shape<T, T> {
             value_of: |v| Some(v),
             from_value: std::convert::identity,
             share: None,
+            keep: None,
+        }
+    }
+}
+
+impl<T> Shape<T, Option<T>> {
+    /// A batch's element: `None` when the batch's body left the key out.
+    pub(crate) fn option() -> Self {
+        Shape {
+            value_of: Option::as_ref,
+            from_value: Some,
+            share: None,
+            keep: None,
         }
     }
 }
@@ -83,6 +125,7 @@ impl<T, E> Shape<T, Result<T, E>> {
             value_of: |r| r.as_ref().ok(),
             from_value: Ok,
             share,
+            keep: None,
         }
     }
 }
@@ -138,6 +181,10 @@ pub(super) struct Policy {
     /// when such an entry is at hand.
     pub(super) fail_safe: Duration,
     pub(super) timeout: Option<Duration>,
+    /// Encodings at least this long are stored compressed (`None`: never).
+    pub(super) compress_above: Option<usize>,
+    /// The share of fresh Redis hits the consistency probe recomputes.
+    pub(super) verify: f64,
 }
 
 /// What one read found, owned.
@@ -196,12 +243,14 @@ impl Cache {
             force: false,
             fail_safe: o.fail_safe.unwrap_or(Duration::ZERO),
             timeout: o.timeout,
+            compress_above: Compress::threshold(o.compress, inner.compress_above),
+            verify: o.verify.unwrap_or(0.0),
         }
     }
 
     /// The schema of this call's entries (see `schema.rs`); for a
     /// non-generic call site, computed once and kept in its slot.
-    fn schema_of<T: DeserializeOwned>(
+    pub(super) fn schema_of<T: DeserializeOwned>(
         &self,
         o: &CallOptions,
         target: &Target<'_>,
@@ -292,6 +341,10 @@ impl Cache {
             shape,
             tags,
         };
+        if self.inner.trace_calls {
+            // Boxed: the hit path's future stays as it is without it.
+            return Box::pin(lookup.traced(fut, refresh)).await;
+        }
         lookup.run(fut, refresh).await
     }
 }
@@ -301,6 +354,29 @@ where
     T: Serialize + DeserializeOwned,
     U: Filter<T>,
 {
+    /// [`run`](Self::run) in a span of its own, for
+    /// [`CacheBuilder::trace_calls`](crate::CacheBuilder::trace_calls):
+    /// every call, hits included, with the status it ended with.
+    async fn traced<Fut: Future<Output = R>, Rf: Refresh<T, R, U>>(
+        self,
+        fut: Fut,
+        refresh: Rf,
+    ) -> R {
+        let span = tracing::info_span!(
+            target: "cache_aside",
+            "cache_aside.call",
+            cache_aside.namespace = %self.state.name,
+            cache_aside.key = %self.key,
+            cache_aside.status = tracing::field::Empty,
+        );
+        let run = self.run(fut, refresh).instrument(span.clone());
+        let (out, status) = stats::observed(run).await;
+        if let Some(s) = status {
+            span.record("cache_aside.status", s.name());
+        }
+        out
+    }
+
     /// The hit path: the local tier, then one read; everything else is boxed
     /// out of this future (it is moved on every call).
     async fn run<Fut: Future<Output = R>, Rf: Refresh<T, R, U>>(
@@ -325,7 +401,7 @@ where
             };
             if let Some(hit) = inner.hub.local.get(&self.key, ticket.epoch, flushes)
                 && hit.schema == self.schema
-                && let Ok(value) = inner.codec.decode::<T>(&hit.payload)
+                && let Some(value) = self.local_value(&hit)
             {
                 bump(&state.counters.hits);
                 bump(&state.counters.local_hits);
@@ -334,7 +410,7 @@ where
             }
             self.policy.ticket = Some(ticket);
         }
-        if !inner.breaker.allow() {
+        if !inner.breaker(state).allow() {
             return bypass(Some(state), fut).await;
         }
         let Ok(snap) = self.read().await else {
@@ -375,12 +451,15 @@ where
             && policy
                 .early_refresh
                 .is_some_and(|beta| xfetch(meta, now, beta));
+        // `refresh` is started at most once: for a refresh, or the probe.
+        let mut refresh = Some(refresh);
         if fresh || in_stale_window {
             // A live entry was read under a real generation.
             let generation = snap.generation.current().copied();
             if (early || in_stale_window)
                 && let Some(generation) = generation
                 && self.win_refresh().await
+                && let Some(refresh) = refresh.take()
             {
                 bump(if early {
                     &state.counters.early_refreshes
@@ -399,10 +478,26 @@ where
                     return Box::pin(self.compute(fut, Some(to), None, None, None)).await;
                 }
             }
-            match inner.codec.decode::<T>(payload) {
-                Ok(value) => {
+            let decoded = payload::unpack(payload, meta.compressed(), inner.max_value_bytes)
+                .and_then(|plain| Ok((inner.codec.decode::<T>(&plain)?, plain)));
+            match decoded {
+                Ok((value, plain)) => {
                     if fresh && entry::deps_len(&entry) == 0 {
-                        self.local_insert(payload, meta.expires_at_ms);
+                        // (The local tier holds the codec's bytes, never
+                        // compressed ones.)
+                        self.local_insert(&plain, meta.expires_at_ms);
+                    }
+                    if fresh
+                        && policy.verify > 0.0
+                        && let (Some(generation), Some(r)) = (generation, refresh.take())
+                        && r.background()
+                        && entry::unit_random() < policy.verify
+                    {
+                        // The consistency probe: this hit, recomputed in a
+                        // task of its own and compared.
+                        let mut job = self.job(identity, generation);
+                        job.verify = Some(plain.into_owned());
+                        r.start(job, self.unless);
                     }
                     if !fresh && let Some(t) = track::current() {
                         // A stale value: what it was computed from may
@@ -450,6 +545,7 @@ where
             identity: identity.to_vec(),
             generation,
             tags: self.tags.clone(),
+            verify: None,
         }
     }
 
@@ -505,6 +601,11 @@ where
         }
         // From now on this namespace's reads fetch the deps' values too.
         self.state.has_deps.store(true, Relaxed);
+        if inner.queued.load(Relaxed) > 0 {
+            // What it was built from may be what a queued invalidation has
+            // not reached yet (later reads bypass: `invalidation_pending`).
+            return Ok(None);
+        }
         let now = match values {
             Some(v) if v.len() == list.len() => v,
             _ => {
@@ -536,21 +637,26 @@ where
     ) {
         let state = self.state;
         match fetched.generation {
-            Generation::Current(g) => t.record(&state.generation_key, &g.bytes()),
+            Generation::Current(g) => t.record_by(&state.generation_key, &g.bytes(), &self.key),
             // Made by this call's claim, which records it (`compute`).
-            Generation::Absent => t.pending(&state.generation_key),
+            Generation::Absent => t.pending(&state.generation_key, &self.key),
             Generation::Fenced(_) => t.unknown(),
         }
         match tokens {
             [Some(bucket), Some(any)] => {
-                t.note_any(&keys.any, any);
-                t.record(&keys.bucket, bucket);
+                t.record_bucket(&keys.bucket, bucket, any);
             }
             _ => t.unknown(),
         }
         if let Some(tags) = &self.tags {
-            for (k, token) in tags.seen() {
-                t.record(&k, &token);
+            match tags.seen() {
+                Some(seen) => {
+                    for (k, token) in seen {
+                        t.record(&k, &token);
+                    }
+                }
+                // Under a scope's fence: not known.
+                None => t.unknown(),
             }
         }
         for (k, v) in deps.unwrap_or_default() {
@@ -604,7 +710,7 @@ where
         };
         match fetched {
             Ok((fetched, deps)) => {
-                inner.breaker.success();
+                inner.breaker(state).success();
                 let generation = fetched.generation;
                 let mut found = entry::classify(
                     fetched.entry.as_deref(),
@@ -651,7 +757,7 @@ where
                 Ok(Snapshot { read, generation })
             }
             Err(e) => {
-                inner.note_failure(&e);
+                inner.note_failure(state, &e);
                 bump(&state.counters.errors);
                 Err(e)
             }
@@ -674,13 +780,33 @@ where
         if ttl.is_zero() || !unchanged() {
             return;
         }
-        if hub
-            .local
-            .insert(&self.key, payload, self.schema, ticket, ttl)
-            && !unchanged()
+        if hub.local.insert(
+            &self.key,
+            payload,
+            self.schema,
+            ticket,
+            ttl,
+            self.shape.keep.is_some(),
+        ) && !unchanged()
         {
             hub.local.remove(&self.key);
         }
+    }
+
+    /// The value of a local-tier entry: the decoded one it keeps (cloned),
+    /// else its bytes decoded (and, for a kept type, kept for next time).
+    fn local_value(&self, hit: &LocalEntry) -> Option<T> {
+        let keep = self.shape.keep;
+        if let Some(k) = keep
+            && let Some(value) = hit.decoded.get().and_then(|v| (k.take)(&**v))
+        {
+            return Some(value);
+        }
+        let value = self.cache.inner.codec.decode::<T>(&hit.payload).ok()?;
+        if let Some(k) = keep {
+            let _ = hit.decoded.set((k.keep)(&value));
+        }
+        Some(value)
     }
 
     /// Tries to become the one refresher of this entry for a window.
@@ -694,7 +820,7 @@ where
         {
             Ok(won) => won,
             Err(e) => {
-                inner.note_failure(&e);
+                inner.note_failure(self.state, &e);
                 false
             }
         }
@@ -724,6 +850,9 @@ pub struct Job<T, R> {
     pub(super) identity: Vec<u8>,
     pub(super) generation: GenValue,
     pub(super) tags: Option<Box<Tags>>,
+    /// A consistency probe's job (`verify`): the codec's bytes of the value
+    /// served, to compare the recomputed value with; nothing is stored.
+    pub(super) verify: Option<Vec<u8>>,
 }
 
 /// Where a computed value may be stored: over what, under which generation.

@@ -11,12 +11,14 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::lookup::{Lookup, Read, Seen, StoreAs};
 use super::options::Filter;
+use super::payload;
 use super::track::{self, Track};
 use super::{Cache, jitter};
 use crate::backend::{Backend, Claim, Claimed, Expect, GenValue, Generation, Store};
 use crate::entry::{self, IDENTITY_LEN, LEASE_MAGIC, Meta, Why};
 use crate::flight::{self, Outcome, Role};
 use crate::stats::{self, Status, bump};
+use tracing::Instrument;
 
 /// How many times a claim may find the key changed before the call
 /// computes without storing.
@@ -74,7 +76,7 @@ where
                             }
                         }
                         Some(Outcome::Abandoned) => continue,
-                        None => {}
+                        Some(Outcome::Recompute) | None => {}
                     }
                     // No usable outcome: compute without waiting more (and
                     // without storing: this call holds no claim).
@@ -135,6 +137,12 @@ where
                 }
                 Ok(Claimed::Fenced) => {
                     bump(&state.counters.fenced);
+                    if let Some(t) = track::current() {
+                        // A scope that dies before its end leaves the
+                        // key's bucket as its fence made it: an outer
+                        // value computed now could outlive it.
+                        t.unknown();
+                    }
                     break None;
                 }
                 Ok(Claimed::Held) if self.policy.lock && Instant::now() < deadline => {
@@ -155,7 +163,7 @@ where
                 }
                 Ok(Claimed::Changed) => break None,
                 Err(e) => {
-                    inner.note_failure(&e);
+                    inner.note_failure(state, &e);
                     bump(&state.counters.errors);
                     break None;
                 }
@@ -195,6 +203,14 @@ where
             }
             seen.generation = snap.generation;
         };
+        if claimed.is_none()
+            && let Some(t) = track::current()
+        {
+            // Computed without a claim (a lease held, perhaps a writer's
+            // that dies before its store bumps the key again; an error; a
+            // fence): the tokens this call read may not cover its value.
+            t.unknown();
+        }
         let lease = claimed.as_ref().map(|(_, lease, _)| {
             LeaseHeld::new(self.cache.clone(), self.key.clone(), lease.clone())
         });
@@ -241,11 +257,14 @@ where
     /// value, also handed to this process's followers; or, if it does not
     /// decode, the leadership back.
     fn serve<'l>(&self, leader: flight::Leader<'l>, entry: &[u8]) -> Result<R, flight::Leader<'l>> {
+        let inner = &*self.cache.inner;
         let payload = entry.get(self.payload_at(entry)..).unwrap_or_default();
-        match self.cache.inner.codec.decode::<T>(payload) {
-            Ok(value) => {
+        let decoded = payload::unpack(payload, entry::is_compressed(entry), inner.max_value_bytes)
+            .and_then(|plain| Ok((inner.codec.decode::<T>(&plain)?, plain)));
+        match decoded {
+            Ok((value, plain)) => {
                 if leader.has_followers() {
-                    leader.finish(Outcome::Value(Arc::from(payload)));
+                    leader.finish(Outcome::Value(Arc::from(&*plain)));
                 }
                 bump(&self.state.counters.hits);
                 stats::report(Status::Hit);
@@ -277,10 +296,24 @@ where
         if let (Some(p), Some(to)) = (&parent, &to) {
             // The generation this value is computed under (which a claim
             // may just have made).
-            p.record(&state.generation_key, &to.generation.bytes());
+            p.record_by(&state.generation_key, &to.generation.bytes(), &self.key);
         }
         let tracked = Arc::new(Track::default());
-        let fut = track::scope(Arc::clone(&tracked), fut);
+        // The body runs in this span (its own spans and events are its
+        // children); what became of its value is recorded at the end.
+        let span = tracing::info_span!(
+            target: "cache_aside",
+            "cache_aside.compute",
+            otel.kind = "internal",
+            cache_aside.namespace = %state.name,
+            cache_aside.key = %self.key,
+            cache_aside.refresh = self.policy.force || to.as_ref().is_some_and(|t| matches!(t.expect, Expect::Prefix(_))),
+            cache_aside.stored = tracing::field::Empty,
+            cache_aside.value_bytes = tracing::field::Empty,
+            cache_aside.fail_safe = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let fut = track::scope(Arc::clone(&tracked), fut).instrument(span.clone());
         let mut fut = std::pin::pin!(fut);
         let first = match self.policy.timeout.filter(|_| fallback.is_some()) {
             Some(t) => tokio::time::timeout(t, fut.as_mut()).await.ok(),
@@ -289,15 +322,34 @@ where
         let failed = first
             .as_ref()
             .is_none_or(|o| (self.shape.value_of)(o).is_none());
+        if failed {
+            span.record(
+                "error.type",
+                if first.is_none() {
+                    "timeout"
+                } else {
+                    "body_error"
+                },
+            );
+        }
         if failed
             && let (Some(f), Some(l), Some(to)) = (fallback, lease, to.as_ref())
             && let Some((value, payload)) = self.fail_safe(f, l, to.generation).await
         {
+            span.record("cache_aside.fail_safe", true);
             if let Some(p) = &parent {
                 p.unknown();
             }
             if let Some(leader) = leader {
-                leader.finish(Outcome::FailSafe(payload));
+                // An entry computed from other entries is not handed to
+                // those who joined meanwhile (one may have started after an
+                // invalidation of what it read): they read it back, which
+                // checks its deps.
+                leader.finish(if entry::deps_len(f) == 0 {
+                    Outcome::FailSafe(payload)
+                } else {
+                    Outcome::Abandoned
+                });
             }
             return (self.shape.from_value)(value);
         }
@@ -317,6 +369,10 @@ where
         let deps = tracked.deps();
         let with_deps = deps.as_ref().is_some_and(|d| !d.is_empty());
         let mut stored = false;
+        // A store was tried under the call's claim, and refused.
+        let mut refused = false;
+        // The call holds a claim (a lease, or the entry it refreshes).
+        let claimed = to.is_some();
         let mut outcome = Outcome::Abandoned;
         if let Some(value) = (self.shape.value_of)(&out) {
             // `ttl = f`: the value's own TTL (zero: not stored).
@@ -347,6 +403,14 @@ where
             let payload_at = tail.len();
             match inner.codec.encode(value, &mut tail) {
                 Ok(()) => {
+                    // Stored compressed where the call asks and it saves;
+                    // the local tier and the waiters get the codec's bytes.
+                    let packed = payload::pack(&tail, payload_at, self.policy.compress_above);
+                    let stored_tail = packed.as_deref().unwrap_or(&tail);
+                    state
+                        .histograms
+                        .miss(elapsed, stored_tail.len() - payload_at);
+                    span.record("cache_aside.value_bytes", stored_tail.len() - payload_at);
                     if let Some(to) = to
                         && !chosen.is_zero()
                         && !self.unless.skip(value)
@@ -355,7 +419,8 @@ where
                         let linger_ms = u64::try_from(linger.as_millis()).unwrap_or(u64::MAX);
                         state.reader_linger_ms.store(linger_ms, Relaxed);
                         let px = ttl + linger;
-                        stored = self.store(to, px, elapsed, &tail, with_deps).await;
+                        stored = self.store(to, px, elapsed, stored_tail, with_deps).await;
+                        refused = !stored;
                         if stored && with_deps {
                             state.has_deps.store(true, Relaxed);
                         }
@@ -375,8 +440,19 @@ where
                     // (which does not touch this key). They read the stored
                     // entry instead, which checks its deps.
                     let from_entries = deps.as_ref().is_none_or(|d| !d.is_empty());
+                    // Nor a value whose store was refused, or computed with
+                    // no claim to guard it: the key may have changed while
+                    // the body ran, and a caller that joined may have read
+                    // it after the change (an invalidation whose tombstone
+                    // is gone again, evicted or deleted on a full Redis,
+                    // looks like the empty key the leader read).
                     if !from_entries && leader.as_ref().is_some_and(flight::Leader::has_followers) {
-                        outcome = Outcome::Value(Arc::from(&tail[payload_at..]));
+                        outcome = if claimed && !refused {
+                            Outcome::Value(Arc::from(&tail[payload_at..]))
+                        } else {
+                            // Not one after the other: each at once.
+                            Outcome::Recompute
+                        };
                     }
                 }
                 Err(e) => {
@@ -397,13 +473,14 @@ where
                     .release(&self.key, &l.token, &entry::tombstone(), inner.guard_ttl)
                     .await;
                 if let Err(e) = released {
-                    inner.note_failure(&e);
+                    inner.note_failure(state, &e);
                 }
             }
         }
         if let Some(leader) = leader {
             leader.finish(outcome);
         }
+        span.record("cache_aside.stored", stored);
         stats::report(Status::Miss);
         out
     }
@@ -426,12 +503,13 @@ where
             return None;
         };
         let payload = entry.get(self.payload_at(entry)..)?;
+        let plain = payload::unpack(payload, meta.compressed(), inner.max_value_bytes).ok()?;
         let ends = meta
             .expires_at_ms
             .saturating_add(self.policy.stale.as_millis() as u64)
             .saturating_add(self.policy.fail_safe.as_millis() as u64);
         let left = ends.checked_sub(entry::unix_ms()).filter(|ms| *ms > 0)?;
-        let value = inner.codec.decode::<T>(payload).ok()?;
+        let value = inner.codec.decode::<T>(&plain).ok()?;
         let store = Store {
             entry_key: &self.key,
             generation_key: &state.generation_key,
@@ -447,7 +525,7 @@ where
             Ok(true) => lease.disarm(),
             Ok(false) => return None,
             Err(e) => {
-                inner.note_failure(&e);
+                inner.note_failure(state, &e);
                 return None;
             }
         }
@@ -459,7 +537,7 @@ where
                 "cache-aside: the body failed; serving the last good values (fail-safe) until it succeeds again"
             );
         }
-        Some((value, Arc::from(payload)))
+        Some((value, Arc::from(&*plain)))
     }
 
     /// Stores `tail` under the entry key if the guards allow; true if stored.
@@ -494,6 +572,12 @@ where
             bump(&state.counters.stores_rejected);
             return false;
         }
+        // A refresh scope replaces a live value on purpose (its source
+        // changed): outer entries built from the old one read as misses.
+        // Not inside another cached body: that body recorded the token as
+        // this call read it, and a bump would leave its own entry dead.
+        let tokens = (self.policy.force && track::current().is_none())
+            .then(|| track::KeyTokens::of(state, &self.key));
         let store = Store {
             entry_key: &self.key,
             generation_key: &state.generation_key,
@@ -503,7 +587,7 @@ where
             tail,
             restore: false,
             deps,
-            bump: None,
+            bump: tokens.as_ref().map(|t| (t.buckets(), entry::token())),
         };
         match inner.backend.store(store).await {
             Ok(true) => {
@@ -519,7 +603,7 @@ where
                 false
             }
             Err(e) => {
-                inner.note_failure(&e);
+                inner.note_failure(state, &e);
                 bump(&state.counters.errors);
                 false
             }

@@ -9,8 +9,10 @@
 //! | `registry.rs` | per-namespace state, and the `#[cached]` call sites' slots |
 //! | `links.rs` | which fns read and write each namespace, and the links that cannot be right |
 //! | `lookup.rs` | one call: the hit path (start here) |
+//! | `batch.rs` | many keys of one namespace: one read, the misses' bodies in one call |
 //! | `miss.rs` | one call past its read: coalescing, the lease, compute, store |
-//! | `refresh.rs` | a refresh in the background (`stale`, `early_refresh`) |
+//! | `payload.rs` | a payload as stored (compressed or not) and as the codec reads it |
+//! | `refresh.rs` | a refresh in the background (`stale`, `early_refresh`, `verify`) |
 //! | `invalidate.rs` | invalidations and their retry queue |
 //! | `put.rs` | write-through (`#[cache_put]`): a writer's lease, its store or tombstone |
 //! | `scope.rs` | transaction scopes: fences held until the transaction ends |
@@ -32,6 +34,7 @@ use crate::flight::Flights;
 use crate::key::{self, layout};
 use crate::stats::{self, Stats, Status, bump};
 
+pub(crate) mod batch;
 mod builder;
 mod invalidate;
 mod links;
@@ -39,6 +42,7 @@ mod lookup;
 mod miss;
 mod namespace;
 mod options;
+mod payload;
 mod put;
 mod refresh;
 mod registry;
@@ -46,16 +50,17 @@ pub(crate) mod scope;
 mod tags;
 mod track;
 
+pub(crate) use batch::BatchTarget;
 pub use builder::CacheBuilder;
 pub use invalidate::Invalidation;
 use invalidate::RetryQueue;
 use links::Links;
 pub use links::{LinkProblem, Site};
 pub use lookup::Refresh;
-pub use lookup::Sharer;
+pub use lookup::{Keeper, Sharer};
 pub(crate) use lookup::{Shape, Target};
 pub use namespace::Namespace;
-pub use options::{CallOptions, Filter, NoFilter, WithTtl};
+pub use options::{CallOptions, Compress, Filter, NoFilter, WithTtl};
 pub use refresh::{Background, Inline};
 pub use registry::NsSlot;
 use registry::{NsState, Registry};
@@ -97,6 +102,10 @@ struct Inner {
     codec: CodecKind,
     guard_ttl: Duration,
     max_value_bytes: usize,
+    /// Encodings at least this long are compressed (`compress_above`).
+    compress_above: Option<usize>,
+    /// Every call in a span (`trace_calls`).
+    trace_calls: bool,
     retry_for: Duration,
     description: String,
     hub: Arc<Hub>,
@@ -105,6 +114,9 @@ struct Inner {
     links: Links,
     local_ttl: Option<Duration>,
     retry: Mutex<RetryQueue>,
+    /// The retry queue's length, stored under its lock after each change:
+    /// reads check it without the lock.
+    queued: std::sync::atomic::AtomicUsize,
     /// Writers' invalidation tasks still running (`Cache::shutdown`).
     in_flight: std::sync::atomic::AtomicUsize,
     flights: Flights,
@@ -117,11 +129,19 @@ struct Inner {
 }
 
 impl Inner {
-    /// A failed Redis operation: an outage feeds the circuit breaker; a
-    /// failed command (e.g. WRONGTYPE from a foreign value) only is logged.
-    fn note_failure(&self, e: &BackendError) {
+    /// The circuit breaker in front of a namespace's keys: its own in
+    /// Cluster mode (one node holds them), else the cache's one.
+    #[inline]
+    fn breaker<'a>(&'a self, state: &'a NsState) -> &'a Breaker {
+        state.breaker.as_ref().unwrap_or(&self.breaker)
+    }
+
+    /// A failed Redis operation on a namespace's keys: an outage feeds its
+    /// circuit breaker; a failed command (e.g. WRONGTYPE from a foreign
+    /// value) only is logged.
+    fn note_failure(&self, state: &NsState, e: &BackendError) {
         if e.is_outage() {
-            self.breaker.failure(e);
+            self.breaker(state).failure(e);
         } else {
             tracing::debug!(error = %e, "cache-aside: Redis command failed");
         }

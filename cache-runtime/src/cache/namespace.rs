@@ -1,12 +1,15 @@
 //! [`Namespace`]: the by-hand form of `#[cached]` and `#[invalidates]`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::hash::Hash;
 use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::Cache;
+use super::batch::BatchTarget;
 use super::invalidate::Invalidation;
 use super::lookup::{Shape, Target};
 use super::options::{CallOptions, Filter, NoFilter};
@@ -180,6 +183,25 @@ impl<'c, U> Namespace<'c, U> {
         self
     }
 
+    /// Stores this namespace's values LZ4-compressed when their encoding is
+    /// at least `bytes` long (overrides
+    /// [`CacheBuilder::compress_above`](crate::CacheBuilder::compress_above);
+    /// `usize::MAX`: never).
+    ///
+    /// ```
+    /// # async fn demo() {
+    /// let cache = cache_aside::Cache::builder().memory().build().unwrap();
+    /// let blobs = cache.namespace("blob").compress(1024);
+    /// let b: Vec<u8> = blobs.get_or_compute(&7, async { vec![0u8; 100_000] }).await;
+    /// assert_eq!(b.len(), 100_000);
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo());
+    /// ```
+    pub fn compress(mut self, bytes: usize) -> Self {
+        self.opts.compress = Some(super::Compress::Above(bytes));
+        self
+    }
+
     /// Values for which `filter` returns `true` are returned but not stored.
     pub fn unless<F>(self, filter: F) -> Namespace<'c, F> {
         Namespace {
@@ -232,6 +254,75 @@ impl<'c, U> Namespace<'c, U> {
                 Shape::result(None),
             )
             .await
+    }
+
+    /// Many keys at once (a batch read): each key is its own entry, the one
+    /// [`get_or_compute`](Self::get_or_compute) reads and writes for it.
+    /// Every entry is read in one round trip; the keys that miss go the
+    /// single-key way (leases, coalescing, the same compare-and-set), and
+    /// `compute` runs once with all of them in the common case (again for
+    /// keys that another caller held up; see README, "Batch reads"). A key
+    /// `compute` leaves out of its map is not stored, and not in the result.
+    /// Duplicate keys are read once. The entries' TTL and options are the
+    /// namespace's; the local tier and `unless` are not used.
+    ///
+    /// ```
+    /// # async fn demo() {
+    /// use std::collections::HashMap;
+    /// let cache = cache_aside::Cache::builder().memory().build().unwrap();
+    /// let airports = cache.namespace("airport_name");
+    /// let one: String = airports.get_or_compute(&"FRA", async { "Frankfurt".into() }).await;
+    /// let names: HashMap<&str, String> = airports
+    ///     .get_or_compute_many(&["FRA", "JFK"], |missing| async move {
+    ///         assert_eq!(missing, ["JFK"]); // FRA is a hit
+    ///         missing.into_iter().map(|c| (c, format!("{c} airport"))).collect()
+    ///     })
+    ///     .await;
+    /// assert_eq!(names["FRA"], one);
+    /// assert_eq!(names["JFK"], "JFK airport");
+    /// # }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo());
+    /// ```
+    pub async fn get_or_compute_many<K, T, F, Fut>(&self, keys: &[K], compute: F) -> HashMap<K, T>
+    where
+        K: Serialize + Eq + Hash + Clone,
+        T: Serialize + DeserializeOwned,
+        F: Fn(Vec<K>) -> Fut,
+        Fut: Future<Output = HashMap<K, T>>,
+    {
+        let out = self
+            .get_or_try_compute_many(keys, |missing| {
+                let fut = compute(missing);
+                async move { Ok::<_, std::convert::Infallible>(fut.await) }
+            })
+            .await;
+        match out {
+            Ok(map) => map,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`get_or_compute_many`](Self::get_or_compute_many) for a fallible
+    /// `compute`: an `Err` is returned once every key's call has finished,
+    /// and nothing it was asked for is stored.
+    pub async fn get_or_try_compute_many<K, T, E, F, Fut>(
+        &self,
+        keys: &[K],
+        compute: F,
+    ) -> Result<HashMap<K, T>, E>
+    where
+        K: Serialize + Eq + Hash + Clone,
+        T: Serialize + DeserializeOwned,
+        F: Fn(Vec<K>) -> Fut,
+        Fut: Future<Output = Result<HashMap<K, T>, E>>,
+    {
+        let target = BatchTarget {
+            ns: self.name,
+            slot: None,
+            site: None,
+            one_arg: false,
+        };
+        self.cache.run_many(target, &self.opts, keys, compute).await
     }
 
     /// Invalidates every entry of the namespace, in every process sharing

@@ -27,6 +27,39 @@ pub struct CallOptions {
     /// `tags(..)`: the names of the call's tags, in the order of the tag
     /// keys its call gives (part of the schema).
     pub tags: &'static [&'static str],
+    /// `compress`: whether large values are stored compressed.
+    pub compress: Option<Compress>,
+    /// `verify`: the share of hits recomputed in the background and
+    /// compared with the cached value (the consistency probe).
+    pub verify: Option<f64>,
+}
+
+/// `#[cached(compress ..)]`, [`Namespace::compress`](super::Namespace::compress):
+/// whether a call's values are stored LZ4-compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[doc(hidden)]
+pub enum Compress {
+    /// `compress = false`: never, whatever the cache's default.
+    Never,
+    /// `compress`: above the cache's threshold, or
+    /// [`DEFAULT_COMPRESS_ABOVE`](crate::codec::DEFAULT_COMPRESS_ABOVE) on a
+    /// cache that has none.
+    On,
+    /// `compress = "16KiB"`: encodings of at least this many bytes.
+    Above(usize),
+}
+
+impl Compress {
+    /// The threshold a call compresses above (`None`: never), from its
+    /// option and the cache's.
+    pub(crate) fn threshold(call: Option<Compress>, cache: Option<usize>) -> Option<usize> {
+        match call {
+            None => cache,
+            Some(Compress::Never) => None,
+            Some(Compress::On) => Some(cache.unwrap_or(crate::codec::DEFAULT_COMPRESS_ABOVE)),
+            Some(Compress::Above(n)) => Some(n),
+        }
+    }
 }
 
 impl CallOptions {
@@ -43,6 +76,8 @@ impl CallOptions {
         fail_safe: None,
         timeout: None,
         tags: &[],
+        compress: None,
+        verify: None,
     };
 }
 

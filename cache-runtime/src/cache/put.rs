@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::lookup::{Shape, Target};
-use super::options::{CallOptions, Filter};
+use super::options::{CallOptions, Compress, Filter};
+use super::payload;
 use super::registry::NsState;
 use super::scope::{self, PendingPut};
 use super::{Cache, jitter, track};
@@ -115,7 +116,8 @@ impl Cache {
             Ok(k) => k,
             Err(e) => {
                 let out = fut.await;
-                if (shape.value_of)(&out).is_some() {
+                // Also after a failure: the write may have committed.
+                {
                     let work = self.invalidation_in_flight();
                     let (c, ns) = (self.clone(), target.ns.to_owned());
                     let scope = scope::current();
@@ -148,7 +150,7 @@ impl Cache {
         }
         let inner = &*self.inner;
         let usable = control::mode() != Mode::Bypass
-            && inner.breaker.allow()
+            && inner.breaker(&state).allow()
             && !self.invalidation_pending(&state, &key);
         // From here, a put whose future is dropped (by its caller, or a
         // timeout) may have written: its key is invalidated.
@@ -160,12 +162,11 @@ impl Cache {
         inner.hub.local_key_invalidated(&state.coherence, &key);
         let Some((generation, lease)) = claimed else {
             // No claim (a bypass scope, an outage, a fence): the write
-            // still must not leave the old value, so invalidate after it.
+            // still must not leave the old value, so invalidate after it,
+            // also when it failed (perhaps after it committed).
             let out = fut.await;
             unsettled.settle();
-            if (shape.value_of)(&out).is_some() {
-                self.invalidate_detached(&state, key).await;
-            }
+            self.invalidate_detached(&state, key).await;
             return out;
         };
         let started = Instant::now();
@@ -230,7 +231,7 @@ impl Cache {
             Ok(Claimed::Taken {
                 generation, lease, ..
             }) => {
-                inner.breaker.success();
+                inner.breaker(state).success();
                 Some((generation, lease))
             }
             Ok(Claimed::Fenced) => {
@@ -239,7 +240,7 @@ impl Cache {
             }
             Ok(_) => None,
             Err(e) => {
-                inner.note_failure(&e);
+                inner.note_failure(state, &e);
                 bump(&state.counters.errors);
                 None
             }
@@ -286,11 +287,14 @@ impl Cache {
             schema,
         };
         let mut tail = entry::entry_tail(meta, 64);
+        let payload_at = tail.len();
         if let Err(e) = inner.codec.encode(value, &mut tail) {
             tracing::warn!(key, error = %e, "cache-aside: a put's value does not encode; the key is invalidated");
             bump(&state.counters.errors);
             return None;
         }
+        let above = Compress::threshold(put.opts.compress, inner.compress_above);
+        let tail = payload::pack(&tail, payload_at, above).unwrap_or(tail);
         if tail.len() > inner.max_value_bytes {
             bump(&state.counters.too_large);
             return None;
@@ -334,7 +338,7 @@ impl Cache {
                 false
             }
             Err(err) => {
-                inner.note_failure(&err);
+                inner.note_failure(state, &err);
                 bump(&state.counters.errors);
                 false
             }
@@ -359,7 +363,7 @@ impl Cache {
     {
         let inner = &*self.inner;
         let (change, ticket) = scope.hold_put(self, state, &key);
-        let fenced = match inner.breaker.allow() {
+        let fenced = match inner.breaker(state).allow() {
             true => self.send(state, Some(&key), change).await,
             false => None,
         };

@@ -13,7 +13,7 @@
 use serde::{Serialize, de::DeserializeOwned};
 use std::future::Future;
 
-use super::lookup::{Job, Lookup, Refresh, StoreAs};
+use super::lookup::{Job, Lookup, Read, Refresh, StoreAs};
 use super::options::Filter;
 use crate::backend::Expect;
 use crate::stats::bump;
@@ -63,8 +63,12 @@ impl<T, R> Job<T, R>
 where
     T: Serialize + DeserializeOwned,
 {
-    /// Computes and stores the value (the task a refresh in the background runs).
-    async fn run<Fut: Future<Output = R>, U: Filter<T>>(self, fut: Fut, unless: U) {
+    /// Computes and stores the value (the task a refresh in the background
+    /// runs); or, for the consistency probe, computes and compares.
+    async fn run<Fut: Future<Output = R>, U: Filter<T>>(mut self, fut: Fut, unless: U) {
+        if let Some(served) = self.verify.take() {
+            return self.probe(fut, &served, &unless).await;
+        }
         let lookup = Lookup {
             cache: &self.cache,
             state: &self.state,
@@ -85,6 +89,67 @@ where
             tracing::debug!(
                 key = lookup.key,
                 "cache-aside: a refresh in the background failed; the entry is kept"
+            );
+        }
+    }
+}
+
+impl<T, R> Job<T, R>
+where
+    T: Serialize + DeserializeOwned,
+{
+    /// The consistency probe (`verify`): runs the body against the source
+    /// (its own cached calls recompute too, as in a
+    /// [`bypass`](crate::bypass) scope) and compares the encoding of its
+    /// value with the bytes that were served. A difference counts as
+    /// `stale_detected` only while the entry is still the one served (an
+    /// invalidation since means the cache already knows); a failed body,
+    /// or a value `unless` would not store, says nothing.
+    async fn probe<Fut: Future<Output = R>, U: Filter<T>>(
+        self,
+        fut: Fut,
+        served: &[u8],
+        unless: &U,
+    ) {
+        let out = crate::control::bypass(fut).await;
+        let Some(value) = (self.shape.value_of)(&out) else {
+            return;
+        };
+        let inner = &*self.cache.inner;
+        let mut now = Vec::with_capacity(served.len());
+        if unless.skip(value) || inner.codec.encode(value, &mut now).is_err() {
+            return;
+        }
+        let state = &self.state;
+        if now == served {
+            bump(&state.counters.verified);
+            return;
+        }
+        let lookup = Lookup {
+            cache: &self.cache,
+            state: &self.state,
+            key: self.key,
+            schema: self.schema,
+            policy: self.policy,
+            unless,
+            shape: self.shape,
+            tags: self.tags,
+        };
+        let still_served = match lookup.read().await {
+            Ok(snap) => match snap.read {
+                Read::Live { entry, .. } => entry.starts_with(&self.identity),
+                Read::Miss { .. } => false,
+            },
+            Err(_) => false,
+        };
+        if still_served {
+            bump(&state.counters.verified);
+            bump(&state.counters.stale_detected);
+            tracing::warn!(
+                namespace = state.name,
+                key = lookup.key,
+                "cache-aside: the consistency probe recomputed a hit and got another value: the \
+                 cache served a stale entry (a write that invalidates nothing?)"
             );
         }
     }

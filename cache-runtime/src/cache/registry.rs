@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{Cache, Site};
 use crate::coherence::NsCoherence;
 use crate::key::{self, KeyError, layout};
-use crate::stats::{Counters, Counts};
+use crate::stats::{Counters, Counts, Histograms};
 use crate::sync::{read, write};
 
 /// Per-namespace state shared by every call of the namespace.
@@ -20,6 +20,8 @@ pub(crate) struct NsState {
     pub(crate) name: String,
     pub(crate) generation_key: String,
     pub(crate) counters: Counters,
+    /// Compute time and value size (reported with the `metrics` feature).
+    pub(crate) histograms: Histograms,
     /// A namespace invalidation is queued for retry: reads bypass the cache.
     pub(crate) pending_namespace: AtomicBool,
     /// Number of queued key invalidations of this namespace.
@@ -40,6 +42,10 @@ pub(crate) struct NsState {
     pub(crate) put_mismatch_logged: AtomicBool,
     /// A fail-safe value was served since the body last succeeded (logged).
     pub(crate) fail_safe_logged: AtomicBool,
+    /// In Cluster mode, the namespace's own circuit breaker: its keys share
+    /// one slot, so one node, and a failing node must not pause the
+    /// namespaces of the healthy ones (`None`: the cache's one breaker).
+    pub(crate) breaker: Option<crate::breaker::Breaker>,
 }
 
 /// Where a `#[cached]` call site keeps the state of its namespace in the
@@ -171,10 +177,12 @@ impl Cache {
         }
         let mut map = write(&inner.registry.map);
         let state = map.entry(ns.to_owned()).or_insert_with(|| {
+            let (counters, histograms) = Counters::new(ns);
             Arc::new(NsState {
                 name: ns.to_owned(),
                 generation_key: layout::generation_key(&inner.prefix, ns),
-                counters: Counters::default(),
+                counters,
+                histograms,
                 pending_namespace: AtomicBool::new(false),
                 pending_keys: AtomicUsize::new(0),
                 coherence: inner.hub.register(ns),
@@ -183,6 +191,7 @@ impl Cache {
                 has_deps: AtomicBool::new(false),
                 put_mismatch_logged: AtomicBool::new(false),
                 fail_safe_logged: AtomicBool::new(false),
+                breaker: inner.backend.is_cluster().then(|| inner.breaker.like()),
             })
         });
         Some(Arc::clone(state))

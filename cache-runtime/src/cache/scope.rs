@@ -153,9 +153,7 @@ pub(crate) struct Scope {
 #[derive(Default)]
 struct Holds {
     targets: Vec<Held>,
-    /// Tags invalidated inside the scope: invalidated once more when it
-    /// ends (no fence: an entry stored meanwhile carries a token that the
-    /// end replaces).
+    /// Tags invalidated inside the scope: fenced until it ends (`tag.lua`).
     tags: Vec<(Cache, Arc<NsState>, String)>,
     records: u64,
 }
@@ -321,8 +319,14 @@ impl Scope {
         }
     }
 
-    /// Registers a tag invalidated inside the scope.
-    pub(crate) fn hold_tag(&self, cache: &Cache, state: &Arc<NsState>, tag_key: &str) {
+    /// Registers a tag invalidated inside the scope; returns the change
+    /// that fences it (see `tag.lua`).
+    pub(crate) fn hold_tag(
+        &self,
+        cache: &Cache,
+        state: &Arc<NsState>,
+        tag_key: &str,
+    ) -> Change<'_> {
         let mut holds = lock(&self.held);
         let known = holds
             .tags
@@ -333,6 +337,8 @@ impl Scope {
                 .tags
                 .push((cache.clone(), Arc::clone(state), tag_key.to_owned()));
         }
+        drop(holds);
+        self.fence(cache)
     }
 
     /// Where a nested scope starts: the puts recorded so far.
@@ -357,7 +363,10 @@ impl Scope {
     async fn end(&self, committed: bool) {
         let tags = std::mem::take(&mut lock(&self.held).tags);
         for (cache, state, tag_key) in tags {
-            if !cache.bump_tag(&state, &tag_key).await {
+            let end = Change::End {
+                holder: &self.holder,
+            };
+            if !cache.change_tag(&state, &tag_key, end).await {
                 cache.enqueue(&state, None);
             }
         }
@@ -390,9 +399,16 @@ async fn renew(scope: Weak<Scope>, every: Duration) {
         let Some(scope) = scope.upgrade() else {
             return;
         };
-        let held = lock(&scope.held).targets.clone();
-        if held.is_empty() {
-            continue;
+        let (held, tags) = {
+            let holds = lock(&scope.held);
+            (holds.targets.clone(), holds.tags.clone())
+        };
+        for (cache, state, tag_key) in tags {
+            let change = Change::Renew {
+                holder: &scope.holder,
+                ttl: cache.inner.fence_ttl,
+            };
+            cache.change_tag(&state, &tag_key, change).await;
         }
         for h in held {
             let change = Change::Renew {

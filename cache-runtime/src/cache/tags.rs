@@ -13,6 +13,7 @@
 //!   live entry, another token ......................... miss (invalidated)
 //! store: the entry carries the tokens read before the body ran
 //! invalidate_tag: SET token XX, published as `t <ns> <key>` (tag.lua)
+//!   inside a transaction scope: a fence instead; no token, nothing stored
 //! ```
 //!
 //! Entry layout with tags (the schema includes the tag names, so entries
@@ -28,7 +29,7 @@ use super::invalidate::Invalidation;
 use super::registry::NsState;
 use super::scope::Scope;
 use super::{Cache, Inner};
-use crate::backend::{Backend, BackendError, Fetched, Notice};
+use crate::backend::{Backend, BackendError, Change, Fetched, Notice};
 use crate::entry::{self, HEADER_LEN, TOKEN_LEN, Token};
 use crate::key::{self, KeyError, layout};
 use crate::stats::bump;
@@ -84,27 +85,33 @@ impl Tags {
             return Ok((got.fetched, extra));
         }
         let tokens = match got.tokens.iter().copied().collect::<Option<Vec<Token>>>() {
-            Some(all) => all,
+            Some(all) => Some(all),
             None => {
                 let fresh: Vec<Token> = self.keys.iter().map(|_| entry::token()).collect();
-                inner
+                let made = inner
                     .backend
                     .tokens(&self.keys, &fresh, inner.generation_ttl)
-                    .await?
+                    .await?;
+                made.into_iter().collect()
             }
         };
-        *lock(&self.seen) = tokens;
+        // A tag under a transaction scope's fence: no token, so nothing is
+        // stored and no entry matches.
+        *lock(&self.seen) = tokens.unwrap_or_default();
         Ok((got.fetched, extra))
     }
 
-    /// The keys and the tokens the last read saw.
-    pub(super) fn seen(&self) -> Vec<(String, Token)> {
+    /// The keys and the tokens the last read saw; `None` if a tag was
+    /// fenced.
+    pub(super) fn seen(&self) -> Option<Vec<(String, Token)>> {
         let seen = lock(&self.seen);
-        self.keys
-            .iter()
-            .cloned()
-            .zip(seen.iter().copied())
-            .collect()
+        (seen.len() == self.keys.len()).then(|| {
+            self.keys
+                .iter()
+                .cloned()
+                .zip(seen.iter().copied())
+                .collect()
+        })
     }
 
     /// Does `entry` carry exactly the tokens the last read saw? (Their
@@ -137,7 +144,14 @@ impl Tags {
 
     /// A flight key also names the tokens its leader read.
     pub(super) fn extend_flight_key(&self, k: &mut String) {
-        for t in lock(&self.seen).iter() {
+        let seen = lock(&self.seen);
+        if seen.len() != self.keys.len() {
+            // Fenced: nobody joins (the leader's value is not stored, and a
+            // caller after the scope's end must not get it).
+            k.push('\n');
+            k.push_str(&String::from_utf8_lossy(&entry::token()));
+        }
+        for t in seen.iter() {
             k.push('\n');
             k.push_str(&String::from_utf8_lossy(t));
         }
@@ -166,10 +180,25 @@ impl Cache {
         tag_key: String,
         scope: Option<&Scope>,
     ) -> Invalidation {
-        if let Some(s) = scope {
-            s.hold_tag(self, state, &tag_key);
-        }
-        let done = self.bump_tag(state, &tag_key).await;
+        let span = self.invalidation_span(state, "tag", Some(&tag_key));
+        super::invalidate::traced(
+            span,
+            self.invalidate_tag_key_untraced(state, tag_key, scope),
+        )
+        .await
+    }
+
+    async fn invalidate_tag_key_untraced(
+        &self,
+        state: &Arc<NsState>,
+        tag_key: String,
+        scope: Option<&Scope>,
+    ) -> Invalidation {
+        let change = match scope {
+            Some(s) => s.hold_tag(self, state, &tag_key),
+            None => Change::Invalidate,
+        };
+        let done = self.change_tag(state, &tag_key, change).await;
         if done {
             bump(&state.counters.invalidations);
             return Invalidation::Done;
@@ -177,31 +206,39 @@ impl Cache {
         self.enqueue(state, None)
     }
 
-    /// One tag invalidation; true if it landed. This process's local tier
-    /// drops the namespace either way.
-    pub(super) async fn bump_tag(&self, state: &NsState, tag_key: &str) -> bool {
+    /// One change of a tag's token; true if it landed. This process's local
+    /// tier drops the namespace either way.
+    pub(super) async fn change_tag(
+        &self,
+        state: &NsState,
+        tag_key: &str,
+        change: Change<'_>,
+    ) -> bool {
         let inner = &*self.inner;
         let notice = Notice {
             channel: inner.hub.channel(),
             namespace: &state.name,
         };
-        let done = inner.breaker.allow()
+        let renewal = matches!(change, Change::Renew { .. });
+        let done = inner.breaker(state).allow()
             && match inner
                 .backend
-                .bump_tag(tag_key, &entry::token(), inner.generation_ttl, notice)
+                .change_tag(tag_key, change, inner.generation_ttl, notice)
                 .await
             {
                 Ok(()) => {
-                    inner.breaker.success();
+                    inner.breaker(state).success();
                     true
                 }
                 Err(e) => {
-                    inner.note_failure(&e);
+                    inner.note_failure(state, &e);
                     bump(&state.counters.errors);
                     false
                 }
             };
-        inner.hub.local_namespace_invalidated(&state.coherence);
+        if !renewal {
+            inner.hub.local_namespace_invalidated(&state.coherence);
+        }
         done
     }
 

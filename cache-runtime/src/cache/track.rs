@@ -16,7 +16,12 @@
 //! `store.lua`), where they exist; a tracked read makes them where they are
 //! missing. An outer entry depends on the buckets of the keys it read, up
 //! to [`MAX_BUCKETS`] per inner namespace; past that on the any-key token
-//! instead (as first read), so any key change of that namespace reaches it.
+//! instead, so any key change of that namespace reaches it. That swap is
+//! made only with an any-key value known to have held before each of the
+//! buckets was read (read in the same round trip as each of them, or one
+//! an inner computation collapsed to); otherwise the value is not stored.
+//! A token the body saw with two values (it read both sides of an
+//! invalidation) also stores nothing.
 //! So a key invalidation of airport X makes a miss of every outer entry
 //! that read X, of those whose other airports share a bucket with X (1 in
 //! 256 per airport read), and of those that read more than 16 buckets of
@@ -25,9 +30,9 @@
 //! Bounds: an entry depends on at most 1 + 16 tokens per inner namespace
 //! (its generation and its buckets, or the any-key token) whatever the
 //! number of entries read, plus tags; at most [`MAX_DEPS`] in all. Past
-//! that, or when a token could
-//! not be known (an inner read under a namespace fence, a coalesced, stale
-//! or fail-safe inner value, an outage), the outer value is returned and
+//! that, or when a token could not be known (an inner read under a
+//! namespace, key or tag fence, a coalesced, stale or fail-safe inner
+//! value, an outage), the outer value is returned and
 //! not stored. Calls in a task the body spawns are not tracked.
 
 use std::sync::{Arc, Mutex};
@@ -59,71 +64,52 @@ pub(crate) struct Track {
 #[derive(Default)]
 struct Deps {
     list: Vec<(String, Vec<u8>)>,
-    /// Generations an inner read found missing, which its claim makes:
-    /// recorded when it computes under one, else the value is not stored.
-    pending: Vec<String>,
-    /// Per inner namespace, its any-key token as first read.
-    any: Vec<(String, Vec<u8>)>,
+    /// Generations an inner read found missing (and the entry key of that
+    /// read), which its own claim makes: recorded when that call computes
+    /// under one, else the value is not stored. Another call's record of
+    /// the same generation does not stand for it: it may come after an
+    /// invalidation the first call's value predates.
+    pending: Vec<(String, String)>,
+    /// Per inner namespace (`"{prefix}:{ns}:#k:"`) with bucket deps: an
+    /// any-key token value that held no later than every one of them was
+    /// read (`None`: not known), which alone may replace them.
+    cover: Vec<(String, Option<Vec<u8>>)>,
     /// A dep could not be known: the value must not be stored.
     unknown: bool,
 }
 
 impl Track {
-    /// Records that the body read under `key` holding `value`; the first
-    /// value recorded for a key stays (the oldest, so an invalidation
-    /// between two reads still makes the entry a miss).
+    /// Records that the body read under `key` holding `value` (a
+    /// generation, a tag, or a dep of an entry it read). The same key
+    /// seen with two values was invalidated while the body ran: the value
+    /// is not stored.
     pub(crate) fn record(&self, key: &str, value: &[u8]) {
+        lock(&self.inner).record(key, value, None);
+    }
+
+    /// Records a read of the bucket token `key` holding `value`, with the
+    /// namespace's any-key token read in the same round trip as `any`.
+    pub(crate) fn record_bucket(&self, key: &str, value: &[u8], any: &[u8]) {
+        lock(&self.inner).record(key, value, Some(any));
+    }
+
+    /// An inner read of `entry_key` found no generation under `key`: the
+    /// same call must record one (its claim's, or a later read's) before
+    /// the value may be stored.
+    pub(crate) fn pending(&self, key: &str, entry_key: &str) {
         let mut d = lock(&self.inner);
-        d.pending.retain(|p| p != key);
-        if d.list.iter().any(|(k, _)| k == key) {
-            return;
-        }
-        if let Some(ns) = key.strip_suffix('*').filter(|p| p.ends_with("#k:")) {
-            // An any-key dep (merged from an inner computation): it covers
-            // the namespace's buckets, as first read.
-            let value = d.first_any(key).unwrap_or(value).to_vec();
-            d.list.retain(|(k, _)| !k.starts_with(ns));
-            d.list.push((key.to_owned(), value));
-        } else if let Some(ns) = bucket_ns(key) {
-            let any = format!("{ns}*");
-            if d.list.iter().any(|(k, _)| *k == any) {
-                return;
-            }
-            let n = d.list.iter().filter(|(k, _)| k.starts_with(ns)).count();
-            if n >= MAX_BUCKETS {
-                let Some(first) = d.first_any(&any).map(<[u8]>::to_vec) else {
-                    d.unknown = true;
-                    return;
-                };
-                d.list.retain(|(k, _)| !k.starts_with(ns));
-                d.list.push((any, first));
-                return;
-            }
-            d.list.push((key.to_owned(), value.to_vec()));
-        } else {
-            d.list.push((key.to_owned(), value.to_vec()));
-        }
-        if d.list.len() > MAX_DEPS {
-            d.unknown = true;
+        if !d.pending.iter().any(|(k, e)| k == key && e == entry_key) {
+            d.pending.push((key.to_owned(), entry_key.to_owned()));
         }
     }
 
-    /// A tracked read saw the namespace's any-key token `key` with
-    /// `value`: kept if it is the first.
-    pub(crate) fn note_any(&self, key: &str, value: &[u8]) {
+    /// [`record`](Self::record) of the generation `key` by the call that
+    /// reads `entry_key` (its claim's, or one it read): settles that
+    /// call's pending generation.
+    pub(crate) fn record_by(&self, key: &str, value: &[u8], entry_key: &str) {
         let mut d = lock(&self.inner);
-        if d.first_any(key).is_none() {
-            d.any.push((key.to_owned(), value.to_vec()));
-        }
-    }
-
-    /// An inner read found no generation under `key`: it must be recorded
-    /// (by the inner computation's claim) before the value may be stored.
-    pub(crate) fn pending(&self, key: &str) {
-        let mut d = lock(&self.inner);
-        if !d.list.iter().any(|(k, _)| k == key) && !d.pending.iter().any(|p| p == key) {
-            d.pending.push(key.to_owned());
-        }
+        d.pending.retain(|(k, e)| !(k == key && e == entry_key));
+        d.record(key, value, None);
     }
 
     /// A dep the body read cannot be known: its value is not stored.
@@ -132,24 +118,24 @@ impl Track {
     }
 
     /// Adds an inner computation's deps (its entry's, which the outer one
-    /// inherits).
+    /// inherits), its buckets with the cover it knew for them.
     pub(crate) fn merge(&self, other: &Track) {
-        let (list, any, unknown) = {
+        let o = {
             let o = lock(&other.inner);
-            (
-                o.list.clone(),
-                o.any.clone(),
-                o.unknown || !o.pending.is_empty(),
-            )
+            Deps {
+                list: o.list.clone(),
+                pending: o.pending.clone(),
+                cover: o.cover.clone(),
+                unknown: o.unknown,
+            }
         };
-        if unknown {
-            self.unknown();
+        let mut d = lock(&self.inner);
+        if o.unknown || !o.pending.is_empty() {
+            d.unknown = true;
         }
-        for (k, v) in any {
-            self.note_any(&k, &v);
-        }
-        for (k, v) in list {
-            self.record(&k, &v);
+        for (k, v) in &o.list {
+            let cover = bucket_ns(k).and_then(|ns| o.cover_of(ns));
+            d.record(k, v, cover);
         }
     }
 
@@ -161,11 +147,79 @@ impl Track {
 }
 
 impl Deps {
-    fn first_any(&self, key: &str) -> Option<&[u8]> {
-        self.any
+    fn cover_of(&self, ns: &str) -> Option<&[u8]> {
+        self.cover
             .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_slice())
+            .find(|(n, _)| n == ns)
+            .and_then(|(_, c)| c.as_deref())
+    }
+
+    /// A bucket of `ns` enters the list, read no earlier than `cover`
+    /// held: the namespace's cover stays known only if every bucket
+    /// agrees on it (token values never repeat, so equal values held
+    /// over one interval).
+    fn cover_bucket(&mut self, ns: &str, cover: Option<&[u8]>) {
+        match self.cover.iter_mut().find(|(n, _)| n == ns) {
+            None => self.cover.push((ns.to_owned(), cover.map(<[u8]>::to_vec))),
+            Some((_, known)) => {
+                if known.as_deref() != cover {
+                    *known = None;
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, key: &str, value: &[u8], cover: Option<&[u8]>) {
+        if let Some((_, seen)) = self.list.iter().find(|(k, _)| k == key) {
+            if seen != value {
+                // Changed between two reads of the body: it read both
+                // sides of an invalidation.
+                self.unknown = true;
+            }
+            return;
+        }
+        if let Some(ns) = any_ns(key) {
+            // An any-key dep (of an entry read, or an inner computation's):
+            // it replaces the namespace's buckets only if it held before
+            // each of them was read.
+            if self.list.iter().any(|(k, _)| k.starts_with(ns)) {
+                if self.cover_of(ns) != Some(value) {
+                    self.unknown = true;
+                    return;
+                }
+                self.list.retain(|(k, _)| !k.starts_with(ns));
+            }
+            self.cover.retain(|(n, _)| n != ns);
+            self.cover.push((ns.to_owned(), Some(value.to_vec())));
+            self.list.push((key.to_owned(), value.to_vec()));
+        } else if let Some(ns) = bucket_ns(key) {
+            let any = format!("{ns}*");
+            if let Some((_, held)) = self.list.iter().find(|(k, _)| *k == any) {
+                // Covered by the any-key dep only if that value held when
+                // this bucket was read.
+                if cover != Some(held.as_slice()) {
+                    self.unknown = true;
+                }
+                return;
+            }
+            self.cover_bucket(ns, cover);
+            let n = self.list.iter().filter(|(k, _)| k.starts_with(ns)).count();
+            if n >= MAX_BUCKETS {
+                let Some(first) = self.cover_of(ns).map(<[u8]>::to_vec) else {
+                    self.unknown = true;
+                    return;
+                };
+                self.list.retain(|(k, _)| !k.starts_with(ns));
+                self.list.push((any, first));
+                return;
+            }
+            self.list.push((key.to_owned(), value.to_vec()));
+        } else {
+            self.list.push((key.to_owned(), value.to_vec()));
+        }
+        if self.list.len() > MAX_DEPS {
+            self.unknown = true;
+        }
     }
 }
 
@@ -176,6 +230,12 @@ fn bucket_ns(key: &str) -> Option<&str> {
         .bytes()
         .all(|b| b.is_ascii_digit())
         .then(|| &key[..at])
+        .filter(|_| at < key.len())
+}
+
+/// `"{prefix}:{ns}:#k:"` of an any-key token key.
+fn any_ns(key: &str) -> Option<&str> {
+    key.strip_suffix('*').filter(|p| p.ends_with("#k:"))
 }
 
 /// The tracking context of the body the current task runs, if any.
@@ -225,17 +285,19 @@ impl KeyTokens {
 mod tests {
     use super::*;
 
+    fn bucket(ns: &str, b: usize) -> String {
+        format!("p:{{{ns}}}:#k:{b}")
+    }
+
     #[test]
     fn past_16_buckets_of_a_namespace_the_any_key_token() {
         let t = Track::default();
-        t.note_any("p:{a}:#k:*", b"any1");
         t.record("p:{a}:#gen", b"g");
         for b in 0..MAX_BUCKETS {
-            t.record(&format!("p:{{a}}:#k:{b}"), b"t");
+            t.record_bucket(&bucket("a", b), b"t", b"any1");
         }
-        t.note_any("p:{a}:#k:*", b"any2");
         assert_eq!(t.deps().unwrap().len(), 1 + MAX_BUCKETS);
-        t.record("p:{a}:#k:200", b"t");
+        t.record_bucket(&bucket("a", 200), b"t", b"any1");
         let deps = t.deps().unwrap();
         assert_eq!(
             deps,
@@ -243,18 +305,108 @@ mod tests {
                 ("p:{a}:#gen".to_owned(), b"g".to_vec()),
                 ("p:{a}:#k:*".to_owned(), b"any1".to_vec())
             ],
-            "the any-key token as first read replaces the buckets"
+            "the any-key token replaces the buckets"
         );
-        t.record("p:{a}:#k:201", b"t");
+        t.record_bucket(&bucket("a", 201), b"t", b"any1");
         assert_eq!(t.deps().unwrap().len(), 2);
         // Another namespace keeps its buckets.
-        t.record("p:{b}:#k:3", b"t");
+        t.record_bucket(&bucket("b", 3), b"t", b"other");
         assert_eq!(t.deps().unwrap().len(), 3);
-        // A collapse without a known any-key token: not stored.
+        // A bucket read after a key of `a` changed: not covered.
+        t.record_bucket(&bucket("a", 202), b"t", b"any2");
+        assert!(t.deps().is_none());
+    }
+
+    #[test]
+    fn a_collapse_needs_a_cover_older_than_every_bucket() {
+        // Buckets inherited from an entry's deps have no cover.
         let u = Track::default();
         for b in 0..=MAX_BUCKETS {
-            u.record(&format!("p:{{c}}:#k:{b}"), b"t");
+            u.record(&bucket("c", b), b"t");
         }
         assert!(u.deps().is_none());
+        // A bucket from an entry read first, then reads after a change of
+        // a key of the namespace (a newer any-key value): collapsing to the
+        // newer value would hide the first bucket's invalidation.
+        let t = Track::default();
+        t.record(&bucket("a", 0), b"old");
+        for b in 1..=MAX_BUCKETS {
+            t.record_bucket(&bucket("a", b), b"t", b"after");
+        }
+        assert!(t.deps().is_none(), "{:?}", t.deps());
+        // Two reads that disagree on the cover: no collapse either.
+        let t = Track::default();
+        t.record_bucket(&bucket("a", 0), b"t", b"before");
+        for b in 1..=MAX_BUCKETS {
+            t.record_bucket(&bucket("a", b), b"t", b"after");
+        }
+        assert!(t.deps().is_none());
+    }
+
+    #[test]
+    fn merged_any_key_deps_must_agree_with_what_is_known() {
+        // An inner computation that collapsed to `v`, merged into a body
+        // whose buckets were read under `v`: the collapse stands.
+        let inner = Track::default();
+        for b in 0..=MAX_BUCKETS {
+            inner.record_bucket(&bucket("a", b), b"t", b"v");
+        }
+        let outer = Track::default();
+        outer.record_bucket(&bucket("a", 100), b"t", b"v");
+        outer.merge(&inner);
+        assert_eq!(
+            outer.deps().unwrap(),
+            vec![("p:{a}:#k:*".to_owned(), b"v".to_vec())]
+        );
+        // Under another value: not stored.
+        let outer = Track::default();
+        outer.record_bucket(&bucket("a", 100), b"t", b"w");
+        outer.merge(&inner);
+        assert!(outer.deps().is_none());
+        // A bucket an inner computation read under an older any-key value
+        // than the outer's any-key dep: not covered.
+        let older = Track::default();
+        older.record_bucket(&bucket("a", 7), b"t", b"u");
+        let outer = Track::default();
+        outer.merge(&inner);
+        outer.merge(&older);
+        assert!(outer.deps().is_none());
+        // An inner merge carrying its cover: covered.
+        let same = Track::default();
+        same.record_bucket(&bucket("a", 7), b"t", b"v");
+        let outer = Track::default();
+        outer.merge(&inner);
+        outer.merge(&same);
+        assert_eq!(outer.deps().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_token_seen_with_two_values_stores_nothing() {
+        let t = Track::default();
+        t.record("p:{a}:#gen", b"g1");
+        t.record("p:{a}:#gen", b"g1");
+        assert!(t.deps().is_some());
+        let inner = Track::default();
+        inner.record("p:{a}:#gen", b"g0");
+        t.merge(&inner);
+        assert!(
+            t.deps().is_none(),
+            "the inner value was read before an invalidation"
+        );
+        let t = Track::default();
+        t.record_bucket(&bucket("a", 1), b"x", b"v");
+        t.record_bucket(&bucket("a", 1), b"y", b"w");
+        assert!(t.deps().is_none());
+    }
+
+    #[test]
+    fn a_pending_generation_is_settled_only_by_its_own_call() {
+        let t = Track::default();
+        t.pending("p:{a}:#gen", "p:{a}:x");
+        t.record("p:{a}:#gen", b"g");
+        t.record_by("p:{a}:#gen", b"g", "p:{a}:y");
+        assert!(t.deps().is_none(), "another call's generation");
+        t.record_by("p:{a}:#gen", b"g", "p:{a}:x");
+        assert!(t.deps().is_some());
     }
 }

@@ -30,6 +30,10 @@
 //!   (their scopes died), the next claim replaces it.
 //! * `schema` identifies the value's type (its serde shape, the codec, the
 //!   `version`; see `schema.rs`): an entry of another schema is a miss.
+//!   Its top bit is no part of the identity (schemas are 63 bits): set, the
+//!   codec payload is LZ4-compressed (`codec::compress`). Builds from
+//!   before the flag compute other schemas, so they read such entries as
+//!   misses, never as bytes of their codec.
 //! * An entry with deps (`0xCE`, see `cache/track.rs`) was computed from
 //!   other cached entries: `deps` lists, as `key length (u8) | key | value
 //!   length (u8) | value` each, the tokens (inner generations, key buckets,
@@ -59,6 +63,11 @@ pub(crate) const LEASE_LEN: usize = 1 + TOKEN_LEN + 16 + 1;
 /// magic + generation + nonce: what identifies one stored entry.
 pub(crate) const IDENTITY_LEN: usize = 1 + 2 * TOKEN_LEN;
 pub(crate) const HEADER_LEN: usize = IDENTITY_LEN + 8 + 4 + 8;
+/// The schema field's flag: the payload is compressed (see the module docs).
+pub(crate) const COMPRESSED: u64 = 1 << 63;
+/// Where the schema field starts in an entry's tail (after the nonce, the
+/// expiry and the compute time).
+const TAIL_SCHEMA_AT: usize = TOKEN_LEN + 8 + 4;
 
 /// What a read found under an entry key, judged against the namespace
 /// generation and the caller's schema.
@@ -100,6 +109,13 @@ pub(crate) struct Meta {
     pub schema: u64,
 }
 
+impl Meta {
+    /// The payload is LZ4-compressed.
+    pub(crate) fn compressed(&self) -> bool {
+        self.schema & COMPRESSED != 0
+    }
+}
+
 fn be<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
     let mut out = [0u8; N];
     if let Some(b) = bytes.get(at..at + N) {
@@ -134,7 +150,7 @@ pub(crate) fn classify<'a>(
                 compute_ms: u32::from_be_bytes(be(bytes, IDENTITY_LEN + 8)),
                 schema: u64::from_be_bytes(be(bytes, IDENTITY_LEN + 12)),
             };
-            if meta.schema != schema {
+            if meta.schema & !COMPRESSED != schema {
                 return miss(Why::OtherSchema);
             }
             Found::Live {
@@ -242,6 +258,19 @@ pub(crate) fn stamp_expiry(tail: &[u8], now_ms: u64) -> Vec<u8> {
         field.copy_from_slice(&now_ms.saturating_add(ttl).to_be_bytes());
     }
     t
+}
+
+/// Marks a tail's payload as compressed (the flag in its schema field).
+pub(crate) fn mark_compressed(tail: &mut [u8]) {
+    if let Some(field) = tail.get_mut(TAIL_SCHEMA_AT..TAIL_SCHEMA_AT + 8) {
+        let schema = u64::from_be_bytes(field.try_into().unwrap_or([0; 8])) | COMPRESSED;
+        field.copy_from_slice(&schema.to_be_bytes());
+    }
+}
+
+/// Whether a stored entry's payload is compressed.
+pub(crate) fn is_compressed(entry: &[u8]) -> bool {
+    u64::from_be_bytes(be(entry, IDENTITY_LEN + 12)) & COMPRESSED != 0
 }
 
 /// A lease as the claim script writes it (the memory backend builds its
@@ -353,6 +382,25 @@ mod tests {
                 why: Why::OtherSchema
             }
         );
+    }
+
+    #[test]
+    fn the_compressed_flag_is_no_part_of_the_schema() {
+        let g = token();
+        let mut tail = entry_tail(meta(), 3);
+        mark_compressed(&mut tail);
+        tail.extend_from_slice(b"abc");
+        let e = assemble(&g, &tail);
+        assert!(is_compressed(&e));
+        match classify(Some(&e), Some(&g), 7) {
+            Found::Live { meta, payload } => {
+                assert!(meta.compressed());
+                assert_eq!((meta.schema & !COMPRESSED, payload), (7, &b"abc"[..]));
+            }
+            f => panic!("{f:?}"),
+        }
+        let plain = assemble(&g, &entry_tail(meta(), 0));
+        assert!(!is_compressed(&plain));
     }
 
     #[test]

@@ -29,15 +29,23 @@ pub(crate) struct RedisConfig {
     pub connect_timeout: Duration,
     /// PEM of the CA(s) to trust for `rediss://` (none: the system's roots).
     pub tls_root_cert: Option<Vec<u8>>,
+    /// `durable_invalidations(replicas, timeout)`.
+    pub durable: Option<(u32, Duration)>,
 }
 
 impl RedisConfig {
-    /// How connections are made, and how many are kept.
-    pub(super) fn mode(&self) -> Result<(Mode, usize), Error> {
+    /// How connections are made, and how many are kept; `response_timeout`
+    /// bounds one request of a cluster connection (the operation timeout,
+    /// or more for connections that `WAIT`).
+    pub(super) fn mode(&self, response_timeout: Duration) -> Result<(Mode, usize), Error> {
         let root_cert = self.tls_root_cert.as_deref();
         if self.cluster {
-            let client =
-                cluster_client(&self.urls, root_cert, self.op_timeout, self.connect_timeout)?;
+            let client = cluster_client(
+                &self.urls,
+                root_cert,
+                response_timeout,
+                self.connect_timeout,
+            )?;
             return Ok((Mode::Cluster { client }, 1));
         }
         let url = self.urls.first().map_or("", String::as_str);

@@ -30,7 +30,7 @@ use redis::cluster::ClusterClient;
 use redis::{AsyncConnectionConfig, ConnectionInfo};
 use tokio::sync::Notify;
 
-use super::handle::{Conn, Handle, handle};
+use super::handle::{Conn, Durable, Handle, handle};
 use super::life::Life;
 use super::push::ConnSink;
 use super::spare::{self, Lent};
@@ -111,6 +111,11 @@ struct Shared {
     replace_after: Duration,
     /// How a new connection learns its life token.
     life: Life,
+    /// Subscribe each connection to the invalidation channel (not those
+    /// kept for durable invalidations, which only write).
+    subscribe: bool,
+    /// Durable invalidations' connections: how their handles send scripts.
+    durable: Option<Arc<Durable>>,
 }
 
 /// The slots and how to fill them.
@@ -121,14 +126,16 @@ pub(super) struct Connections {
 }
 
 impl Connections {
-    /// `n` empty slots; no I/O.
+    /// `n` empty slots; no I/O. Each connection subscribes to the
+    /// invalidation channel and feeds the hub, except for durable
+    /// invalidations (`durable`), whose scripts each carry a `WAIT`.
     pub(super) fn new(
         mode: Mode,
         n: usize,
         hub: Arc<Hub>,
         life: Life,
-        connect_timeout: Duration,
-        op_timeout: Duration,
+        durable: Option<Arc<Durable>>,
+        (connect_timeout, op_timeout): (Duration, Duration),
     ) -> Connections {
         let slots = (0..n)
             .map(|_| Slot {
@@ -152,6 +159,8 @@ impl Connections {
                 started: Instant::now(),
                 replace_after: REPLACE_AFTER.max(connect_timeout.saturating_mul(2)),
                 life,
+                subscribe: durable.is_none(),
+                durable,
             }),
             next: AtomicUsize::new(0),
             op_timeout,
@@ -190,11 +199,13 @@ impl Connections {
             return Ok((i, lend(current, c)));
         }
         if let Some(k) = slot.get() {
-            return Ok((i, lend(k.epoch, handle(k.conn, k.life))));
+            let durable = self.shared.durable.clone();
+            return Ok((i, lend(k.epoch, handle(k.conn, k.life, durable))));
         }
         // Boxed: rare, and it would make every call's future larger.
         let k = Box::pin(self.reconnect(i)).await?;
-        Ok((i, lend(k.epoch, handle(k.conn, k.life))))
+        let durable = self.shared.durable.clone();
+        Ok((i, lend(k.epoch, handle(k.conn, k.life, durable))))
     }
 
     async fn reconnect(&self, i: usize) -> Result<Kept> {
@@ -369,8 +380,8 @@ impl Shared {
         }
     }
 
-    /// Makes connection `epoch` for slot `i`, subscribes it, and learns its
-    /// life token.
+    /// Makes connection `epoch` for slot `i`, subscribes it (if this set
+    /// subscribes), and learns its life token.
     async fn connect_node(
         &self,
         info: &ConnectionInfo,
@@ -378,15 +389,19 @@ impl Shared {
         i: usize,
         epoch: u64,
     ) -> Result<(MultiplexedConnection, Option<Token>)> {
-        self.hub.begin_connection(i, epoch);
-        let sink = ConnSink {
-            hub: Arc::clone(&self.hub),
-            slot: i,
-            conn: epoch,
+        let conn_config = if self.subscribe {
+            self.hub.begin_connection(i, epoch);
+            let sink = ConnSink {
+                hub: Arc::clone(&self.hub),
+                slot: i,
+                conn: epoch,
+            };
+            conn_config.clone().set_push_sender(sink)
+        } else {
+            conn_config.clone()
         };
         let manager =
-            Manager::new_with_config(info.clone(), conn_config.clone().set_push_sender(sink))
-                .map_err(BackendError::from)?;
+            Manager::new_with_config(info.clone(), conn_config).map_err(BackendError::from)?;
         // A pool of one, for deadpool-redis's connect timeouts; the
         // connection is taken out of it and kept.
         let pool = Pool::builder(manager)
@@ -402,6 +417,10 @@ impl Shared {
             BackendError::Unavailable(pool_error(e))
         })?;
         let mut conn = deadpool_redis::Connection::take(obj);
+        if !self.subscribe {
+            let life = self.life.token(&mut conn).await?;
+            return Ok((conn, life));
+        }
         match conn.subscribe(self.hub.channel()).await {
             Ok(()) => self.hub.subscribed(i, epoch),
             Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {

@@ -31,7 +31,14 @@ else
   hs[ARGV[3]] = nil
   v = live(hs, now) and fence(head, hs, now) or fresh
 end
-redis.call('SET', KEYS[1], v, 'PX', ARGV[5])
+if not set_or_del(KEYS[1], v, 'PX', ARGV[5]) then
+  if op == 'f' or op == 'r' then return full() end
+  -- Full, and no generation: every entry of the old one fails already;
+  -- views learn that they know none ('-').
+  v = ''
+  if not publish(ARGV[6], 'g ' .. ARGV[7] .. ' -') then return {0, v} end
+  return {1, v}
+end
 if op == 'r' and up then return {1, v} end
 if not publish(ARGV[6], 'g ' .. ARGV[7] .. ' ' .. v) then return {0, v} end
 return {1, v}

@@ -11,12 +11,14 @@
 
 use std::future::poll_fn;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
 use std::task::Poll;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Arg, Cmd, Pipeline, RedisFuture, Value};
 use tokio::time::Sleep;
 
 use super::spare::Lent;
@@ -34,6 +36,9 @@ pub(super) enum Conn {
 /// pointer.
 pub(super) struct Handle {
     conn: Conn,
+    /// Durable invalidations' connections: every script is sent with a
+    /// `WAIT` behind it (see [`Durable`]).
+    durable: Option<Arc<Durable>>,
     /// The life token of the server run this connection talks to (see
     /// `life.rs`).
     pub(super) life: Option<Token>,
@@ -44,9 +49,14 @@ pub(super) struct Handle {
     deadline: Option<(tokio::runtime::Id, Pin<Box<Sleep>>)>,
 }
 
-pub(super) fn handle(conn: Conn, life: Option<Token>) -> Box<Handle> {
+pub(super) fn handle(
+    conn: Conn,
+    life: Option<Token>,
+    durable: Option<Arc<Durable>>,
+) -> Box<Handle> {
     Box::new(Handle {
         conn,
+        durable,
         life,
         get: Cmd::new(),
         deadline: None,
@@ -130,9 +140,73 @@ impl Handle {
     }
 }
 
+/// How the connections of durable invalidations send a script: in one
+/// pipeline with `WAIT replicas timeout` behind it, on one connection (a
+/// node's socket; in a cluster, the one of the master of the script's
+/// first key's slot, where redis-rs resends the whole pipeline on a
+/// reconnect), so the `WAIT` counts exactly the connection that ran the
+/// script. The replicas it counted are left in `acked` (-1: none yet).
+pub(super) struct Durable {
+    pub replicas: u32,
+    pub timeout: Duration,
+    pub acked: AtomicI64,
+}
+
+impl Durable {
+    /// The script in `cmd` (`EVALSHA`/`EVAL`) with its `WAIT`; other
+    /// commands (`SCRIPT LOAD` after a `NOSCRIPT`) as they are.
+    fn send<'a>(&'a self, conn: &'a mut Conn, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let mut args = cmd.args_iter();
+            let first = match args.next() {
+                Some(Arg::Simple(a)) => a.to_ascii_uppercase(),
+                _ => Vec::new(),
+            };
+            if first != b"EVALSHA" && first != b"EVAL" {
+                return conn.req_packed_command(cmd).await;
+            }
+            let key = match args.nth(2) {
+                Some(Arg::Simple(k)) => k.to_vec(),
+                _ => Vec::new(),
+            };
+            let mut pipe = Pipeline::new();
+            pipe.add_command(cmd.clone());
+            pipe.cmd("WAIT").arg(self.replicas).arg(
+                u64::try_from(self.timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            );
+            let replies = match conn {
+                Conn::Node(c) => c.req_packed_commands(&pipe, 0, 2).await?,
+                Conn::Cluster(c) => {
+                    use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
+                    let to = SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+                        &key,
+                        SlotAddr::Master,
+                    ));
+                    c.route_pipeline(pipe, 0, 2, to).await?
+                }
+            };
+            let mut replies = replies.into_iter();
+            let script = replies.next().unwrap_or(Value::Nil);
+            // Anything but a count (an error) counts as no replica.
+            let acked = match replies.next() {
+                Some(Value::Int(n)) => n,
+                _ => -1,
+            };
+            self.acked.store(acked, SeqCst);
+            Ok(script)
+        })
+    }
+}
+
 impl ConnectionLike for Lent<'_, Box<Handle>> {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        (**self).conn.req_packed_command(cmd)
+        let handle = &mut **self;
+        match &handle.durable {
+            Some(d) => d.send(&mut handle.conn, cmd),
+            None => handle.conn.req_packed_command(cmd),
+        }
     }
 
     fn req_packed_commands<'a>(

@@ -36,6 +36,28 @@ local function fence(head, hs, now)
   return table.concat(parts)
 end
 
+-- SET, also when Redis is full (`maxmemory` under `noeviction`), where it
+-- refuses a script's first write with OOM but never a DEL, and refuses a
+-- script nothing once it has written: the key is deleted, then set. With
+-- nothing to delete the key stays empty, which for a key that guards
+-- stores (a tombstone, a generation, a token) is as safe as a new value (a
+-- store needs exactly its lease or its generation there; see the README,
+-- "When Redis forgets"), and is no fence: the callers that write a fence
+-- fail instead, and the invalidation is queued. Returns true when set.
+local function set_or_del(key, ...)
+  local r = redis.pcall('SET', key, ...)
+  if type(r) == 'table' and r.err then
+    if not string.find(r.err, 'OOM', 1, true) then error(r) end
+    if redis.call('DEL', key) == 0 then return false end
+    redis.call('SET', key, ...)
+  end
+  return true
+end
+
+local function full()
+  return redis.error_reply('OOM Redis is full: a fence cannot be written')
+end
+
 local function publish(channel, message)
   return type(redis.pcall('PUBLISH', channel, message)) ~= 'table'
 end

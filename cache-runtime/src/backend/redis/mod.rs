@@ -28,7 +28,7 @@
 //! `coherence`), and every hit reads entry and generation with one `MGET`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::Duration;
 
 use super::{
@@ -59,21 +59,69 @@ pub(crate) struct RedisBackend {
     scripts: Scripts,
     /// A notice was refused once (logged once).
     notice_refused: AtomicBool,
+    /// `durable_invalidations`: the connections invalidations run on, and
+    /// how many replicas they wait for.
+    durable: Option<DurableSet>,
+}
+
+/// Invalidations that return once `replicas` replicas have them (`WAIT`),
+/// so a replica promoted in a failover right after cannot bring back what
+/// they replaced. They run on connections of their own, whose handles send
+/// each script in one pipeline with its `WAIT` (`handle::Durable`): a
+/// `WAIT` holds up every command behind it on its connection, and hits must
+/// not queue behind it.
+struct DurableSet {
+    conns: Connections,
+    wait: Arc<handle::Durable>,
+    /// Too few replicas answered once (logged once).
+    short: AtomicBool,
+    /// One durable invalidation at a time: Redis runs nothing else of a
+    /// connection while its `WAIT` blocks, so a second script sent behind
+    /// it would time out unsent (and count as an outage); and `wait.acked`
+    /// is the one in flight's.
+    one: tokio::sync::Mutex<()>,
 }
 
 impl RedisBackend {
     /// Checks the URL(s) and sets the connections up; no I/O.
+    /// Connected to a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.conns.is_cluster()
+    }
+
     pub(crate) fn new(cfg: RedisConfig, hub: Arc<Hub>) -> std::result::Result<Self, Error> {
-        let (mode, n) = cfg.mode()?;
-        let life = Life {
+        let (mode, n) = cfg.mode(cfg.op_timeout)?;
+        let life = || Life {
             key: layout::life_key(&cfg.prefix),
             script: redis::Script::new(include_str!("life.lua")),
             op_timeout: cfg.op_timeout,
         };
+        let timeouts = (cfg.connect_timeout, cfg.op_timeout);
+        let durable = match cfg.durable {
+            Some((replicas, timeout)) => {
+                let wait = Arc::new(handle::Durable {
+                    replicas,
+                    timeout,
+                    acked: AtomicI64::new(-1),
+                });
+                // One connection: invalidations are few, and take turns.
+                let (mode, _) = cfg.mode(cfg.op_timeout.saturating_add(timeout))?;
+                let on = Some(Arc::clone(&wait));
+                let conns = Connections::new(mode, 1, Arc::clone(&hub), life(), on, timeouts);
+                Some(DurableSet {
+                    conns,
+                    wait,
+                    short: AtomicBool::new(false),
+                    one: tokio::sync::Mutex::new(()),
+                })
+            }
+            None => None,
+        };
         Ok(RedisBackend {
-            conns: Connections::new(mode, n, hub, life, cfg.connect_timeout, cfg.op_timeout),
+            conns: Connections::new(mode, n, hub, life(), None, timeouts),
             scripts: Scripts::new(),
             notice_refused: AtomicBool::new(false),
+            durable,
         })
     }
 
@@ -111,6 +159,63 @@ impl RedisBackend {
                 Err(e.into())
             }
         }
+    }
+}
+
+impl RedisBackend {
+    /// Runs an invalidation's script (`change`; else as [`run`](Self::run)
+    /// does): with durable invalidations, on their connection, where the
+    /// script and its `WAIT` go in one pipeline to one connection; too few
+    /// replicas in time is an error, so the invalidation is queued and sent
+    /// again, and does not report `Done`.
+    async fn run_change<'a, T, F, Fut>(&'a self, change: bool, op: F) -> Result<T>
+    where
+        F: FnOnce(Borrowed<'a>) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let (Some(d), true) = (&self.durable, change) else {
+            return self.run(op).await;
+        };
+        let wait = &d.wait;
+        // A script's first use on a server is two pipelines (`NOSCRIPT`,
+        // then loaded and sent again), so two `WAIT`s.
+        let waited = d
+            .conns
+            .op_timeout()
+            .saturating_add(wait.timeout.saturating_mul(2));
+        // Waiting for the others is bounded like one of them; past it, this
+        // one is queued (not an outage: the master answers).
+        let Ok(_turn) = tokio::time::timeout(waited, d.one.lock()).await else {
+            return Err(BackendError::Unreplicated {
+                acked: 0,
+                wanted: wait.replicas,
+            });
+        };
+        wait.acked.store(-1, SeqCst);
+        let (slot, conn) = d.conns.lend().await?;
+        let epoch = conn.epoch();
+        let done = bounded(waited, op(conn)).await.map_err(|e| {
+            d.conns.check(slot, epoch, &e);
+            BackendError::from(e)
+        })?;
+        d.conns.ok();
+        let acked = wait.acked.load(SeqCst);
+        if acked < i64::from(wait.replicas) {
+            if !d.short.swap(true, Relaxed) {
+                tracing::warn!(
+                    acked,
+                    wanted = wait.replicas,
+                    timeout_ms = millis(wait.timeout),
+                    "cache-aside: too few replicas acknowledged an invalidation in time: it is \
+                     queued and sent again (durable_invalidations)"
+                );
+            }
+            return Err(BackendError::Unreplicated {
+                acked: acked.max(0),
+                wanted: wait.replicas,
+            });
+        }
+        Ok(done)
     }
 }
 
@@ -185,7 +290,8 @@ impl Backend for RedisBackend {
     async fn claim(&self, c: Claim<'_>) -> Result<Claimed> {
         let script = &self.scripts.claim;
         let nonce = c.nonce;
-        self.run(|mut conn| async move {
+        // A writer's claim (a put) replaces the old value: an invalidation.
+        self.run_change(c.writer.is_some(), |mut conn| async move {
             let (mode, expect) = match c.writer {
                 Some(_) => ("3", &b""[..]),
                 None => c.expect.script_args(),
@@ -301,7 +407,7 @@ impl Backend for RedisBackend {
     ) -> Result<()> {
         let script = &self.scripts.generation;
         let published: (i64, Vec<u8>) = self
-            .run(|mut c| async move {
+            .run_change(true, |mut c| async move {
                 let life = c.life;
                 change_script(script, generation_key, change, ttl, notice, life)
                     .invoke_async(&mut c)
@@ -323,7 +429,7 @@ impl Backend for RedisBackend {
     ) -> Result<KeyChanged> {
         let script = &self.scripts.tombstone;
         let (published, head, generation, stored): (i64, Vec<u8>, Vec<u8>, i64) = self
-            .run(|mut c| async move {
+            .run_change(true, |mut c| async move {
                 let mut inv = change_script(script, entry_key, change, ttl, notice, None);
                 inv.key(generation_key).key(buckets.key).key(buckets.any);
                 if let Change::EndPut { put, .. } = change {
@@ -394,6 +500,25 @@ impl Backend for RedisBackend {
         .await
     }
 
+    async fn fetch_many(
+        &self,
+        entry_keys: &[String],
+        generation_key: &str,
+    ) -> Result<(Vec<Option<Vec<u8>>>, Generation)> {
+        self.run(|mut c| async move {
+            let mut mget = redis::cmd("MGET");
+            mget.arg(generation_key).arg(entry_keys);
+            let mut got: Vec<Option<Vec<u8>>> = mget.query_async(&mut c).await?;
+            let entries = got.split_off(1.min(got.len()));
+            let generation = got.pop().flatten();
+            Ok((
+                entries,
+                Generation::parse(generation.as_deref(), c.life.as_ref()),
+            ))
+        })
+        .await
+    }
+
     async fn fetch_tagged(
         &self,
         entry_key: &str,
@@ -416,7 +541,12 @@ impl Backend for RedisBackend {
         .await
     }
 
-    async fn tokens(&self, keys: &[String], fresh: &[Token], ttl: Duration) -> Result<Vec<Token>> {
+    async fn tokens(
+        &self,
+        keys: &[String],
+        fresh: &[Token],
+        ttl: Duration,
+    ) -> Result<Vec<Option<Token>>> {
         let script = &self.scripts.tokens;
         self.run(|mut c| async move {
             let mut inv = script.prepare_invoke();
@@ -425,30 +555,23 @@ impl Backend for RedisBackend {
                 inv.arg(&f[..]);
             }
             let got: Vec<Vec<u8>> = inv.invoke_async(&mut c).await?;
-            Ok(got
-                .iter()
-                .map(|t| Token::try_from(&t[..]).unwrap_or([b'-'; 16]))
-                .collect())
+            // '' (fenced), or anything but a token: none.
+            Ok(got.iter().map(|t| Token::try_from(&t[..]).ok()).collect())
         })
         .await
     }
 
-    async fn bump_tag(
+    async fn change_tag(
         &self,
         tag_key: &str,
-        fresh: &Token,
+        change: Change<'_>,
         ttl: Duration,
         notice: Notice<'_>,
     ) -> Result<()> {
         let script = &self.scripts.tag;
         let published: i64 = self
-            .run(|mut c| async move {
-                script
-                    .key(tag_key)
-                    .arg(&fresh[..])
-                    .arg(millis(ttl))
-                    .arg(notice.channel)
-                    .arg(notice.namespace)
+            .run_change(true, |mut c| async move {
+                change_script(script, tag_key, change, ttl, notice, None)
                     .invoke_async(&mut c)
                     .await
             })

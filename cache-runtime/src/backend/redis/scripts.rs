@@ -22,7 +22,7 @@ pub(super) struct Scripts {
     pub tombstone: Script,
     /// An entry's tag tokens, made where missing (`tokens.lua`).
     pub tokens: Script,
-    /// A tag's invalidation (`tag.lua`).
+    /// A tag: invalidate, fence (`tag.lua`).
     pub tag: Script,
     /// A read of an entry and its deps' values (`deps.lua`).
     pub deps: Script,
@@ -42,8 +42,8 @@ impl Scripts {
                 include_str!("lib.lua"),
                 include_str!("tombstone.lua")
             )),
-            tokens: Script::new(include_str!("tokens.lua")),
-            tag: Script::new(include_str!("tag.lua")),
+            tokens: Script::new(concat!(include_str!("lib.lua"), include_str!("tokens.lua"))),
+            tag: Script::new(concat!(include_str!("lib.lua"), include_str!("tag.lua"))),
             deps: Script::new(include_str!("deps.lua")),
         }
     }

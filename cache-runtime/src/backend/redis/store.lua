@@ -6,7 +6,7 @@
 -- (with its life token), PX ms, entry tail (see `entry_bytes` in lib.lua),
 -- and 'r' to store the tail as the whole entry, as it is (a fail-safe
 -- restore of the entry the lease replaced; its expiry stays), or 'd' for
--- an entry with deps; for a put, KEYS[3] and KEYS[4] are the key's bucket
+-- an entry with deps; for a put (or a refresh scope's store), KEYS[3] and KEYS[4] are the key's bucket
 -- token and the namespace's any-key token (see `cache/track.rs`), given
 -- the fresh value ARGV[7] when the put stores.
 -- The entry carries the generation's token. Returns 1 when stored, 0 when

@@ -59,12 +59,17 @@ else
     v = '\203' .. ARGV[2]
   end
 end
-redis.call('SET', KEYS[1], v, 'PX', math.max(px, redis.call('PTTL', KEYS[1])))
-if op ~= 'r' then
-  redis.call('SET', KEYS[3], ARGV[2], 'XX', 'KEEPTTL')
-  redis.call('SET', KEYS[4], ARGV[2], 'XX', 'KEEPTTL')
+if not set_or_del(KEYS[1], v, 'PX', math.max(px, redis.call('PTTL', KEYS[1]))) then
+  if op == 'f' or op == 'r' then return full() end
+  -- Full, and the key empty: nothing to guard (no put's value either).
+  v = ''
+  stored = 0
 end
-local out_head = string.byte(v, 1) == 205 and string.sub(v, 1, 17) or ''
+if op ~= 'r' then
+  set_or_del(KEYS[3], ARGV[2], 'XX', 'KEEPTTL')
+  set_or_del(KEYS[4], ARGV[2], 'XX', 'KEEPTTL')
+end
+local out_head = v ~= '' and string.byte(v, 1) == 205 and string.sub(v, 1, 17) or ''
 if op == 'r' and up then return {1, out_head, g, 0} end
 if not publish(ARGV[6], 'k ' .. ARGV[7] .. ' ' .. KEYS[1]) then return {0, out_head, g, stored} end
 return {1, out_head, g, stored}
